@@ -153,11 +153,7 @@ const DECODER: GeneralPurpose = GeneralPurpose::new(
 impl TelethonSession {
     /// Builds a session from its parts.
     pub fn new(dc_id: u8, addr: SocketAddr, key: [u8; AUTH_KEY_LEN]) -> Self {
-        Self {
-            dc_id: i32::from(dc_id),
-            addr,
-            auth_key: AuthKey::new(key),
-        }
+        Self { dc_id: i32::from(dc_id), addr, auth_key: AuthKey::new(key) }
     }
 
     /// Decodes a Telethon `StringSession` string.
@@ -209,11 +205,7 @@ impl TelethonSession {
         if key.iter().all(|&b| b == 0) {
             return Err(SessionError::ZeroAuthKey);
         }
-        Ok(Self {
-            dc_id,
-            addr: SocketAddr::new(ip, port),
-            auth_key: AuthKey::new(key),
-        })
+        Ok(Self { dc_id, addr: SocketAddr::new(ip, port), auth_key: AuthKey::new(key) })
     }
 
     /// Encodes the session exactly as Telethon does: `'1'`, then URL-safe base64 with padding.
@@ -260,10 +252,9 @@ fn base64_error(e: base64::DecodeError) -> SessionError {
                 char::from(byte).escape_default().to_string()
             ),
         ),
-        E::InvalidLength(len) => (
-            None,
-            format!("{len} base64 characters is not a possible length (truncated?)"),
-        ),
+        E::InvalidLength(len) => {
+            (None, format!("{len} base64 characters is not a possible length (truncated?)"))
+        }
         E::InvalidPadding => (None, "invalid '=' padding".to_owned()),
     };
     SessionError::BadBase64 { position, problem }
@@ -353,10 +344,7 @@ mod tests {
         let mut s = v4_session().encode();
         s.replace_range(10..11, "!");
         let err = TelethonSession::decode(&s).unwrap_err();
-        assert!(
-            matches!(err, SessionError::BadBase64 { position: Some(10), .. }),
-            "{err:?}"
-        );
+        assert!(matches!(err, SessionError::BadBase64 { position: Some(10), .. }), "{err:?}");
         assert!(err.to_string().contains("at byte 10"), "{err}");
     }
 
