@@ -3,3 +3,4 @@
 //! See ARCHITECTURE.md for the map. `domain` is pure policy; everything else is an adapter.
 
 pub mod domain;
+pub mod store;

@@ -1,0 +1,240 @@
+//! Accounts: sync from the configuration file, eligibility, the fencing counter.
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, NullOrdering, Query, SelectStatement};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, EntityTrait, Order, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
+};
+
+use super::entity::{accounts, join_attempts, targets};
+use super::{Account, COUNTED_OUTCOMES, Limits, Store, StoreError, SyncReport, accounts_from};
+use crate::domain::AccountStatus;
+
+/// The window of the daily join cap.
+const DAY: Duration = Duration::hours(24);
+
+/// Statuses that may work without an operator (their wait, if any, ends by itself).
+fn working_statuses() -> Vec<&'static str> {
+    AccountStatus::ALL.iter().filter(|s| s.can_work()).map(|s| s.as_str()).collect()
+}
+
+/// `(SELECT COUNT(*) FROM targets WHERE assigned_account_id = accounts.id)`
+fn bound_targets_count() -> SelectStatement {
+    Query::select()
+        .expr(Expr::col(targets::Column::Id).count())
+        .from(targets::Entity)
+        .and_where(
+            Expr::col((targets::Entity, targets::Column::AssignedAccountId))
+                .equals((accounts::Entity, accounts::Column::Id)),
+        )
+        .take()
+}
+
+/// `(SELECT COUNT(*) FROM join_attempts WHERE account_id = accounts.id AND outcome counts AND
+/// finished_at in (now - 24h, now])`
+fn counted_attempts_count(now: DateTime<Utc>) -> SelectStatement {
+    Query::select()
+        .expr(Expr::col(join_attempts::Column::Id).count())
+        .from(join_attempts::Entity)
+        .and_where(
+            Expr::col((join_attempts::Entity, join_attempts::Column::AccountId))
+                .equals((accounts::Entity, accounts::Column::Id)),
+        )
+        .and_where(Expr::col(join_attempts::Column::Outcome).is_in(COUNTED_OUTCOMES))
+        .and_where(Expr::col(join_attempts::Column::FinishedAt).gt(now - DAY))
+        .and_where(Expr::col(join_attempts::Column::FinishedAt).lte(now))
+        .take()
+}
+
+fn sub(select: SelectStatement) -> Expr {
+    Expr::SubQuery(None, Box::new(select.into()))
+}
+
+/// Accounts of `pool` that may ever work again, not excluded, below the channel limit.
+fn workable(pool: &str, excluded: &[i64], limits: &Limits) -> Condition {
+    let mut cond = Condition::all()
+        .add(accounts::Column::Pool.eq(pool))
+        .add(accounts::Column::Status.is_in(working_statuses()))
+        .add(sub(bound_targets_count()).lt(i64::from(limits.channel_limit)));
+    if !excluded.is_empty() {
+        cond = cond.add(accounts::Column::Id.is_not_in(excluded.iter().copied()));
+    }
+    cond
+}
+
+impl Store {
+    /// Makes the accounts table know every session of the configuration file: missing ones
+    /// are inserted as active accounts of `pool`, known ones are moved to `pool`. Nothing is
+    /// deleted (attempts and bindings refer to accounts); the report lists rows the file no
+    /// longer has.
+    pub async fn sync_accounts(
+        &self,
+        session_names: &[String],
+        pool: &str,
+    ) -> Result<SyncReport, StoreError> {
+        let wanted: BTreeSet<&str> = session_names.iter().map(String::as_str).collect();
+        let now = Utc::now();
+        let txn = self.db.begin().await?;
+        let existing =
+            accounts::Entity::find().order_by_asc(accounts::Column::Id).all(&txn).await?;
+        let known: HashMap<&str, &accounts::Model> =
+            existing.iter().map(|a| (a.session_name.as_str(), a)).collect();
+        let mut report = SyncReport::default();
+        for name in &wanted {
+            match known.get(name) {
+                None => report.added.push((*name).to_owned()),
+                Some(a) if a.pool != pool => report.moved_pool.push((*name).to_owned()),
+                Some(_) => {}
+            }
+        }
+        report.missing_from_config = existing
+            .iter()
+            .filter(|a| !wanted.contains(a.session_name.as_str()))
+            .map(|a| a.session_name.clone())
+            .collect();
+        for chunk in report.added.chunks(super::CHUNK) {
+            let rows = chunk.iter().map(|name| accounts::ActiveModel {
+                session_name: Set(name.clone()),
+                pool: Set(pool.to_owned()),
+                status: Set(AccountStatus::Active.as_str().to_owned()),
+                lease_epoch: Set(0),
+                created_at: Set(now),
+                updated_at: Set(now),
+                ..Default::default()
+            });
+            accounts::Entity::insert_many(rows).exec_without_returning(&txn).await?;
+        }
+        for chunk in report.moved_pool.chunks(super::CHUNK) {
+            accounts::Entity::update_many()
+                .col_expr(accounts::Column::Pool, Expr::val(pool))
+                .col_expr(accounts::Column::UpdatedAt, Expr::val(now))
+                .filter(accounts::Column::SessionName.is_in(chunk.iter().cloned()))
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        Ok(report)
+    }
+
+    pub async fn account(&self, id: i64) -> Result<Option<Account>, StoreError> {
+        accounts::Entity::find_by_id(id).one(&self.db).await?.map(Account::try_from).transpose()
+    }
+
+    /// Accounts by id, of one pool or all.
+    pub async fn accounts(&self, pool: Option<&str>) -> Result<Vec<Account>, StoreError> {
+        let mut q = accounts::Entity::find().order_by_asc(accounts::Column::Id);
+        if let Some(pool) = pool {
+            q = q.filter(accounts::Column::Pool.eq(pool));
+        }
+        accounts_from(q.all(&self.db).await?)
+    }
+
+    /// Accounts of `pool` that can act at `now`, least recently active first (never active
+    /// ones before all others), then by id; at most `limit`. One query.
+    ///
+    /// Eligible: status active, flood_wait or cooldown; next_allowed_action_time null or
+    /// passed; not `excluded`; fewer than `daily_join_cap` counted attempts (joined, already a
+    /// participant, requested) finished in (now - 24h, now]; fewer than `channel_limit` targets
+    /// bound to it.
+    pub async fn eligible_accounts(
+        &self,
+        pool: &str,
+        now: DateTime<Utc>,
+        excluded: &[i64],
+        limits: &Limits,
+        limit: u64,
+    ) -> Result<Vec<Account>, StoreError> {
+        let models = accounts::Entity::find()
+            .filter(workable(pool, excluded, limits))
+            .filter(
+                Condition::any()
+                    .add(accounts::Column::NextAllowedActionTime.is_null())
+                    .add(accounts::Column::NextAllowedActionTime.lte(now)),
+            )
+            .filter(sub(counted_attempts_count(now)).lt(i64::from(limits.daily_join_cap)))
+            .order_by_with_nulls(accounts::Column::LastActionAt, Order::Asc, NullOrdering::First)
+            .order_by_asc(accounts::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        accounts_from(models)
+    }
+
+    /// The earliest moment (not before `now`) some account of `pool`, not `excluded`, able to
+    /// work and below the channel limit, becomes eligible: the later of its
+    /// next_allowed_action_time and the moment its daily cap frees up (the cap-th most recent
+    /// counted attempt's finished_at + 24 h). None when no account of the pool can ever work.
+    pub async fn earliest_eligible_at(
+        &self,
+        pool: &str,
+        now: DateTime<Utc>,
+        excluded: &[i64],
+        limits: &Limits,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let cap = limits.daily_join_cap as usize;
+        if cap == 0 {
+            return Ok(None);
+        }
+        // Two reads; one transaction so they see the same moment.
+        let txn = self.db.begin().await?;
+        let candidates =
+            accounts::Entity::find().filter(workable(pool, excluded, limits)).all(&txn).await?;
+        if candidates.is_empty() {
+            txn.commit().await?;
+            return Ok(None);
+        }
+        let ids: Vec<i64> = candidates.iter().map(|a| a.id).collect();
+        let mut recent: HashMap<i64, Vec<DateTime<Utc>>> = HashMap::new();
+        for chunk in ids.chunks(super::CHUNK) {
+            let rows = join_attempts::Entity::find()
+                .filter(join_attempts::Column::AccountId.is_in(chunk.iter().copied()))
+                .filter(join_attempts::Column::Outcome.is_in(COUNTED_OUTCOMES))
+                .filter(join_attempts::Column::FinishedAt.gt(now - DAY))
+                .filter(join_attempts::Column::FinishedAt.lte(now))
+                .order_by_desc(join_attempts::Column::FinishedAt)
+                .all(&txn)
+                .await?;
+            for r in rows {
+                recent.entry(r.account_id).or_default().push(r.finished_at);
+            }
+        }
+        txn.commit().await?;
+        let earliest = candidates
+            .iter()
+            .map(|a| {
+                let paced = a.next_allowed_action_time.unwrap_or(now);
+                // Sorted newest first: the cap-th newest must leave the window.
+                let cap_frees = match recent.get(&a.id) {
+                    Some(times) if times.len() >= cap => times[cap - 1] + DAY,
+                    _ => now,
+                };
+                Ord::max(Ord::max(paced, cap_frees), now)
+            })
+            .min();
+        Ok(earliest)
+    }
+
+    /// `lease_epoch += 1`; returns the new value, the fencing token of the lease just taken.
+    pub async fn bump_lease_epoch(&self, account_id: i64) -> Result<i64, StoreError> {
+        let txn = self.db.begin().await?;
+        let res = accounts::Entity::update_many()
+            .col_expr(accounts::Column::LeaseEpoch, Expr::col(accounts::Column::LeaseEpoch).add(1))
+            .filter(accounts::Column::Id.eq(account_id))
+            .exec(&txn)
+            .await?;
+        if res.rows_affected == 0 {
+            return Err(StoreError::NotFound { table: "accounts", id: account_id });
+        }
+        let epoch: Option<i64> = accounts::Entity::find_by_id(account_id)
+            .select_only()
+            .column(accounts::Column::LeaseEpoch)
+            .into_tuple()
+            .one(&txn)
+            .await?;
+        txn.commit().await?;
+        epoch.ok_or(StoreError::NotFound { table: "accounts", id: account_id })
+    }
+}

@@ -1,0 +1,32 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "accounts")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    #[sea_orm(unique)]
+    pub session_name: String,
+    pub pool: String,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub next_allowed_action_time: Option<DateTimeUtc>,
+    pub last_action_at: Option<DateTimeUtc>,
+    pub lease_epoch: i64,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {
+    #[sea_orm(has_many = "super::join_attempts::Entity")]
+    JoinAttempts,
+}
+
+impl Related<super::join_attempts::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::JoinAttempts.def()
+    }
+}
+
+impl ActiveModelBehavior for ActiveModel {}

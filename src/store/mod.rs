@@ -1,0 +1,276 @@
+//! Persistence: the only module that speaks SQL (through SeaORM).
+//!
+//! Every operation is one statement or one transaction and runs on Postgres (the system of
+//! record) and on SQLite (single-machine mode). The API speaks domain types, chrono and std
+//! only, so nothing outside this module imports sea_orm.
+//!
+//! Timestamps are always written by the application in UTC. On SQLite they are text, and a
+//! single writer format makes text order equal time order, so range filters work on both.
+
+mod accounts;
+mod apply;
+pub mod entity;
+mod targets;
+
+pub use targets::NO_AVAILABLE_ACCOUNTS;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
+
+use crate::domain::{AccountStatus, LinkKind, TargetLink, TargetStatus};
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sea_orm::DbErr),
+    /// A row holds a value the code cannot read (an unknown status, a bad link, ...).
+    #[error("corrupt row {table}#{id}: {problem}")]
+    Corrupt { table: &'static str, id: i64, problem: String },
+    /// An operation addressed a row that does not exist.
+    #[error("{table}#{id} does not exist")]
+    NotFound { table: &'static str, id: i64 },
+    /// The caller asked for something the data model forbids (a programming error).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+/// An account of the pool, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: i64,
+    pub session_name: String,
+    pub pool: String,
+    pub status: AccountStatus,
+    pub status_reason: Option<String>,
+    pub next_allowed_action_time: Option<DateTime<Utc>>,
+    pub last_action_at: Option<DateTime<Utc>>,
+    /// Fencing counter: bumped each time the account's lease is taken.
+    pub lease_epoch: i64,
+}
+
+/// A target group or channel, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub id: i64,
+    pub link: TargetLink,
+    pub niche: String,
+    pub status: TargetStatus,
+    pub assigned_account_id: Option<i64>,
+    pub claimed_account_id: Option<i64>,
+    pub claim_epoch: Option<i64>,
+    pub attempts: i32,
+    pub in_doubt_tries: i32,
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub joined_at: Option<DateTime<Utc>>,
+    pub warmup_ends_at: Option<DateTime<Utc>>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub peer_id: Option<i64>,
+    pub title: Option<String>,
+}
+
+/// One row of `join_attempts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRow {
+    pub id: i64,
+    pub target_id: i64,
+    pub account_id: i64,
+    pub epoch: i64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// `JoinOutcome::kind()`.
+    pub outcome: String,
+    pub flood_wait_seconds: Option<i32>,
+    pub error_code: Option<String>,
+    pub worker: String,
+}
+
+/// Per-account limits the eligibility queries enforce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Successful joins (and join requests) per account in any 24 hours.
+    pub daily_join_cap: u32,
+    /// Targets bound to one account at most.
+    pub channel_limit: u32,
+}
+
+/// What [`Store::sync_accounts`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Session names inserted as new active accounts.
+    pub added: Vec<String>,
+    /// Existing accounts whose pool was changed to the requested one.
+    pub moved_pool: Vec<String>,
+    /// Accounts in the database whose session name is not in the configuration (kept).
+    pub missing_from_config: Vec<String>,
+}
+
+/// What [`Store::import_targets`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    pub inserted: u64,
+    /// Links already stored, or repeated in the input.
+    pub duplicates: u64,
+}
+
+/// Facts about one Telegram attempt, recorded in `join_attempts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// Which worker (host/pod) made the attempt.
+    pub worker: String,
+}
+
+/// Whether a fenced write happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Applied,
+    /// The lease epoch or the claim moved on: nothing was written.
+    Stale,
+}
+
+/// Outcomes that count towards the daily join cap.
+pub const COUNTED_OUTCOMES: [&str; 3] = ["joined", "already_participant", "requested"];
+
+/// Handle to the database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+/// How long a SQLite writer waits for another process's lock before giving up.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Postgres pool size of one process (a worker runs a handful of jobs at once).
+const PG_MAX_CONNECTIONS: u32 = 10;
+
+impl Store {
+    /// Connects to `url` (`postgres://...` or `sqlite://path`).
+    ///
+    /// SQLite: the file is created if missing, in WAL mode with a busy timeout. The pool keeps
+    /// one connection, so the tasks of one process take turns and never meet SQLITE_BUSY in the
+    /// middle of a transaction; the busy timeout covers other processes (the admin CLI).
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let mut opts = ConnectOptions::new(url.to_owned());
+        opts.sqlx_logging(false).connect_timeout(Duration::from_secs(10));
+        if url.starts_with("sqlite:") {
+            use sea_orm::sqlx::sqlite::SqliteJournalMode;
+            opts.max_connections(1).min_connections(1).map_sqlx_sqlite_opts(|o| {
+                o.create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                    .foreign_keys(true)
+            });
+        } else {
+            opts.max_connections(PG_MAX_CONNECTIONS)
+                .min_connections(0)
+                .acquire_timeout(Duration::from_secs(30));
+        }
+        let db = Database::connect(opts).await?;
+        Ok(Store { db })
+    }
+
+    /// Wraps an existing connection.
+    pub fn from_connection(db: DatabaseConnection) -> Store {
+        Store { db }
+    }
+
+    /// Applies every pending migration.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        Migrator::up(&self.db, None).await?;
+        Ok(())
+    }
+
+    /// The underlying connection, for migrations and the admin CLI.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    fn is_postgres(&self) -> bool {
+        self.db.get_database_backend() == DbBackend::Postgres
+    }
+}
+
+fn corrupt(table: &'static str, id: i64, problem: impl Into<String>) -> StoreError {
+    StoreError::Corrupt { table, id, problem: problem.into() }
+}
+
+impl TryFrom<entity::accounts::Model> for Account {
+    type Error = StoreError;
+    fn try_from(m: entity::accounts::Model) -> Result<Self, StoreError> {
+        let status = AccountStatus::parse(&m.status)
+            .ok_or_else(|| corrupt("accounts", m.id, format!("unknown status {:?}", m.status)))?;
+        Ok(Account {
+            id: m.id,
+            session_name: m.session_name,
+            pool: m.pool,
+            status,
+            status_reason: m.status_reason,
+            next_allowed_action_time: m.next_allowed_action_time,
+            last_action_at: m.last_action_at,
+            lease_epoch: m.lease_epoch,
+        })
+    }
+}
+
+impl TryFrom<entity::targets::Model> for Target {
+    type Error = StoreError;
+    fn try_from(m: entity::targets::Model) -> Result<Self, StoreError> {
+        let status = TargetStatus::parse(&m.status)
+            .ok_or_else(|| corrupt("targets", m.id, format!("unknown status {:?}", m.status)))?;
+        let kind = LinkKind::parse(&m.kind)
+            .ok_or_else(|| corrupt("targets", m.id, format!("unknown kind {:?}", m.kind)))?;
+        let link = TargetLink::from_stored(kind, &m.link)
+            .map_err(|e| corrupt("targets", m.id, format!("bad link {:?}: {e}", m.link)))?;
+        Ok(Target {
+            id: m.id,
+            link,
+            niche: m.niche,
+            status,
+            assigned_account_id: m.assigned_account_id,
+            claimed_account_id: m.claimed_account_id,
+            claim_epoch: m.claim_epoch,
+            attempts: m.attempts,
+            in_doubt_tries: m.in_doubt_tries,
+            next_run_at: m.next_run_at,
+            joined_at: m.joined_at,
+            warmup_ends_at: m.warmup_ends_at,
+            error_code: m.error_code,
+            error_message: m.error_message,
+            peer_id: m.peer_id,
+            title: m.title,
+        })
+    }
+}
+
+impl From<entity::join_attempts::Model> for AttemptRow {
+    fn from(m: entity::join_attempts::Model) -> Self {
+        AttemptRow {
+            id: m.id,
+            target_id: m.target_id,
+            account_id: m.account_id,
+            epoch: m.epoch,
+            started_at: m.started_at,
+            finished_at: m.finished_at,
+            outcome: m.outcome,
+            flood_wait_seconds: m.flood_wait_seconds,
+            error_code: m.error_code,
+            worker: m.worker,
+        }
+    }
+}
+
+fn targets_from(models: Vec<entity::targets::Model>) -> Result<Vec<Target>, StoreError> {
+    models.into_iter().map(Target::try_from).collect()
+}
+
+fn accounts_from(models: Vec<entity::accounts::Model>) -> Result<Vec<Account>, StoreError> {
+    models.into_iter().map(Account::try_from).collect()
+}
+
+/// Rows per statement when a list is bound as parameters (SQLite allows 32766 per statement).
+const CHUNK: usize = 500;

@@ -1,0 +1,303 @@
+//! Targets: import, the producer's batch, claims and the unfenced moves, recovery reads.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, OnConflict, Query};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
+};
+
+use super::entity::{accounts, join_attempts, targets};
+use super::{AttemptRow, CHUNK, ImportReport, Store, StoreError, Target, targets_from};
+use crate::domain::{TargetLink, TargetStatus};
+
+fn status(s: TargetStatus) -> &'static str {
+    s.as_str()
+}
+
+/// `status IN ('new', 'queued')`: the only statuses unfenced moves may touch.
+fn unclaimed() -> Condition {
+    Condition::all().add(
+        targets::Column::Status.is_in([status(TargetStatus::New), status(TargetStatus::Queued)]),
+    )
+}
+
+/// Error message of a target given back because no account could take it.
+pub const NO_AVAILABLE_ACCOUNTS: &str = "No available accounts";
+
+impl Store {
+    /// Inserts the links as `new` targets of `niche`, in one transaction. A link already
+    /// stored (in any niche) or repeated in `links` is counted as a duplicate, not inserted.
+    pub async fn import_targets(
+        &self,
+        links: &[TargetLink],
+        niche: &str,
+    ) -> Result<ImportReport, StoreError> {
+        let now = Utc::now();
+        let mut seen = HashSet::new();
+        let unique: Vec<&TargetLink> = links.iter().filter(|l| seen.insert(*l)).collect();
+        let txn = self.db.begin().await?;
+        let mut inserted = 0;
+        for chunk in unique.chunks(CHUNK) {
+            let rows = chunk.iter().map(|link| targets::ActiveModel {
+                link: Set(link.to_string()),
+                kind: Set(link.kind().as_str().to_owned()),
+                niche: Set(niche.to_owned()),
+                status: Set(status(TargetStatus::New).to_owned()),
+                attempts: Set(0),
+                in_doubt_tries: Set(0),
+                created_at: Set(now),
+                updated_at: Set(now),
+                ..Default::default()
+            });
+            // ON CONFLICT DO NOTHING also covers a concurrent import of the same link.
+            let res = targets::Entity::insert_many(rows)
+                .on_conflict(OnConflict::column(targets::Column::Link).do_nothing().to_owned())
+                .exec_without_returning(&txn)
+                .await?;
+            inserted += res;
+        }
+        txn.commit().await?;
+        Ok(ImportReport { inserted, duplicates: links.len() as u64 - inserted })
+    }
+
+    pub async fn target(&self, id: i64) -> Result<Option<Target>, StoreError> {
+        targets::Entity::find_by_id(id).one(&self.db).await?.map(Target::try_from).transpose()
+    }
+
+    /// Targets by id, optionally of one niche and/or one status.
+    pub async fn targets(
+        &self,
+        niche: Option<&str>,
+        status: Option<TargetStatus>,
+    ) -> Result<Vec<Target>, StoreError> {
+        let mut q = targets::Entity::find().order_by_asc(targets::Column::Id);
+        if let Some(niche) = niche {
+            q = q.filter(targets::Column::Niche.eq(niche));
+        }
+        if let Some(status) = status {
+            q = q.filter(targets::Column::Status.eq(status.as_str()));
+        }
+        targets_from(q.all(&self.db).await?)
+    }
+
+    /// Moves up to `batch_size` `new` targets of `niche` (oldest id first) to `queued`, due
+    /// now, and returns them. On Postgres the rows are taken `FOR UPDATE SKIP LOCKED`, so
+    /// overlapping producers never take the same target; SQLite has one writer at a time.
+    pub async fn queue_new_targets(
+        &self,
+        niche: &str,
+        batch_size: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Target>, StoreError> {
+        let txn = self.db.begin().await?;
+        let mut pick = targets::Entity::find()
+            .select_only()
+            .column(targets::Column::Id)
+            .filter(targets::Column::Niche.eq(niche))
+            .filter(targets::Column::Status.eq(status(TargetStatus::New)))
+            .order_by_asc(targets::Column::Id)
+            .limit(batch_size);
+        if self.is_postgres() {
+            pick = pick.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        }
+        let ids: Vec<i64> = pick.into_tuple().all(&txn).await?;
+        if ids.is_empty() {
+            txn.commit().await?;
+            return Ok(Vec::new());
+        }
+        targets::Entity::update_many()
+            .col_expr(targets::Column::Status, Expr::val(status(TargetStatus::Queued)))
+            .col_expr(targets::Column::EnqueuedAt, Expr::val(now))
+            .col_expr(targets::Column::NextRunAt, Expr::val(now))
+            .col_expr(targets::Column::UpdatedAt, Expr::val(now))
+            .filter(targets::Column::Id.is_in(ids.iter().copied()))
+            .filter(targets::Column::Status.eq(status(TargetStatus::New)))
+            .exec(&txn)
+            .await?;
+        let models = targets::Entity::find()
+            .filter(targets::Column::Id.is_in(ids))
+            .order_by_asc(targets::Column::Id)
+            .all(&txn)
+            .await?;
+        txn.commit().await?;
+        targets_from(models)
+    }
+
+    /// Claims the target for `account` under lease `epoch`: -> `joining` with
+    /// claimed_account_id and claim_epoch. Only from `new`/`queued`, or from `joining` claimed
+    /// by the same account (an in-doubt retry), and only while the account's lease_epoch still
+    /// equals `epoch`. One conditional update; false when the condition failed.
+    pub async fn claim_target(
+        &self,
+        target_id: i64,
+        account_id: i64,
+        epoch: i64,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let lease_current = Query::select()
+            .expr(Expr::val(1))
+            .from(accounts::Entity)
+            .and_where(Expr::col(accounts::Column::Id).eq(account_id))
+            .and_where(Expr::col(accounts::Column::LeaseEpoch).eq(epoch))
+            .take();
+        let res = targets::Entity::update_many()
+            .col_expr(targets::Column::Status, Expr::val(status(TargetStatus::Joining)))
+            .col_expr(targets::Column::ClaimedAccountId, Expr::val(account_id))
+            .col_expr(targets::Column::ClaimEpoch, Expr::val(epoch))
+            .col_expr(targets::Column::UpdatedAt, Expr::val(now))
+            .filter(targets::Column::Id.eq(target_id))
+            .filter(
+                Condition::any().add(unclaimed()).add(
+                    Condition::all()
+                        .add(targets::Column::Status.eq(status(TargetStatus::Joining)))
+                        .add(targets::Column::ClaimedAccountId.eq(account_id)),
+                ),
+            )
+            .filter(Expr::exists(lease_current))
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected == 1)
+    }
+
+    /// Reschedules a target no account could take now: `queued`, due at `run_at`. Only from
+    /// `new`/`queued`; true when a row changed.
+    pub async fn requeue_target(
+        &self,
+        target_id: i64,
+        run_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let now = Utc::now();
+        let res = targets::Entity::update_many()
+            .col_expr(targets::Column::Status, Expr::val(status(TargetStatus::Queued)))
+            .col_expr(targets::Column::NextRunAt, Expr::val(run_at))
+            .col_expr(
+                targets::Column::EnqueuedAt,
+                Expr::col(targets::Column::EnqueuedAt).if_null(now),
+            )
+            .col_expr(targets::Column::UpdatedAt, Expr::val(now))
+            .filter(targets::Column::Id.eq(target_id))
+            .filter(unclaimed())
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected == 1)
+    }
+
+    /// Gives a target back (`new`, with `reason` as its error message) when no account of its
+    /// pool can ever take it. Only from `new`/`queued`; true when a row changed.
+    pub async fn give_back_target(&self, target_id: i64, reason: &str) -> Result<bool, StoreError> {
+        let res = targets::Entity::update_many()
+            .col_expr(targets::Column::Status, Expr::val(status(TargetStatus::New)))
+            .col_expr(targets::Column::ErrorMessage, Expr::val(reason))
+            .col_expr(targets::Column::NextRunAt, Expr::val(None::<DateTime<Utc>>))
+            .col_expr(targets::Column::EnqueuedAt, Expr::val(None::<DateTime<Utc>>))
+            .col_expr(targets::Column::UpdatedAt, Expr::val(Utc::now()))
+            .filter(targets::Column::Id.eq(target_id))
+            .filter(unclaimed())
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected == 1)
+    }
+
+    /// Drops the claim of a `joining` target whose account can never work again: -> `queued`
+    /// due at `run_at`, claim and in-doubt count cleared. Only while `account_id` holds the
+    /// claim; true when a row changed.
+    pub async fn release_claim(
+        &self,
+        target_id: i64,
+        account_id: i64,
+        run_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let res = targets::Entity::update_many()
+            .col_expr(targets::Column::Status, Expr::val(status(TargetStatus::Queued)))
+            .col_expr(targets::Column::ClaimedAccountId, Expr::val(None::<i64>))
+            .col_expr(targets::Column::ClaimEpoch, Expr::val(None::<i64>))
+            .col_expr(targets::Column::InDoubtTries, Expr::val(0))
+            .col_expr(targets::Column::NextRunAt, Expr::val(run_at))
+            .col_expr(targets::Column::UpdatedAt, Expr::val(Utc::now()))
+            .filter(targets::Column::Id.eq(target_id))
+            .filter(targets::Column::Status.eq(status(TargetStatus::Joining)))
+            .filter(targets::Column::ClaimedAccountId.eq(account_id))
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected == 1)
+    }
+
+    /// Recovery: `queued` targets of any niche due before `before` (or never scheduled),
+    /// longest overdue first.
+    pub async fn stale_queued_targets(
+        &self,
+        before: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<Target>, StoreError> {
+        let models = targets::Entity::find()
+            .filter(targets::Column::Status.eq(status(TargetStatus::Queued)))
+            .filter(
+                Condition::any()
+                    .add(targets::Column::NextRunAt.lt(before))
+                    .add(targets::Column::NextRunAt.is_null()),
+            )
+            .order_by_asc(targets::Column::NextRunAt)
+            .order_by_asc(targets::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        targets_from(models)
+    }
+
+    /// Recovery: `joining` targets (each with its claim); the caller checks the leases.
+    pub async fn joining_targets(&self, limit: u64) -> Result<Vec<Target>, StoreError> {
+        let models = targets::Entity::find()
+            .filter(targets::Column::Status.eq(status(TargetStatus::Joining)))
+            .order_by_asc(targets::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        targets_from(models)
+    }
+
+    /// Sets next_run_at of re-enqueued `queued`/`joining` targets, so the next recovery pass
+    /// does not enqueue them again at once. Terminal and `new` targets are left alone.
+    pub async fn touch_next_run(
+        &self,
+        target_ids: &[i64],
+        run_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if target_ids.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin().await?;
+        for chunk in target_ids.chunks(CHUNK) {
+            targets::Entity::update_many()
+                .col_expr(targets::Column::NextRunAt, Expr::val(run_at))
+                .col_expr(targets::Column::UpdatedAt, Expr::val(Utc::now()))
+                .filter(targets::Column::Id.is_in(chunk.iter().copied()))
+                .filter(
+                    targets::Column::Status
+                        .is_in([status(TargetStatus::Queued), status(TargetStatus::Joining)]),
+                )
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Attempt rows, oldest first, optionally of one target and/or one account.
+    pub async fn attempts(
+        &self,
+        target_id: Option<i64>,
+        account_id: Option<i64>,
+    ) -> Result<Vec<AttemptRow>, StoreError> {
+        let mut q = join_attempts::Entity::find().order_by_asc(join_attempts::Column::Id);
+        if let Some(t) = target_id {
+            q = q.filter(join_attempts::Column::TargetId.eq(t));
+        }
+        if let Some(a) = account_id {
+            q = q.filter(join_attempts::Column::AccountId.eq(a));
+        }
+        Ok(q.all(&self.db).await?.into_iter().map(AttemptRow::from).collect())
+    }
+}
