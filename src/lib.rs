@@ -2,5 +2,17 @@
 //!
 //! See ARCHITECTURE.md for the map. `domain` is pure policy; everything else is an adapter.
 
+pub mod accounts_config;
+pub mod admin;
+pub mod app;
+pub mod config;
 pub mod domain;
+pub mod join;
+pub mod lease;
+pub mod producer;
+pub mod queue;
+pub mod runner;
 pub mod store;
+pub mod telegram;
+pub mod telemetry;
+pub mod worker;

@@ -1,1 +1,68 @@
-fn main() {}
+//! `producer [niche] [batch_size]`: one cron run. Recovers lost jobs, turns up to `batch_size`
+//! `new` targets of the niche into jobs, prints one summary line and exits.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use smart_joiner::app::{RedisArgs, parse_duration};
+use smart_joiner::config::SettingsArgs;
+use smart_joiner::lease::RedisLocks;
+use smart_joiner::producer::{ProduceOptions, produce};
+use smart_joiner::queue::{JobQueue, connect_redis};
+use smart_joiner::store::Store;
+use smart_joiner::telemetry;
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Turns new targets of a niche into join jobs (run it from cron)")]
+struct Cli {
+    /// Niche of the targets to queue.
+    #[arg(default_value = "ukraine_cars")]
+    niche: String,
+    /// How many new targets one run queues.
+    #[arg(default_value_t = 5)]
+    batch_size: u64,
+    /// A target this long past due is presumed to have lost its job and is pushed again.
+    #[arg(long, env = "RECOVER_AFTER", default_value = "10m", value_parser = parse_duration)]
+    recover_after: Duration,
+    #[command(flatten)]
+    redis: RedisArgs,
+    #[command(flatten)]
+    settings: SettingsArgs,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(3),
+        Err(e) => {
+            eprintln!("producer: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<usize> {
+    let settings = cli.settings.into_settings()?;
+    telemetry::init(&telemetry::LogSettings::from_settings(&settings))
+        .context("cannot open the log file")?;
+    let store = Store::connect(settings.database_url.expose())
+        .await
+        .context("cannot connect to the database")?;
+    let conn =
+        connect_redis(settings.redis_url.expose()).await.context("cannot connect to Redis")?;
+    let locks = RedisLocks::new(conn.clone(), cli.redis.redis_prefix.clone(), settings.lease_ttl);
+    let queue = JobQueue::new(conn, &cli.redis.queue_settings());
+    let opts = ProduceOptions {
+        niche: cli.niche,
+        batch_size: cli.batch_size,
+        pool: cli.redis.pool.clone(),
+        recover_after: cli.recover_after,
+    };
+    let report = produce(&store, &queue, &locks, &opts).await?;
+    println!("producer: niche {} pool {}: {report}", opts.niche, opts.pool);
+    Ok(report.push_failures)
+}

@@ -163,10 +163,10 @@ fn parse_path(path: &str, original: &str) -> Result<TargetLink, LinkError> {
         return TargetLink::username(name);
     }
     // `t.me/name/123` is a post in the group: the group is what we join.
-    if let Some(post) = parts.next() {
-        if !post.bytes().all(|b| b.is_ascii_digit()) || parts.next().is_some() {
-            return Err(LinkError::Unsupported(original.to_owned()));
-        }
+    if let Some(post) = parts.next()
+        && (!post.bytes().all(|b| b.is_ascii_digit()) || parts.next().is_some())
+    {
+        return Err(LinkError::Unsupported(original.to_owned()));
     }
     TargetLink::username(first)
 }

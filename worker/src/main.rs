@@ -1,1 +1,77 @@
-fn main() {}
+//! `worker`: leases accounts of one pool and runs join jobs from Redis until SIGTERM.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use smart_joiner::accounts_config::AccountsConfig;
+use smart_joiner::app::{self, RedisArgs, TelegramArgs, parse_duration};
+use smart_joiner::config::SettingsArgs;
+use smart_joiner::lease::RedisLocks;
+use smart_joiner::queue::{JobQueue, connect_redis};
+use smart_joiner::store::Store;
+use smart_joiner::telemetry;
+use smart_joiner::worker::{self, WorkerOptions};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Runs join jobs of one account pool from Redis")]
+struct Cli {
+    /// Jobs this process runs at once (each holds at most one account).
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 4)]
+    concurrency: usize,
+    /// Worker name (default: the host name); a unique suffix is added per start.
+    #[arg(long, env = "WORKER_NAME")]
+    name: Option<String>,
+    /// How often an idle worker looks for due jobs.
+    #[arg(long, env = "POLL_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
+    poll_interval: Duration,
+    /// How long in-flight joins may take to finish after SIGTERM.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
+    #[command(flatten)]
+    redis: RedisArgs,
+    #[command(flatten)]
+    telegram: TelegramArgs,
+    #[command(flatten)]
+    settings: SettingsArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = cli.settings.into_settings()?;
+    telemetry::init(&telemetry::LogSettings::from_settings(&settings))
+        .context("cannot open the log file")?;
+    let accounts = AccountsConfig::load(&settings.accounts_config)?;
+    let store = Store::connect(settings.database_url.expose())
+        .await
+        .context("cannot connect to the database")?;
+    let conn =
+        connect_redis(settings.redis_url.expose()).await.context("cannot connect to Redis")?;
+    let locks = RedisLocks::new(conn.clone(), cli.redis.redis_prefix.clone(), settings.lease_ttl);
+    let queue = JobQueue::new(conn, &cli.redis.queue_settings());
+    let name = cli.name.unwrap_or_else(default_name);
+    let telegram = app::telegram(&cli.telegram, &settings)?;
+    let service = app::join_service(
+        &settings,
+        store,
+        std::sync::Arc::new(locks),
+        telegram,
+        accounts,
+        name.clone(),
+    );
+    let opts = WorkerOptions {
+        name,
+        concurrency: cli.concurrency,
+        poll_interval: cli.poll_interval,
+        shutdown_timeout: cli.shutdown_timeout,
+    };
+    worker::run(service, queue, opts, app::shutdown_signal()).await.map_err(|e| anyhow::anyhow!(e))
+}
+
+fn default_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("worker-{}", std::process::id()))
+}

@@ -1,0 +1,123 @@
+//! Wiring shared by the binaries: building adapters from settings and flags. No policy here.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::accounts_config::{AccountsConfig, AccountsConfigError};
+use crate::config::Settings;
+use crate::join::{JoinDeps, JoinService};
+use crate::lease::AccountLocks;
+use crate::queue::QueueSettings;
+use crate::store::{Limits, Store};
+use crate::telegram::Telegram;
+use crate::telegram::fake::{Script, ScriptedTelegram};
+
+/// Flags choosing the Telegram implementation. The fake exists for tests and benchmarks of the
+/// real binaries; it is hidden from `--help`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TelegramArgs {
+    /// Use the scripted fake Telegram with this JSON script instead of real Telegram.
+    #[arg(long, env = "SMART_JOINER_FAKE_TELEGRAM", hide = true)]
+    pub fake_telegram: Option<PathBuf>,
+    /// Append the fake's events (JSON lines) to this file.
+    #[arg(long, env = "SMART_JOINER_FAKE_TELEGRAM_LOG", hide = true, requires = "fake_telegram")]
+    pub fake_telegram_log: Option<PathBuf>,
+}
+
+/// Flags of the Redis side, shared by producer and worker.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RedisArgs {
+    /// Prefix of every Redis key this deployment uses (leases and the queue).
+    #[arg(long, env = "REDIS_PREFIX", default_value = "smart_joiner:")]
+    pub redis_prefix: String,
+    /// The account pool this process serves; each pool has its own queue.
+    #[arg(long, env = "POOL", default_value = "default")]
+    pub pool: String,
+    /// Worker heartbeat; a worker silent for 6 heartbeats has its jobs handed to others.
+    #[arg(long, env = "QUEUE_HEARTBEAT", default_value = "10s", value_parser = parse_duration)]
+    pub queue_heartbeat: Duration,
+}
+
+impl RedisArgs {
+    pub fn queue_settings(&self) -> QueueSettings {
+        QueueSettings {
+            name: format!("{}join:v1:{}", self.redis_prefix, self.pool),
+            heartbeat: self.queue_heartbeat,
+            ..QueueSettings::default()
+        }
+    }
+}
+
+/// Parses a human duration (`500ms`, `90s`, `10m`, `24h`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Accounts(#[from] AccountsConfigError),
+    #[error("{0}")]
+    Telegram(String),
+}
+
+/// The Telegram implementation the flags ask for.
+pub fn telegram(args: &TelegramArgs, settings: &Settings) -> Result<Arc<dyn Telegram>, AppError> {
+    match &args.fake_telegram {
+        Some(script) => {
+            let script = Script::load(script).map_err(AppError::Telegram)?;
+            let mut fake = ScriptedTelegram::new(script);
+            if let Some(log) = &args.fake_telegram_log {
+                fake = fake.with_log_file(log).map_err(|e| {
+                    AppError::Telegram(format!("cannot open {}: {e}", log.display()))
+                })?;
+            }
+            Ok(Arc::new(fake))
+        }
+        None => {
+            Ok(Arc::new(crate::telegram::grammers::GrammersTelegram::new(settings.call_timeout)))
+        }
+    }
+}
+
+/// Builds the join procedure from settings and adapters.
+pub fn join_service(
+    settings: &Settings,
+    store: Store,
+    locks: Arc<dyn AccountLocks>,
+    telegram: Arc<dyn Telegram>,
+    accounts: AccountsConfig,
+    worker_name: String,
+) -> JoinService {
+    JoinService::new(JoinDeps {
+        store,
+        locks,
+        telegram,
+        accounts: Arc::new(accounts),
+        pacing: settings.pacing.clone(),
+        limits: Limits {
+            daily_join_cap: settings.daily_join_cap,
+            channel_limit: settings.channel_limit,
+        },
+        call_timeout: settings.call_timeout,
+        worker_name,
+    })
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}

@@ -1,0 +1,372 @@
+//! The one join procedure (design, "The join, step by step"), shared by the worker and `run`.
+//!
+//! [`JoinService::execute`] runs one job to the end of one step and says what should happen
+//! next; it never sleeps for pacing and never relies on the queue's retries. Every domain outcome
+//! is `Ok`; `Err` means the infrastructure (database, lease store) failed and the job should be
+//! tried again later as it is.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::accounts_config::AccountsConfig;
+use crate::domain::{
+    AccountStatus, DecideCtx, Decision, JoinJobV1, JoinOutcome, Next, Pacing, TargetStatus, decide,
+};
+use crate::lease::{AccountLocks, Lease, LeaseError};
+use crate::store::{Account, Applied, Attempt, Limits, Store, StoreError, Target};
+use crate::telegram::{ConnectError, Telegram};
+
+/// How many eligible accounts one job tries to lease before it gives up for the moment.
+const CANDIDATES: u64 = 8;
+/// When every eligible account is leased by others, look again after this long.
+const BUSY_RETRY: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+}
+
+/// What the caller does after one execution.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecutionOutcome {
+    /// Nothing more for this job: the target is settled, given back, or someone else's.
+    Done(Settled),
+    /// Run `job` again at `run_at` (the target's `next_run_at` already says so).
+    Reschedule { job: JoinJobV1, run_at: DateTime<Utc> },
+}
+
+/// Why a job ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settled {
+    /// The target reached a terminal status in this execution.
+    Finished(TargetStatus),
+    /// The target was already terminal or owned by another claim: a duplicate job.
+    NothingToDo,
+    /// No account of the pool can ever take it: back to `new`.
+    GivenBack,
+    /// Our lease epoch was stale: nothing was written.
+    Stale,
+}
+
+/// Everything the procedure needs, passed in.
+pub struct JoinDeps {
+    pub store: Store,
+    pub locks: Arc<dyn AccountLocks>,
+    pub telegram: Arc<dyn Telegram>,
+    pub accounts: Arc<AccountsConfig>,
+    pub pacing: Pacing,
+    pub limits: Limits,
+    /// Timeout of each Telegram call (connect, join, disconnect).
+    pub call_timeout: Duration,
+    /// Recorded in join_attempts.worker.
+    pub worker_name: String,
+}
+
+#[derive(Clone)]
+pub struct JoinService {
+    deps: Arc<JoinDeps>,
+}
+
+impl JoinService {
+    pub fn new(deps: JoinDeps) -> Self {
+        Self { deps: Arc::new(deps) }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.deps.store
+    }
+
+    pub fn pacing(&self) -> &Pacing {
+        &self.deps.pacing
+    }
+
+    /// Runs one job (steps 1-7 of the design).
+    pub async fn execute(&self, job: &JoinJobV1) -> Result<ExecutionOutcome, JoinError> {
+        let d = &*self.deps;
+        let now = Utc::now();
+
+        // 1. Load the target; anything not workable is a duplicate job.
+        let Some(target) = d.store.target(job.target_id).await? else {
+            warn!(target_id = job.target_id, "job for an unknown target dropped");
+            return Ok(ExecutionOutcome::Done(Settled::NothingToDo));
+        };
+        if !target.status.is_workable() {
+            return Ok(ExecutionOutcome::Done(Settled::NothingToDo));
+        }
+        let span = info_span!("join", target = %target.link, target_id = target.id, account = tracing::field::Empty, outcome = tracing::field::Empty);
+        async move {
+            // 2. Pick an account: a claimed (in-doubt) target stays with its account.
+            match (target.status, target.claimed_account_id) {
+                (TargetStatus::Joining, Some(account_id)) => {
+                    self.execute_pinned(job, &target, account_id, now).await
+                }
+                _ => self.execute_free(job, &target, now).await,
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn execute_free(
+        &self,
+        job: &JoinJobV1,
+        target: &Target,
+        now: DateTime<Utc>,
+    ) -> Result<ExecutionOutcome, JoinError> {
+        let d = &*self.deps;
+        let candidates = d
+            .store
+            .eligible_accounts(&job.pool, now, &job.excluded_accounts, &d.limits, CANDIDATES)
+            .await?;
+        for account in candidates {
+            // 3. Lease it; a busy or no-longer-eligible account means: next candidate.
+            let Some((lease, epoch)) = self.lease_if_still_eligible(&account).await? else {
+                continue;
+            };
+            let result = self.attempt(job, target, &account, &lease, epoch, 0).await;
+            self.release(&lease).await;
+            return result;
+        }
+        // Nobody free now: wait for the earliest account, or give the target back.
+        let excluded = &job.excluded_accounts;
+        match d.store.earliest_eligible_at(&job.pool, now, excluded, &d.limits).await? {
+            Some(at) => {
+                let run_at =
+                    at.max(now + chrono::Duration::from_std(BUSY_RETRY).unwrap_or_default());
+                d.store.requeue_target(target.id, run_at).await?;
+                Ok(ExecutionOutcome::Reschedule { job: job.clone(), run_at })
+            }
+            None => {
+                info!(target = %target.link, "No available accounts");
+                d.store.give_back_target(target.id, "No available accounts").await?;
+                Ok(ExecutionOutcome::Done(Settled::GivenBack))
+            }
+        }
+    }
+
+    async fn execute_pinned(
+        &self,
+        job: &JoinJobV1,
+        target: &Target,
+        account_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<ExecutionOutcome, JoinError> {
+        let d = &*self.deps;
+        let account = d.store.account(account_id).await?;
+        let Some(account) = account.filter(|a| a.status.can_work()) else {
+            // The account needs an operator: whatever its last join did, it will not act again.
+            let run_at = now;
+            d.store.release_claim(target.id, account_id, run_at).await?;
+            return Ok(ExecutionOutcome::Reschedule {
+                job: job.follow_up(Some(account_id)),
+                run_at,
+            });
+        };
+        if let Some(at) = account.next_allowed_action_time.filter(|t| *t > now) {
+            d.store.touch_next_run(&[target.id], at).await?;
+            return Ok(ExecutionOutcome::Reschedule { job: job.clone(), run_at: at });
+        }
+        let Some((lease, epoch)) = self.lease_if_still_eligible(&account).await? else {
+            let run_at = now + chrono::Duration::from_std(BUSY_RETRY).unwrap_or_default();
+            d.store.touch_next_run(&[target.id], run_at).await?;
+            return Ok(ExecutionOutcome::Reschedule { job: job.clone(), run_at });
+        };
+        // A claim without a recorded in-doubt answer is a crash mid-join: in doubt as well.
+        let previous = u32::try_from(target.in_doubt_tries).unwrap_or(0).max(1);
+        let result = self.attempt(job, target, &account, &lease, epoch, previous).await;
+        self.release(&lease).await;
+        result
+    }
+
+    /// Takes the lease, bumps the fencing epoch, and re-reads the account: between listing and
+    /// leasing, another holder may have used it.
+    async fn lease_if_still_eligible(
+        &self,
+        account: &Account,
+    ) -> Result<Option<(Lease, i64)>, JoinError> {
+        let d = &*self.deps;
+        let Some(lease) = d.locks.try_acquire(account.id).await? else { return Ok(None) };
+        let fresh = match d.store.account(account.id).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.release(&lease).await;
+                return Err(e.into());
+            }
+        };
+        let now = Utc::now();
+        let ready = fresh.as_ref().is_some_and(|a| {
+            a.status.can_work()
+                && (a.status == AccountStatus::Active
+                    || a.next_allowed_action_time.is_some_and(|t| t <= now))
+                && a.next_allowed_action_time.is_none_or(|t| t <= now)
+        });
+        if !ready {
+            self.release(&lease).await;
+            return Ok(None);
+        }
+        match d.store.bump_lease_epoch(account.id).await {
+            Ok(epoch) => Ok(Some((lease, epoch))),
+            Err(e) => {
+                self.release(&lease).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn release(&self, lease: &Lease) {
+        match self.deps.locks.release(lease).await {
+            Ok(true) => {}
+            Ok(false) => warn!(account_id = lease.account_id, "lease was already lost at release"),
+            Err(e) => {
+                warn!(account_id = lease.account_id, error = %e, "lease release failed; it will expire")
+            }
+        }
+    }
+
+    /// Steps 4-6 under a held lease: claim, call Telegram, decide, write.
+    async fn attempt(
+        &self,
+        job: &JoinJobV1,
+        target: &Target,
+        account: &Account,
+        lease: &Lease,
+        epoch: i64,
+        previous_in_doubt: u32,
+    ) -> Result<ExecutionOutcome, JoinError> {
+        let d = &*self.deps;
+        tracing::Span::current().record("account", account.session_name.as_str());
+        let started_at = Utc::now();
+        // 4. Claim the target under this epoch.
+        if !d.store.claim_target(target.id, account.id, epoch, started_at).await? {
+            return Ok(ExecutionOutcome::Done(Settled::NothingToDo));
+        }
+        info!(account = %account.session_name, target = %target.link, "using account");
+
+        // 5. Connect and join, while the lease is renewed; losing the lease aborts at once.
+        let outcome = tokio::select! {
+            outcome = self.call_telegram(account, target) => outcome,
+            lost = self.keep_lease(lease) => {
+                warn!(account = %account.session_name, reason = %lost, "lease lost: join aborted");
+                JoinOutcome::InDoubt { reason: format!("lease lost: {lost}") }
+            }
+        };
+        let finished_at = Utc::now();
+        tracing::Span::current().record("outcome", outcome.kind());
+
+        // 6. Decide and write, fenced by the epoch.
+        let jitter: f64 = rand::rng().random();
+        let ctx = DecideCtx { pacing: &d.pacing, now: finished_at, jitter, previous_in_doubt };
+        let decision = decide(&outcome, &ctx);
+        let attempt = Attempt { started_at, finished_at, worker: d.worker_name.clone() };
+        match d
+            .store
+            .apply_decision(target.id, account.id, epoch, &outcome, &decision, &attempt)
+            .await?
+        {
+            Applied::Stale => {
+                warn!(account = %account.session_name, target = %target.link, epoch, "stale lease epoch: nothing written");
+                return Ok(ExecutionOutcome::Done(Settled::Stale));
+            }
+            Applied::Applied => {}
+        }
+        log_decision(&account.session_name, target, &outcome, &decision);
+
+        // 7. The caller releases the lease and pushes the follow-up.
+        Ok(match decision.next {
+            Next::Done => ExecutionOutcome::Done(Settled::Finished(finished_status(&decision))),
+            Next::Reschedule { run_at, exclude_account } => ExecutionOutcome::Reschedule {
+                job: job.follow_up(exclude_account.then_some(account.id)),
+                run_at,
+            },
+            Next::RetrySameAccount { run_at } => {
+                ExecutionOutcome::Reschedule { job: job.follow_up(None), run_at }
+            }
+        })
+    }
+
+    async fn call_telegram(&self, account: &Account, target: &Target) -> JoinOutcome {
+        let d = &*self.deps;
+        let Some(config) = d.accounts.get(&account.session_name) else {
+            let reason = format!("Account config not found: {}", account.session_name);
+            warn!("{reason}");
+            return ConnectError::Unauthorized(reason).into_outcome();
+        };
+        let session = match tokio::time::timeout(d.call_timeout, d.telegram.connect(config)).await {
+            Ok(Ok(session)) => session,
+            Ok(Err(e)) => {
+                warn!(account = %account.session_name, "Failed to create client: {e}");
+                return e.into_outcome();
+            }
+            Err(_) => {
+                let e =
+                    ConnectError::Failed(format!("connect timed out after {:?}", d.call_timeout));
+                warn!(account = %account.session_name, "Failed to create client: {e}");
+                return e.into_outcome();
+            }
+        };
+        let mut session = session;
+        let outcome = match tokio::time::timeout(d.call_timeout, session.join(&target.link)).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                JoinOutcome::InDoubt { reason: format!("no answer within {:?}", d.call_timeout) }
+            }
+        };
+        if tokio::time::timeout(d.call_timeout, session.disconnect()).await.is_err() {
+            warn!(account = %account.session_name, "disconnect timed out; connection torn down");
+        }
+        outcome
+    }
+
+    /// Renews the lease every third of its TTL; returns only when it is lost.
+    async fn keep_lease(&self, lease: &Lease) -> String {
+        let locks = &self.deps.locks;
+        let every = (locks.ttl() / 3).max(Duration::from_millis(50)).min(Duration::from_secs(3600));
+        loop {
+            tokio::time::sleep(every).await;
+            match locks.renew(lease).await {
+                Ok(true) => {}
+                Ok(false) => return "taken over or expired".to_owned(),
+                Err(e) => return e.to_string(),
+            }
+        }
+    }
+}
+
+fn finished_status(decision: &Decision) -> TargetStatus {
+    use crate::domain::TargetChange::*;
+    match &decision.target {
+        Joined { .. } => TargetStatus::Joined,
+        Requested => TargetStatus::Requested,
+        Fail { status, .. } => *status,
+        Requeue { .. } => TargetStatus::Queued,
+        KeepClaim { .. } => TargetStatus::Joining,
+    }
+}
+
+fn log_decision(account: &str, target: &Target, outcome: &JoinOutcome, decision: &Decision) {
+    use crate::domain::TargetChange::*;
+    match &decision.target {
+        Joined { .. } => {
+            info!(account, target = %target.link, outcome = outcome.kind(), "joined {} with {account}, bound", target.link)
+        }
+        Requested => {
+            info!(account, target = %target.link, "join request sent to {} by {account}, bound", target.link)
+        }
+        Fail { status, code, message } => {
+            info!(account, target = %target.link, code, "group {} ended as {status}: {code}: {message}", target.link)
+        }
+        Requeue { run_at } => {
+            info!(account, target = %target.link, outcome = %outcome, "{} rescheduled for {run_at}: {outcome}", target.link)
+        }
+        KeepClaim { run_at } => {
+            warn!(account, target = %target.link, outcome = %outcome, "{} in doubt, retry with {account} at {run_at}", target.link)
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! One producer run (cron): recover lost work, then turn up to `batch_size` `new` targets of a
+//! niche into jobs.
+//!
+//! Redis holds only what can be rebuilt. A `queued` target whose `next_run_at` is well past,
+//! or a `joining` target whose account lease is gone and whose retry is well past due, gets its
+//! job pushed again. The push's idempotency key is derived from the target's `next_run_at`, the
+//! same key its original job carried, so while that job is alive in Redis the push is a no-op:
+//! overlapping or repeated producer runs never put a target into two live jobs.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use tracing::{info, warn};
+
+use crate::domain::{JoinJobV1, JoinTask, TargetStatus};
+use crate::lease::AccountLocks;
+use crate::queue::{JobQueue, QueueError};
+use crate::store::{Store, StoreError, Target};
+
+/// What one run should do.
+#[derive(Debug, Clone)]
+pub struct ProduceOptions {
+    pub niche: String,
+    pub batch_size: u64,
+    pub pool: String,
+    /// How far past due a target must be before its job is presumed lost.
+    pub recover_after: Duration,
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProduceReport {
+    /// `new` targets moved to `queued` and pushed.
+    pub queued: usize,
+    /// Past-due `queued` targets whose job was pushed again.
+    pub recovered_queued: usize,
+    /// Abandoned `joining` targets whose job was pushed again.
+    pub recovered_joining: usize,
+    /// Pushes that failed (the targets stay `queued` and are recovered by a later run).
+    pub push_failures: usize,
+}
+
+impl std::fmt::Display for ProduceReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "queued {} new targets, recovered {} queued and {} joining, {} push failures",
+            self.queued, self.recovered_queued, self.recovered_joining, self.push_failures
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Lease(#[from] crate::lease::LeaseError),
+}
+
+/// Most targets one run recovers; a larger backlog is worked off over the next runs.
+const RECOVERY_LIMIT: u64 = 10_000;
+
+pub async fn produce(
+    store: &Store,
+    queue: &JobQueue,
+    locks: &dyn AccountLocks,
+    opts: &ProduceOptions,
+) -> Result<ProduceReport, ProduceError> {
+    let now = Utc::now();
+    let cutoff = now - chrono::Duration::from_std(opts.recover_after).unwrap_or_default();
+    let mut report = ProduceReport::default();
+
+    for target in store.stale_queued_targets(cutoff, RECOVERY_LIMIT).await? {
+        if target.niche == opts.niche && push(queue, &target, &opts.pool, &mut report).await {
+            report.recovered_queued += 1;
+        }
+    }
+    for target in store.joining_targets(RECOVERY_LIMIT).await? {
+        let past_due = target.next_run_at.is_none_or(|t| t < cutoff);
+        if target.niche != opts.niche || target.status != TargetStatus::Joining || !past_due {
+            continue;
+        }
+        let leased = match target.claimed_account_id {
+            Some(account) => locks.is_held(account).await?,
+            None => false,
+        };
+        if !leased && push(queue, &target, &opts.pool, &mut report).await {
+            report.recovered_joining += 1;
+        }
+    }
+
+    let fresh = store.queue_new_targets(&opts.niche, opts.batch_size, now).await?;
+    for target in &fresh {
+        if push(queue, target, &opts.pool, &mut report).await {
+            report.queued += 1;
+        }
+    }
+    info!(niche = %opts.niche, pool = %opts.pool, "producer: {report}");
+    Ok(report)
+}
+
+async fn push(queue: &JobQueue, target: &Target, pool: &str, report: &mut ProduceReport) -> bool {
+    let job: JoinJobV1 = JoinTask::new(target.id, pool).into_current();
+    let due = target.next_run_at.unwrap_or_else(Utc::now);
+    match queue.push(job, due).await {
+        Ok(()) => true,
+        Err(e) => {
+            warn!(target = %target.link, error = %e, "push failed; the target stays queued for recovery");
+            report.push_failures += 1;
+            false
+        }
+    }
+}

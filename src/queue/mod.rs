@@ -1,0 +1,122 @@
+//! The job queue: apalis-redis storage of [`JoinTask`]s, and how jobs are pushed.
+//!
+//! apalis-redis 1.0 has defaults that lose or duplicate work (see the design notes): this module
+//! is the one place that sets them right. Jobs are pushed with an idempotency key derived from
+//! the target and the moment it is due (`targets.next_run_at`), so pushing the same schedule
+//! twice (two producers recovering the same target, a retry after a lost answer) leaves one job,
+//! while every new schedule gets a new key.
+
+use std::time::Duration;
+
+use apalis::prelude::{TaskBuilder, TaskSink};
+use apalis_redis::RedisStorage;
+use chrono::{DateTime, Utc};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::domain::{JoinJobV1, JoinTask};
+
+/// The Redis storage of join jobs.
+pub type JoinStorage = RedisStorage<JoinTask>;
+
+/// The queue name jobs of this wire format live under. A new incompatible payload version gets
+/// a new name, so old workers never read jobs they cannot decode.
+pub const DEFAULT_QUEUE: &str = "smart_joiner:join:v1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("cannot push job for target {target_id}: {message}")]
+    Push { target_id: i64, message: String },
+}
+
+/// How the queue behaves; the defaults suit production.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// Redis key namespace of the queue.
+    pub name: String,
+    /// How long a pushed key blocks duplicates. Longer than the producer's recovery grace, so a
+    /// recovering producer never doubles a job that is merely late.
+    pub idempotency_ttl: Duration,
+    /// Worker heartbeat; a worker silent for `heartbeat * missed_heartbeats` has its jobs
+    /// handed to others.
+    pub heartbeat: Duration,
+    pub missed_heartbeats: usize,
+    /// Jobs fetched per poll; kept <= the worker's concurrency.
+    pub batch_size: usize,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            name: DEFAULT_QUEUE.to_owned(),
+            idempotency_ttl: Duration::from_secs(3600),
+            heartbeat: Duration::from_secs(10),
+            missed_heartbeats: 6,
+            batch_size: 4,
+        }
+    }
+}
+
+impl QueueSettings {
+    fn apalis_config(&self) -> apalis_redis::Config {
+        apalis_redis::Config::default()
+            .queue(&self.name)
+            .idempotency_ttl(Some(self.idempotency_ttl))
+            .heartbeat_interval(self.heartbeat)
+            .missed_heartbeats(self.missed_heartbeats)
+            .batch_size(self.batch_size.max(1))
+    }
+}
+
+/// Connects to Redis with timeouts that tolerate a busy server (apalis' own helper gives up
+/// after 500 ms).
+pub async fn connect_redis(url: &str) -> Result<ConnectionManager, QueueError> {
+    let client = redis::Client::open(url)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(10)))
+        .set_number_of_retries(3);
+    Ok(ConnectionManager::new_with_config(client, config).await?)
+}
+
+/// The idempotency key of a job: one target, one schedule.
+pub fn idempotency_key(target_id: i64, due: Option<DateTime<Utc>>) -> String {
+    format!("t{target_id}:{}", due.map_or(0, |d| d.timestamp_millis()))
+}
+
+/// Pushes join jobs.
+#[derive(Clone)]
+pub struct JobQueue {
+    storage: JoinStorage,
+}
+
+impl JobQueue {
+    pub fn new(conn: ConnectionManager, settings: &QueueSettings) -> Self {
+        Self { storage: RedisStorage::new(conn).with_config(settings.apalis_config()) }
+    }
+
+    /// The storage, for building a worker on the same queue.
+    pub fn storage(&self) -> JoinStorage {
+        self.storage.clone()
+    }
+
+    /// Pushes `job`, due at `due` (now if in the past). `due` must be the target's
+    /// `next_run_at`: it is part of the idempotency key.
+    pub async fn push(&self, job: JoinJobV1, due: DateTime<Utc>) -> Result<(), QueueError> {
+        let target_id = job.target_id;
+        let delay = (due - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        // apalis schedules in whole seconds: round up so a job never runs before it is due.
+        let delay = Duration::from_secs(delay.as_secs() + u64::from(delay.subsec_nanos() > 0));
+        let mut builder = TaskBuilder::new(JoinTask::V1(job))
+            .idempotency_key(idempotency_key(target_id, Some(due)));
+        if !delay.is_zero() {
+            builder = builder.run_after(delay);
+        }
+        let mut storage = self.storage.clone();
+        storage
+            .push_task(builder.build())
+            .await
+            .map_err(|e| QueueError::Push { target_id, message: e.to_string() })
+    }
+}

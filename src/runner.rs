@@ -1,0 +1,127 @@
+//! Single-machine mode: SmartJoiner's `run_batch`, on the same join procedure, without Redis.
+//!
+//! One batch per run (cron every two hours, as SmartJoiner): leftovers of an interrupted run
+//! plus up to `batch_size` `new` targets of the niche. Every target gets its own task; accounts
+//! are shared through in-process leases, so each account keeps its own pace while different
+//! accounts work in parallel. A target whose next chance lies further away than `max_wait` is
+//! given back to `new` for the next run, as SmartJoiner does.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use tracing::info;
+
+use crate::domain::{JoinTask, TargetStatus};
+use crate::join::{ExecutionOutcome, JoinError, JoinService};
+use crate::store::{Store, StoreError, Target};
+
+/// What one batch came to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Targets the batch took (leftovers included).
+    pub taken: usize,
+    /// Final status of each taken target, counted.
+    pub by_status: BTreeMap<String, usize>,
+}
+
+impl std::fmt::Display for BatchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} targets:", self.taken)?;
+        for (status, n) in &self.by_status {
+            write!(f, " {status} {n}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Join(#[from] JoinError),
+    #[error("a batch task failed: {0}")]
+    Task(String),
+}
+
+/// The counterpart of SmartJoiner's Python class.
+pub struct SmartJoiner {
+    service: JoinService,
+    pool: String,
+    max_wait: Duration,
+}
+
+impl SmartJoiner {
+    /// `service` must be built on [`crate::lease::LocalLocks`] (or Redis leases when several
+    /// machines share accounts).
+    pub fn new(service: JoinService, pool: impl Into<String>, max_wait: Duration) -> Self {
+        Self { service, pool: pool.into(), max_wait }
+    }
+
+    /// Runs one batch to the end and reports how each target ended.
+    pub async fn run_batch(&self, niche: &str, batch_size: u64) -> Result<BatchReport, RunError> {
+        let store = self.service.store();
+        let mut batch = leftovers(store, niche).await?;
+        let now = Utc::now();
+        batch.extend(store.queue_new_targets(niche, batch_size, now).await?);
+        let total = batch.len();
+        if total == 0 {
+            info!(niche, "no new targets in niche {niche}");
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, target) in batch.iter().enumerate() {
+            info!("[{}/{total}] group {}", i + 1, target.link);
+            let service = self.service.clone();
+            let job = JoinTask::new(target.id, self.pool.clone()).into_current();
+            let max_wait = self.max_wait;
+            tasks.spawn(async move { settle(&service, job, max_wait).await });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            joined.map_err(|e| RunError::Task(e.to_string()))??;
+        }
+        let mut report = BatchReport { taken: total, ..BatchReport::default() };
+        for target in &batch {
+            let status = store.target(target.id).await?.map_or(TargetStatus::New, |t| t.status);
+            *report.by_status.entry(status.to_string()).or_default() += 1;
+        }
+        info!(niche, "batch done: {report}");
+        Ok(report)
+    }
+}
+
+/// Targets an interrupted run left `queued` or `joining` in this niche: with no queue in this
+/// mode, nothing else would ever pick them up.
+async fn leftovers(store: &Store, niche: &str) -> Result<Vec<Target>, StoreError> {
+    let mut found = store.targets(Some(niche), Some(TargetStatus::Queued)).await?;
+    found.extend(store.targets(Some(niche), Some(TargetStatus::Joining)).await?);
+    Ok(found)
+}
+
+async fn settle(
+    service: &JoinService,
+    job: crate::domain::JoinJobV1,
+    max_wait: Duration,
+) -> Result<(), RunError> {
+    let store = service.store();
+    let mut job = job;
+    loop {
+        match service.execute(&job).await? {
+            ExecutionOutcome::Done(_) => return Ok(()),
+            ExecutionOutcome::Reschedule { job: next, run_at } => {
+                let wait = (run_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                if wait > max_wait {
+                    // Not in this run: a fresh target goes back to `new`; an in-doubt one stays
+                    // claimed by its account and is picked up by the next run.
+                    let reason = format!("next chance at {run_at}, after this run");
+                    if store.give_back_target(next.target_id, &reason).await? {
+                        info!(target_id = next.target_id, "given back for the next run: {reason}");
+                    }
+                    return Ok(());
+                }
+                tokio::time::sleep(wait).await;
+                job = next;
+            }
+        }
+    }
+}

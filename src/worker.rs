@@ -1,0 +1,111 @@
+//! The distributed worker: an apalis-redis worker whose handler runs the join procedure.
+//!
+//! Every domain outcome is `Ok` to apalis (its Redis retries are fixed and ignore our pacing);
+//! a reschedule is a new job pushed with the delay the pacing requires. Waits shorter than a
+//! second are slept in the handler instead, because apalis schedules in whole seconds.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::prelude::{BackendExt, BoxDynError, Data, Monitor, WorkerBuilder, WorkerBuilderExt};
+use chrono::Utc;
+use tracing::{error, info, warn};
+
+use crate::domain::{JoinJobV1, JoinTask};
+use crate::join::{ExecutionOutcome, JoinService};
+use crate::queue::JobQueue;
+
+/// Shortest delay that goes back through Redis; shorter ones are slept in the handler.
+const SLEEP_BELOW: Duration = Duration::from_secs(1);
+/// After an infrastructure error the job comes back after this long.
+const INFRA_RETRY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Base of the worker name; a ULID is appended per start (apalis needs unique names).
+    pub name: String,
+    /// Jobs run at once by this process.
+    pub concurrency: usize,
+    /// How often an idle worker looks for due jobs.
+    pub poll_interval: Duration,
+    /// How long in-flight joins may take to finish after SIGTERM.
+    pub shutdown_timeout: Duration,
+}
+
+struct HandlerCtx {
+    service: JoinService,
+    queue: JobQueue,
+}
+
+/// Handles one job until it is settled or pushed back to the queue.
+pub async fn handle_job(service: &JoinService, queue: &JobQueue, job: JoinJobV1) {
+    let mut job = job;
+    loop {
+        match service.execute(&job).await {
+            Ok(ExecutionOutcome::Done(_)) => return,
+            Ok(ExecutionOutcome::Reschedule { job: next, run_at }) => {
+                let wait = (run_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                if wait < SLEEP_BELOW {
+                    tokio::time::sleep(wait).await;
+                    job = next;
+                    continue;
+                }
+                if let Err(e) = queue.push(next, run_at).await {
+                    // The target is `queued` (or `joining`) with next_run_at set: the producer
+                    // recovers it.
+                    warn!(target_id = job.target_id, error = %e, "follow-up push failed; left for recovery");
+                }
+                return;
+            }
+            Err(e) => {
+                error!(target_id = job.target_id, error = %e, "join step failed; retrying later");
+                let run_at =
+                    Utc::now() + chrono::Duration::from_std(INFRA_RETRY).unwrap_or_default();
+                if let Err(e) = queue.push(job.clone(), run_at).await {
+                    warn!(target_id = job.target_id, error = %e, "retry push failed; left for recovery");
+                }
+                return;
+            }
+        }
+    }
+}
+
+async fn apalis_handler(task: JoinTask, ctx: Data<Arc<HandlerCtx>>) -> Result<(), BoxDynError> {
+    handle_job(&ctx.service, &ctx.queue, task.into_current()).await;
+    Ok(())
+}
+
+/// Runs the worker until `shutdown` resolves; in-flight jobs then get `shutdown_timeout` to
+/// finish. Returns when the monitor stops; the caller should exit the process then.
+pub async fn run(
+    service: JoinService,
+    queue: JobQueue,
+    opts: WorkerOptions,
+    shutdown: impl Future<Output = std::io::Result<()>> + Send + 'static,
+) -> Result<(), BoxDynError> {
+    let ctx = Arc::new(HandlerCtx { service, queue: queue.clone() });
+    let storage = queue.storage();
+    let factory_opts = opts.clone();
+    let monitor = Monitor::new()
+        .register(move |restarts| {
+            let name = format!("{}-{}", factory_opts.name, ulid::Ulid::new());
+            if restarts > 0 {
+                warn!(worker = %name, restarts, "worker restarted");
+            }
+            WorkerBuilder::new(name)
+                .backend(storage.clone().poll_with_interval(factory_opts.poll_interval))
+                .data(ctx.clone())
+                .concurrency(factory_opts.concurrency.max(1))
+                .build(apalis_handler)
+        })
+        .should_restart(|_, err| {
+            error!(error = %err, "worker stopped on a backend error; restarting");
+            true
+        })
+        .shutdown_timeout(opts.shutdown_timeout);
+    info!(worker = %opts.name, concurrency = opts.concurrency, "worker started");
+    monitor.run_with_signal(shutdown).await?;
+    info!(worker = %opts.name, "worker stopped");
+    Ok(())
+}
