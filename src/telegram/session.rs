@@ -41,13 +41,13 @@ const LEN_V4: usize = 1 + 4 + 2 + AUTH_KEY_LEN;
 /// Decoded length of a session with an IPv6 address.
 const LEN_V6: usize = 1 + 16 + 2 + AUTH_KEY_LEN;
 
-/// DC ids a session may name.
+/// DC ids a session may name: any non-zero byte.
 ///
-/// Telegram numbers its data centres 1 to 5, on the production and on the test network alike,
-/// and Telethon only ever stores one of those; the loopback DC used by tests and the demo also
-/// uses an id in this range. Accepting nothing else catches corrupted or foreign strings before
-/// they reach the network, where they would fail far less clearly.
-pub const VALID_DC_IDS: RangeInclusive<i32> = 1..=5;
+/// Telegram's data centres are numbered 1 to 5 and Telethon only stores those, but grammers
+/// connects to the address stored in the session whatever the id, and the loopback DC may
+/// claim any id from 1 to 255. So only 0, which Telethon never writes and which marks a zeroed
+/// or corrupted string, is refused; garbage is caught by the base64 and length checks anyway.
+pub const VALID_DC_IDS: RangeInclusive<i32> = 1..=255;
 
 /// The auth key of a session: 256 bytes that fully authorise the account.
 ///
@@ -131,7 +131,7 @@ pub enum SessionError {
         got: usize,
     },
     /// The DC id is outside [`VALID_DC_IDS`].
-    #[error("dc id {dc_id} is out of range: Telegram's data centres are numbered 1 to 5")]
+    #[error("dc id {dc_id} is out of range 1..=255")]
     DcIdOutOfRange {
         /// The DC id found.
         dc_id: i32,
@@ -360,12 +360,11 @@ mod tests {
     }
 
     #[test]
-    fn dc_ids_outside_one_to_five_are_rejected() {
-        for dc in [0u8, 6, 255] {
-            let err = TelethonSession::decode(&string_of(&raw_v4(dc, 443, key(0)))).unwrap_err();
-            assert_eq!(err, SessionError::DcIdOutOfRange { dc_id: i32::from(dc) });
-        }
-        for dc in 1u8..=5 {
+    fn dc_id_zero_is_rejected_and_every_other_byte_accepted() {
+        let err = TelethonSession::decode(&string_of(&raw_v4(0, 443, key(0)))).unwrap_err();
+        assert_eq!(err, SessionError::DcIdOutOfRange { dc_id: 0 });
+        assert!(err.to_string().contains("1..=255"), "{err}");
+        for dc in [1u8, 2, 5, 6, 255] {
             assert!(TelethonSession::decode(&string_of(&raw_v4(dc, 443, key(0)))).is_ok());
         }
     }
@@ -445,7 +444,7 @@ mod tests {
 
         #[test]
         fn encode_then_decode_gives_back_the_same_session(
-            dc in 1u8..=5, addr in any_addr(), key in any_key()
+            dc in 1u8..=255, addr in any_addr(), key in any_key()
         ) {
             let session = TelethonSession::new(dc, addr, key);
             let encoded = session.encode();
