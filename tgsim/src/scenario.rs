@@ -187,7 +187,7 @@ impl Account {
 
     /// The Telethon `StringSession` for this account, pointing at `addr`:
     /// `'1'` + urlsafe base64 (padded) of dc_id (1 byte), IPv4 (4) or IPv6 (16), port (2, big
-    /// endian), auth_key (256). 352 characters for IPv4.
+    /// endian), auth_key (256): 352 base64 characters after the '1' for IPv4, 368 for IPv6.
     pub fn string_session(&self, dc_id: i32, addr: SocketAddr) -> String {
         let mut raw = Vec::with_capacity(1 + 16 + 2 + 256);
         raw.push(dc_id as u8);
