@@ -1099,3 +1099,109 @@ fn gunzip(data: &[u8]) -> Result<Vec<u8>, PacketError> {
         .map_err(|_| PacketError::Malformed("bad gzip_packed"))?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::{Account, Group};
+
+    fn conn() -> (Conn, mpsc::UnboundedReceiver<Outgoing>) {
+        let scenario = Scenario::new()
+            .account(Account::new("alice", 1001))
+            .group(Group::new(5001, "G").username("g"));
+        let key = AuthKey::new(scenario.accounts[0].auth_key.0);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let conn = Conn {
+            shared: Arc::new(Shared::new(scenario)),
+            account: 0,
+            conn: 1,
+            refused: false,
+            key,
+            tx,
+        };
+        (conn, rx)
+    }
+
+    fn message(msg_id: i64, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        msg_id.serialize(&mut out);
+        1i32.serialize(&mut out);
+        (body.len() as i32).serialize(&mut out);
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn bodies(rx: &mut mpsc::UnboundedReceiver<Outgoing>) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Ok(Outgoing::Message { body, .. }) = rx.try_recv() {
+            out.push(body);
+        }
+        out
+    }
+
+    #[test]
+    fn a_container_with_ack_ping_and_gzipped_init_connection_is_answered() {
+        use std::io::Write;
+        let (conn, mut rx) = conn();
+
+        let init = tl::functions::InvokeWithLayer {
+            layer: tl::LAYER,
+            query: tl::functions::InitConnection {
+                api_id: 1,
+                device_model: "d".into(),
+                system_version: "s".into(),
+                app_version: "a".into(),
+                system_lang_code: "en".into(),
+                lang_pack: "".into(),
+                lang_code: "en".into(),
+                proxy: None,
+                params: Some(tl::enums::Jsonvalue::JsonNull),
+                query: tl::functions::help::GetConfig {},
+            },
+        }
+        .to_bytes();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&init).unwrap();
+        let mut gzip = Vec::new();
+        ids::GZIP_PACKED.serialize(&mut gzip);
+        gz.finish().unwrap().serialize(&mut gzip);
+
+        let mut ack = Vec::new();
+        ids::MSGS_ACK.serialize(&mut ack);
+        vec![5i64].serialize(&mut ack);
+        let mut ping = Vec::new();
+        ids::PING.serialize(&mut ping);
+        99i64.serialize(&mut ping);
+
+        let mut container = Vec::new();
+        ids::MSG_CONTAINER.serialize(&mut container);
+        3i32.serialize(&mut container);
+        container.extend(message(100, &ack));
+        container.extend(message(104, &ping));
+        container.extend(message(108, &gzip));
+
+        conn.on_message(7, 112, &container, 0).unwrap();
+        let out = bodies(&mut rx);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0], fx::pong(104, 99));
+        assert_eq!(&out[1][..12], &fx::rpc_result(108, &[])[..]);
+        let config = tl::enums::Config::from_bytes(&out[1][12..]).unwrap();
+        let tl::enums::Config::Config(config) = config;
+        assert!(config.dc_options.is_empty());
+        assert_eq!(conn.shared.lock().log.requests[0].method, "help.getConfig");
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let (conn, mut rx) = conn();
+        for body in [&[][..], &[1, 2, 3], &[0xdc, 0xf8, 0xf1, 0x73, 9, 0, 0, 0]] {
+            let _ = conn.on_message(1, 4, body, 0);
+        }
+        // A known method with truncated arguments is answered INPUT_FETCH_ERROR.
+        let mut body = Vec::new();
+        tl::functions::channels::JoinChannel::CONSTRUCTOR_ID.serialize(&mut body);
+        conn.on_message(1, 8, &body, 0).unwrap();
+        let out = bodies(&mut rx);
+        assert_eq!(out.last().unwrap()[12..], fx::rpc_error(400, "INPUT_FETCH_ERROR")[..]);
+    }
+}
