@@ -7,6 +7,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod domain;
+pub mod invariants;
 pub mod join;
 pub mod lease;
 pub mod producer;

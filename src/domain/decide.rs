@@ -145,7 +145,9 @@ pub fn decide(outcome: &JoinOutcome, ctx: &DecideCtx<'_>) -> Decision {
                 format!("no clear answer after {tries} tries: {reason}"),
             );
         }
-        let run_at = plus(now, p.error_pause);
+        // The join may have happened: rest the account as after a join, not just an error,
+        // so successive joins stay at least the minimum pause apart (invariant 5).
+        let run_at = plus(now, p.join_pause(ctx.jitter).max(p.error_pause));
         Decision {
             target: TargetChange::KeepClaim { run_at },
             account: AccountChange::Pace { until: run_at },
@@ -450,14 +452,14 @@ mod tests {
     }
 
     #[test]
-    fn in_doubt_keeps_the_claim_and_retries_with_the_same_account() {
+    fn in_doubt_keeps_the_claim_and_rests_the_account_as_after_a_join() {
         let got = decide_with(JoinOutcome::InDoubt { reason: s("timeout") }, 0);
         assert_eq!(
             got,
             Decision {
-                target: TargetChange::KeepClaim { run_at: at(60) },
-                account: error_pace(),
-                next: Next::RetrySameAccount { run_at: at(60) },
+                target: TargetChange::KeepClaim { run_at: at(450) },
+                account: AccountChange::Pace { until: at(450) },
+                next: Next::RetrySameAccount { run_at: at(450) },
             }
         );
         assert!(!got.binds());
@@ -486,7 +488,7 @@ mod tests {
         assert_eq!(slow.next, Next::RetrySameAccount { run_at: at(5) });
 
         let connect = decide_with(JoinOutcome::ConnectFailed { reason: s("refused") }, 1);
-        assert_eq!(connect.next, Next::RetrySameAccount { run_at: at(60) });
+        assert_eq!(connect.next, Next::RetrySameAccount { run_at: at(450) });
         let last = decide_with(JoinOutcome::ConnectFailed { reason: s("refused") }, 2);
         assert!(matches!(last.target, TargetChange::Fail { .. }));
 

@@ -1,0 +1,317 @@
+//! The join procedure end to end in one process: real database, scripted Telegram.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use smart_joiner::accounts_config::AccountConfig;
+use smart_joiner::domain::{AccountStatus, JoinOutcome, JoinTask, TargetLink, TargetStatus};
+use smart_joiner::invariants;
+use smart_joiner::join::{ExecutionOutcome, Settled};
+use smart_joiner::lease::{AccountLocks, LocalLocks};
+use smart_joiner::runner::SmartJoiner;
+use smart_joiner::store::Store;
+use smart_joiner::telegram::fake::{Answer, ConnectAnswer, Script, ScriptedTelegram, check_events};
+use smart_joiner::telegram::{ConnectError, Telegram, TelegramSession};
+
+use crate::harness::{LIMITS, fast_pacing, links, seed, service};
+use crate::on_both_backends;
+
+on_both_backends!(
+    a_mixed_batch_settles_with_every_invariant_kept,
+    an_in_doubt_join_is_retried_by_the_same_account_and_bound_to_it,
+    a_write_under_a_stale_epoch_changes_nothing_and_the_retry_recovers,
+    a_leased_account_is_skipped_for_the_next_one,
+    a_target_no_account_can_ever_take_goes_back_to_new,
+    when_every_account_rests_the_job_waits_for_the_first_to_wake,
+);
+
+fn answers(list: &[&str]) -> Vec<Answer> {
+    list.iter().map(|a| a.parse().unwrap()).collect()
+}
+
+async fn status_of(store: &Store, link: &TargetLink) -> smart_joiner::store::Target {
+    store
+        .targets(None, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| &t.link == link)
+        .expect("target exists")
+}
+
+async fn account_named(store: &Store, name: &str) -> smart_joiner::store::Account {
+    store
+        .accounts(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.session_name == name)
+        .expect("account")
+}
+
+async fn a_mixed_batch_settles_with_every_invariant_kept(store: Store) {
+    let targets = links("mixed", 40);
+    let accounts = seed(&store, 6, &targets, "cars").await;
+    let key = |i: usize| targets[i].to_string();
+    let script = Script {
+        targets: HashMap::from([
+            (key(0), answers(&["flood_wait:1", "joined"])),
+            (key(1), answers(&["flood_wait:700", "joined"])),
+            (key(2), answers(&["join_request"])),
+            (key(3), answers(&["guard_bot"])),
+            (key(4), answers(&["invalid:INVITE_HASH_EXPIRED"])),
+            (key(5), answers(&["banned_in_channel"])),
+            (key(6), answers(&["joined_then_timeout", "joined"])),
+            (key(7), answers(&["timeout"])),
+            (key(8), answers(&["slowmode_wait:1", "joined"])),
+            (key(9), answers(&["peer_flood", "joined"])),
+        ]),
+        accounts: HashMap::from([("acc_04".to_owned(), answers(&["frozen"]))]),
+        connect: HashMap::from([("acc_05".to_owned(), ConnectAnswer::Unauthorized)]),
+        ..Script::default()
+    };
+    let fake = ScriptedTelegram::new(script);
+    let svc = service(
+        &store,
+        Arc::new(LocalLocks::default()),
+        Arc::new(fake.clone()),
+        accounts,
+        fast_pacing(),
+        LIMITS,
+    );
+    let report = SmartJoiner::new(svc, "default", Duration::from_secs(30))
+        .run_batch("cars", 40)
+        .await
+        .unwrap();
+    assert_eq!(report.taken, 40);
+
+    let inv = invariants::check(&store, fast_pacing().join_pause_min, &LIMITS).await.unwrap();
+    assert!(inv.is_clean(), "{inv}: {inv:#?}");
+    let seen = check_events(&fake.events(), fast_pacing().join_pause_min);
+    assert!(seen.is_empty(), "{seen:#?}");
+
+    let expect = |i: usize, status: TargetStatus| {
+        let store = store.clone();
+        let link = targets[i].clone();
+        async move {
+            let t = status_of(&store, &link).await;
+            assert_eq!(t.status, status, "{link}: {t:?}");
+            t
+        }
+    };
+    for i in [0, 1, 6, 8, 9] {
+        expect(i, TargetStatus::Joined).await;
+    }
+    assert!(expect(2, TargetStatus::Requested).await.assigned_account_id.is_some());
+    expect(3, TargetStatus::Requested).await;
+    assert_eq!(
+        expect(4, TargetStatus::Error).await.error_code.as_deref(),
+        Some("INVITE_HASH_EXPIRED")
+    );
+    expect(5, TargetStatus::Banned).await;
+    assert_eq!(expect(7, TargetStatus::Error).await.error_code.as_deref(), Some("IN_DOUBT"));
+    for i in 10..40 {
+        let t = expect(i, TargetStatus::Joined).await;
+        assert!(t.warmup_ends_at.unwrap() > Utc::now() + chrono::Duration::hours(23));
+    }
+    assert_eq!(account_named(&store, "acc_04").await.status, AccountStatus::Frozen);
+    assert_eq!(account_named(&store, "acc_05").await.status, AccountStatus::Unauthorized);
+    let cooled: Vec<_> = store
+        .accounts(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.status == AccountStatus::Cooldown)
+        .collect();
+    assert_eq!(cooled.len(), 2, "one long FloodWait and one PEER_FLOOD: {cooled:?}");
+    // Every joined group has exactly one member on Telegram's side too.
+    for t in &targets {
+        assert!(fake.members(&t.to_string()).len() <= 1, "{t}");
+    }
+}
+
+async fn an_in_doubt_join_is_retried_by_the_same_account_and_bound_to_it(store: Store) {
+    let targets = links("doubt", 1);
+    let accounts = seed(&store, 3, &targets, "cars").await;
+    let script = Script {
+        targets: HashMap::from([(targets[0].to_string(), answers(&["joined_then_timeout"]))]),
+        ..Script::default()
+    };
+    let fake = ScriptedTelegram::new(script);
+    let svc = service(
+        &store,
+        Arc::new(LocalLocks::default()),
+        Arc::new(fake.clone()),
+        accounts,
+        fast_pacing(),
+        LIMITS,
+    );
+    let report = SmartJoiner::new(svc, "default", Duration::from_secs(10))
+        .run_batch("cars", 1)
+        .await
+        .unwrap();
+    assert_eq!(report.by_status.get("joined"), Some(&1));
+    let t = status_of(&store, &targets[0]).await;
+    let attempts = store.attempts(Some(t.id), None).await.unwrap();
+    let outcomes: Vec<_> = attempts.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["in_doubt", "already_participant"]);
+    assert_eq!(
+        attempts[0].account_id, attempts[1].account_id,
+        "the retry stays with the claimed account"
+    );
+    assert_eq!(t.assigned_account_id, Some(attempts[0].account_id));
+    assert_eq!(fake.members(&targets[0].to_string()).len(), 1);
+}
+
+/// Bumps the account's epoch while the join is in flight, as a second holder would.
+struct EpochThief {
+    inner: ScriptedTelegram,
+    store: Store,
+    steal: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl Telegram for EpochThief {
+    async fn connect(
+        &self,
+        account: &AccountConfig,
+    ) -> Result<Box<dyn TelegramSession>, ConnectError> {
+        if self.steal.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            let acc = account_named(&self.store, &account.session_name).await;
+            self.store.bump_lease_epoch(acc.id).await.unwrap();
+        }
+        self.inner.connect(account).await
+    }
+}
+
+async fn a_write_under_a_stale_epoch_changes_nothing_and_the_retry_recovers(store: Store) {
+    let targets = links("stale", 1);
+    let accounts = seed(&store, 1, &targets, "cars").await;
+    let fake = ScriptedTelegram::new(Script::default());
+    let thief = EpochThief { inner: fake.clone(), store: store.clone(), steal: true.into() };
+    let svc = service(
+        &store,
+        Arc::new(LocalLocks::default()),
+        Arc::new(thief),
+        accounts,
+        fast_pacing(),
+        LIMITS,
+    );
+    let queued = store.queue_new_targets("cars", 1, Utc::now()).await.unwrap();
+    let job = JoinTask::new(queued[0].id, "default").into_current();
+
+    let before = account_named(&store, "acc_00").await;
+    let outcome = svc.execute(&job).await.unwrap();
+    assert_eq!(outcome, ExecutionOutcome::Done(Settled::Stale));
+    let t = status_of(&store, &targets[0]).await;
+    assert_eq!(t.status, TargetStatus::Joining, "claimed, then nothing written");
+    assert_eq!(t.assigned_account_id, None);
+    assert_eq!(t.attempts, 0);
+    assert!(store.attempts(None, None).await.unwrap().is_empty());
+    let after = account_named(&store, "acc_00").await;
+    assert_eq!(
+        (after.status, after.next_allowed_action_time, after.last_action_at),
+        (before.status, before.next_allowed_action_time, before.last_action_at)
+    );
+
+    // The same job again (a duplicate or the recovery push): the claim is pinned to acc_00,
+    // which joins idempotently under a fresh epoch.
+    let outcome = svc.execute(&job).await.unwrap();
+    assert_eq!(outcome, ExecutionOutcome::Done(Settled::Finished(TargetStatus::Joined)));
+    assert_eq!(status_of(&store, &targets[0]).await.assigned_account_id, Some(after.id));
+}
+
+async fn a_leased_account_is_skipped_for_the_next_one(store: Store) {
+    let targets = links("leased", 1);
+    let accounts = seed(&store, 2, &targets, "cars").await;
+    let locks = Arc::new(LocalLocks::default());
+    let first = store.accounts(None).await.unwrap().into_iter().min_by_key(|a| a.id).unwrap();
+    let _held = locks.try_acquire(first.id).await.unwrap().expect("free");
+    let fake = ScriptedTelegram::new(Script::default());
+    let svc = service(&store, locks, Arc::new(fake.clone()), accounts, fast_pacing(), LIMITS);
+    let queued = store.queue_new_targets("cars", 1, Utc::now()).await.unwrap();
+    svc.execute(&JoinTask::new(queued[0].id, "default").into_current()).await.unwrap();
+    let t = status_of(&store, &targets[0]).await;
+    assert_eq!(t.status, TargetStatus::Joined);
+    assert_ne!(t.assigned_account_id, Some(first.id));
+    assert!(fake.events().iter().all(|e| e.account != first.session_name));
+}
+
+async fn a_target_no_account_can_ever_take_goes_back_to_new(store: Store) {
+    let targets = links("orphan", 1);
+    let accounts = seed(&store, 2, &targets, "cars").await;
+    let script = Script {
+        connect: HashMap::from([
+            ("acc_00".into(), ConnectAnswer::Banned),
+            ("acc_01".into(), ConnectAnswer::Unauthorized),
+        ]),
+        ..Script::default()
+    };
+    let svc = service(
+        &store,
+        Arc::new(LocalLocks::default()),
+        Arc::new(ScriptedTelegram::new(script)),
+        accounts,
+        fast_pacing(),
+        LIMITS,
+    );
+    let report = SmartJoiner::new(svc, "default", Duration::from_secs(5))
+        .run_batch("cars", 1)
+        .await
+        .unwrap();
+    assert_eq!(report.by_status.get("new"), Some(&1));
+    let t = status_of(&store, &targets[0]).await;
+    assert_eq!(t.error_message.as_deref(), Some("No available accounts"));
+    assert_eq!(account_named(&store, "acc_00").await.status, AccountStatus::Banned);
+    assert_eq!(account_named(&store, "acc_01").await.status, AccountStatus::Unauthorized);
+}
+
+async fn when_every_account_rests_the_job_waits_for_the_first_to_wake(store: Store) {
+    let targets = links("rest", 3);
+    let accounts = seed(&store, 2, &targets, "cars").await;
+    let pacing = smart_joiner::domain::Pacing {
+        join_pause_min: Duration::from_secs(300),
+        join_pause_max: Duration::from_secs(300),
+        ..fast_pacing()
+    };
+    let svc = service(
+        &store,
+        Arc::new(LocalLocks::default()),
+        Arc::new(ScriptedTelegram::new(Script::default())),
+        accounts,
+        pacing,
+        LIMITS,
+    );
+    let queued = store.queue_new_targets("cars", 3, Utc::now()).await.unwrap();
+    for t in &queued[..2] {
+        let out = svc.execute(&JoinTask::new(t.id, "default").into_current()).await.unwrap();
+        assert_eq!(out, ExecutionOutcome::Done(Settled::Finished(TargetStatus::Joined)));
+    }
+    let wake = store
+        .accounts(None)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.next_allowed_action_time)
+        .min()
+        .unwrap();
+    let out = svc.execute(&JoinTask::new(queued[2].id, "default").into_current()).await.unwrap();
+    match out {
+        ExecutionOutcome::Reschedule { run_at, .. } => {
+            assert_eq!(run_at, wake, "due when the first account wakes")
+        }
+        other => panic!("{other:?}"),
+    }
+    let t = status_of(&store, &targets[2]).await;
+    assert_eq!((t.status, t.next_run_at), (TargetStatus::Queued, Some(wake)));
+}
+
+#[test]
+fn outcomes_name_smartjoiners_client_failure() {
+    let o = ConnectError::Failed("proxy refused".into()).into_outcome();
+    assert_eq!(o.to_string(), "Failed to create client: proxy refused");
+    assert!(matches!(o, JoinOutcome::ConnectFailed { .. }));
+}
