@@ -45,7 +45,7 @@
 //!
 //! ```json
 //! {
-//!   "dc_id": 2, "api_id": 2040, "api_hash": "b18441a1ff607e10a989891a5462e627",
+//!   "dc_id": 2, "api_id": 12345, "api_hash": "0123456789abcdef0123456789abcdef",
 //!   "rules": { "min_join_pause_ms": 300000, "duplicate_kills_key": true },
 //!   "accounts": [
 //!     { "session_name": "alice", "user_id": 1001, "first_name": "Alice",

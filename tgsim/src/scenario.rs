@@ -19,7 +19,8 @@ pub struct Scenario {
     /// api_id written into accounts_config.json.
     #[serde(default = "default_api_id")]
     pub api_id: i32,
-    /// api_hash written into accounts_config.json (tgsim never checks it).
+    /// api_hash written into accounts_config.json (tgsim never checks it; the default is a
+    /// placeholder, not a real application's hash).
     #[serde(default = "default_api_hash")]
     pub api_hash: String,
     #[serde(default)]
@@ -36,10 +37,10 @@ fn default_dc_id() -> i32 {
     2
 }
 fn default_api_id() -> i32 {
-    2040
+    12345
 }
 fn default_api_hash() -> String {
-    "b18441a1ff607e10a989891a5462e627".into()
+    "0123456789abcdef0123456789abcdef".into()
 }
 fn default_true() -> bool {
     true

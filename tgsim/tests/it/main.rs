@@ -601,3 +601,15 @@ async fn shutdown_closes_client_connections() {
     server.shutdown().await;
     assert!(tg.resolve("rustlovers").await.is_err());
 }
+
+#[tokio::test]
+async fn large_requests_arrive_gzip_packed_and_are_unpacked() {
+    let server = start(base()).await;
+    let tg = Tg::connect(&server, "alice");
+    // grammers compresses requests of 512 bytes or more.
+    let long = "a".repeat(2000);
+    assert_eq!(rpc(tg.resolve(&long).await), (400, "USERNAME_NOT_OCCUPIED".into(), None));
+    let last = server.requests().pop().unwrap();
+    assert_eq!(last.method, "contacts.resolveUsername");
+    assert_eq!(last.target, Some(format!("@{long}")));
+}
