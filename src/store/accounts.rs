@@ -1,6 +1,6 @@
 //! Accounts: sync from the configuration file, eligibility, the fencing counter.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, NullOrdering, Query, SelectStatement};
@@ -75,7 +75,14 @@ impl Store {
         session_names: &[String],
         pool: &str,
     ) -> Result<SyncReport, StoreError> {
-        let wanted: BTreeSet<&str> = session_names.iter().map(String::as_str).collect();
+        // In the file's order, each name once.
+        let mut wanted: Vec<&str> = Vec::with_capacity(session_names.len());
+        let mut seen = HashSet::new();
+        for name in session_names {
+            if seen.insert(name.as_str()) {
+                wanted.push(name);
+            }
+        }
         let now = Utc::now();
         let txn = self.db.begin().await?;
         let existing =
@@ -84,7 +91,7 @@ impl Store {
             existing.iter().map(|a| (a.session_name.as_str(), a)).collect();
         let mut report = SyncReport::default();
         for name in &wanted {
-            match known.get(name) {
+            match known.get(*name) {
                 None => report.added.push((*name).to_owned()),
                 Some(a) if a.pool != pool => report.moved_pool.push((*name).to_owned()),
                 Some(_) => {}
@@ -92,7 +99,7 @@ impl Store {
         }
         report.missing_from_config = existing
             .iter()
-            .filter(|a| !wanted.contains(a.session_name.as_str()))
+            .filter(|a| !seen.contains(a.session_name.as_str()))
             .map(|a| a.session_name.clone())
             .collect();
         for chunk in report.added.chunks(super::CHUNK) {
@@ -236,5 +243,25 @@ impl Store {
             .await?;
         txn.commit().await?;
         epoch.ok_or(StoreError::NotFound { table: "accounts", id: account_id })
+    }
+
+    /// Sets an account's status by hand (the operator's reset after a ban or a new login, and
+    /// tests). True when the account exists.
+    pub async fn set_account_status(
+        &self,
+        account_id: i64,
+        status: AccountStatus,
+        reason: Option<&str>,
+        next_allowed_action_time: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        let res = accounts::Entity::update_many()
+            .col_expr(accounts::Column::Status, Expr::val(status.as_str()))
+            .col_expr(accounts::Column::StatusReason, Expr::val(reason.map(str::to_owned)))
+            .col_expr(accounts::Column::NextAllowedActionTime, Expr::val(next_allowed_action_time))
+            .col_expr(accounts::Column::UpdatedAt, Expr::val(Utc::now()))
+            .filter(accounts::Column::Id.eq(account_id))
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected == 1)
     }
 }

@@ -10,6 +10,7 @@
 mod accounts;
 mod apply;
 pub mod entity;
+mod migrations;
 mod targets;
 
 pub use targets::NO_AVAILABLE_ACCOUNTS;

@@ -1,0 +1,9 @@
+//! The integration tests of the smart-joiner crate: one binary, real Postgres and SQLite.
+//!
+//! Postgres must be running (see `support::pg_store` for how to point at it); every test gets
+//! its own database.
+
+mod harness;
+mod join;
+mod store;
+mod support;
