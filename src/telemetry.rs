@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::fs::OpenOptions;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -61,6 +62,7 @@ pub fn init(settings: &LogSettings) -> std::io::Result<()> {
         LogFormat::Text => {
             let stdout = tracing_subscriber::fmt::layer()
                 .event_format(SmartJoinerFormat)
+                .with_ansi(std::io::stdout().is_terminal())
                 .with_filter(filter());
             let file = file.map(|f| {
                 tracing_subscriber::fmt::layer()

@@ -3,7 +3,9 @@
 //! Postgres must be running (see `support::pg_store` for how to point at it); every test gets
 //! its own database.
 
+mod cluster;
 mod harness;
 mod join;
+mod pipeline;
 mod store;
 mod support;

@@ -1,0 +1,182 @@
+//! The distributed pipeline through the real binaries: producer + several workers on one
+//! Postgres and one Redis, with crashes, a wiped Redis and a paused worker.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use smart_joiner::domain::TargetStatus;
+use smart_joiner::invariants;
+use smart_joiner::telegram::fake::{Answer, Script, check_events};
+
+use crate::cluster::{Cluster, PrivateRedis};
+use crate::harness::{LIMITS, account_names, accounts_json, fast_pacing, links};
+use crate::support::pg_database;
+
+fn answers(list: &[&str]) -> Vec<Answer> {
+    list.iter().map(|a| a.parse().unwrap()).collect()
+}
+
+async fn statuses(cluster: &Cluster) -> HashMap<TargetStatus, usize> {
+    let mut counts = HashMap::new();
+    for t in cluster.store.targets(None, None).await.unwrap() {
+        *counts.entry(t.status).or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn several_workers_and_the_producer_settle_hundreds_of_targets_keeping_every_invariant() {
+    let (store, url) = pg_database().await;
+    let redis = PrivateRedis::start();
+    let names = account_names(12);
+    store.sync_accounts(&names, "default").await.unwrap();
+    let targets = links("grp", 240);
+    store.import_targets(&targets, "cars").await.unwrap();
+
+    let mut scripted = HashMap::new();
+    for (i, t) in targets.iter().enumerate() {
+        let seq: &[&str] = match i % 12 {
+            0 => &["flood_wait:1", "joined"],
+            1 => &["join_request"],
+            2 => &["invalid:USERNAME_NOT_OCCUPIED"],
+            3 => &["joined_then_timeout", "joined"],
+            4 if i < 50 => &["flood_wait:900", "joined"],
+            5 => &["slowmode_wait:1", "joined"],
+            6 => &["banned_in_channel"],
+            _ => continue,
+        };
+        scripted.insert(t.to_string(), answers(seq));
+    }
+    let script = Script { targets: scripted, latency_ms: 5, ..Script::default() };
+    let mut cluster =
+        Cluster::new(store, url, &redis.url, &accounts_json(&names), &script, &[]).await;
+    for name in ["w1", "w2", "w3"] {
+        cluster.spawn_worker(name).await;
+    }
+    let open = cluster
+        .settle("cars", 60, "30s", Duration::from_millis(500), Duration::from_secs(240))
+        .await;
+    cluster.stop_all();
+    assert_eq!(
+        open,
+        0,
+        "unsettled targets: {:?}\n{}",
+        statuses(&cluster).await,
+        cluster.worker_logs()
+    );
+
+    let inv =
+        invariants::check(&cluster.store, fast_pacing().join_pause_min, &LIMITS).await.unwrap();
+    assert!(inv.is_clean(), "{inv}\n{inv:#?}");
+    let seen = check_events(&cluster.events(), fast_pacing().join_pause_min);
+    assert!(seen.is_empty(), "{seen:#?}");
+    let counts = statuses(&cluster).await;
+    assert_eq!(counts.get(&TargetStatus::Requested), Some(&20), "{counts:?}");
+    assert_eq!(counts.get(&TargetStatus::Error), Some(&20), "{counts:?}");
+    assert_eq!(counts.get(&TargetStatus::Banned), Some(&20), "{counts:?}");
+    assert_eq!(counts.get(&TargetStatus::Joined), Some(&180), "{counts:?}");
+    // Every worker took part, and the long FloodWaits cooled accounts down.
+    let attempts = cluster.store.attempts(None, None).await.unwrap();
+    for w in ["w1", "w2", "w3"] {
+        assert!(attempts.iter().any(|a| a.worker == w), "{w} did no work");
+    }
+    assert!(attempts.iter().any(|a| a.flood_wait_seconds == Some(900)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_workers_and_a_wiped_redis_lose_nothing() {
+    let (store, url) = pg_database().await;
+    let redis = PrivateRedis::start();
+    let names = account_names(8);
+    store.sync_accounts(&names, "default").await.unwrap();
+    let targets = links("kill", 120);
+    store.import_targets(&targets, "cars").await.unwrap();
+    // Slow joins, so a kill lands mid-join.
+    let script = Script { latency_ms: 150, ..Script::default() };
+    let env = [("LEASE_TTL", "2s"), ("CALL_TIMEOUT", "800ms")];
+    let mut cluster =
+        Cluster::new(store, url, &redis.url, &accounts_json(&names), &script, &env).await;
+    cluster.spawn_worker("k1").await;
+    cluster.spawn_worker("k2").await;
+    cluster.produce("cars", 120, "1s").await;
+
+    // Wait until work is under way, then kill one worker mid-join and wipe Redis.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while cluster.store.attempts(None, None).await.unwrap().len() < 15 {
+        assert!(std::time::Instant::now() < deadline, "no progress\n{}", cluster.worker_logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.signal(0, "KILL");
+    redis.flushall().await;
+    cluster.spawn_worker("k3").await;
+
+    let open = cluster
+        .settle("cars", 120, "1s", Duration::from_millis(700), Duration::from_secs(240))
+        .await;
+    cluster.stop_all();
+    assert_eq!(
+        open,
+        0,
+        "unsettled targets: {:?}\n{}",
+        statuses(&cluster).await,
+        cluster.worker_logs()
+    );
+    let counts = statuses(&cluster).await;
+    assert_eq!(counts.get(&TargetStatus::Joined), Some(&120), "{counts:?}");
+    let inv =
+        invariants::check(&cluster.store, fast_pacing().join_pause_min, &LIMITS).await.unwrap();
+    assert!(inv.is_clean(), "{inv}\n{inv:#?}");
+    // The killed worker's open connection ends with the process; no account ever had two.
+    let seen = check_events(&cluster.events(), fast_pacing().join_pause_min);
+    assert!(seen.requests_in_flood_wait.is_empty() && seen.joins_too_close.is_empty(), "{seen:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_paused_past_its_lease_cannot_write_with_its_stale_epoch() {
+    let (store, url) = pg_database().await;
+    let redis = PrivateRedis::start();
+    let names = account_names(1);
+    store.sync_accounts(&names, "default").await.unwrap();
+    let targets = links("paused", 1);
+    store.import_targets(&targets, "cars").await.unwrap();
+    // A join takes 1.5 s; the lease lives 4 s unless renewed.
+    let script = Script { latency_ms: 1500, ..Script::default() };
+    let env = [("LEASE_TTL", "4s"), ("CALL_TIMEOUT", "2s")];
+    let mut cluster =
+        Cluster::new(store, url, &redis.url, &accounts_json(&names), &script, &env).await;
+    cluster.spawn_worker("sleeper").await;
+    cluster.produce("cars", 1, "1s").await;
+
+    // Wait for the claim, then freeze the worker past its lease.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let t = &cluster.store.targets(None, None).await.unwrap()[0];
+        if t.status == TargetStatus::Joining {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never claimed\n{}", cluster.worker_logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.signal(0, "STOP");
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+
+    // Another worker takes over the in-doubt target through recovery, under a newer epoch.
+    cluster.spawn_worker("rescuer").await;
+    let open =
+        cluster.settle("cars", 1, "1s", Duration::from_millis(500), Duration::from_secs(60)).await;
+    assert_eq!(open, 0, "{}", cluster.worker_logs());
+    cluster.signal(0, "CONT");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.stop_all();
+
+    let attempts = cluster.store.attempts(None, None).await.unwrap();
+    assert!(
+        attempts.iter().all(|a| a.worker == "rescuer"),
+        "the paused worker wrote: {attempts:#?}"
+    );
+    let t = &cluster.store.targets(None, None).await.unwrap()[0];
+    assert_eq!(t.status, TargetStatus::Joined);
+    let inv =
+        invariants::check(&cluster.store, fast_pacing().join_pause_min, &LIMITS).await.unwrap();
+    assert!(inv.is_clean(), "{inv}\n{inv:#?}");
+}
