@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use crate::domain::{JoinJobV1, JoinTask, TargetStatus};
 use crate::lease::AccountLocks;
@@ -98,7 +98,7 @@ pub async fn produce(
             report.queued += 1;
         }
     }
-    info!(niche = %opts.niche, pool = %opts.pool, "producer: {report}");
+    debug!(niche = %opts.niche, pool = %opts.pool, "producer: {report}");
     Ok(report)
 }
 
