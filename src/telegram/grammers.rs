@@ -140,6 +140,9 @@ struct GrammersSession {
     call_timeout: Duration,
     /// Only to scrub it from error messages (grammers quotes the URL in some of them).
     proxy_url: Option<Secret<String>>,
+    /// An account-wide answer the authorisation check got (a FloodWait), which every join of
+    /// this session returns without sending anything.
+    held: Option<JoinOutcome>,
 }
 
 impl GrammersSession {
@@ -167,6 +170,7 @@ impl GrammersSession {
             runner: Runner::spawn(runner.run()),
             call_timeout,
             proxy_url,
+            held: None,
         };
         info!(
             account = %session.account,
@@ -182,7 +186,14 @@ impl GrammersSession {
                 // No user behind the key: logged out.
                 _ => Err(ConnectError::Unauthorized("NO_SELF_USER".to_owned())),
             },
-            Err(e) => Err(session.connect_error(e)),
+            Err(e) => match held_outcome(&e) {
+                Some(outcome) => {
+                    warn!(account = %session.account, outcome = %outcome, "account-wide limit at connect: held for the join");
+                    session.held = Some(outcome);
+                    Ok(0)
+                }
+                None => Err(session.connect_error(e)),
+            },
         };
         let checked = checked.and_then(|user_id| {
             // Belt and braces: the storage refuses a replaced key, so this cannot differ.
@@ -301,6 +312,9 @@ impl GrammersSession {
 #[async_trait]
 impl TelegramSession for GrammersSession {
     async fn join(&mut self, link: &TargetLink) -> JoinOutcome {
+        if let Some(held) = &self.held {
+            return held.clone();
+        }
         let outcome = match link.kind() {
             LinkKind::Username => self.join_username(link.value()).await,
             LinkKind::Invite => self.join_invite(link.value()).await,
@@ -474,6 +488,21 @@ fn peer_of(chat: &tl::enums::Chat) -> PeerInfo {
         Chat::CommunityForbidden(c) => Some(&c.title),
     };
     PeerInfo { id: Some(chat.id()), title: title.cloned() }
+}
+
+/// An answer to the authorisation check that is not about the session but about the account's
+/// pace (a FloodWait, PEER_FLOOD, a frozen account). [`ConnectError`] cannot carry it, and the
+/// policy must see it (to stop sending during the wait), so the connection is kept and every
+/// join reports it without sending anything. The key is known (Telegram answered on it with an
+/// RPC error, not a transport 404) and a logged-out key answers 401 before any limit.
+fn held_outcome(error: &CallError) -> Option<JoinOutcome> {
+    let CallError::Invocation(InvocationError::Rpc(rpc)) = error else { return None };
+    match classify_rpc_error(rpc.code, &rpc.name, rpc.value) {
+        outcome @ (JoinOutcome::FloodWait { .. }
+        | JoinOutcome::AccountLimited { .. }
+        | JoinOutcome::Frozen { .. }) => Some(outcome),
+        _ => None,
+    }
 }
 
 /// Whether the server refused the session's key: transport 404, a key exchange (grammers only
@@ -802,10 +831,28 @@ mod tests {
             on_connect(rpc(401, "USER_DEACTIVATED_BAN")),
             ConnectError::Banned(s("USER_DEACTIVATED_BAN"))
         );
-        match on_connect(rpc(420, "FLOOD_WAIT_5")) {
-            ConnectError::Failed(reason) => assert!(reason.contains("FLOOD_WAIT"), "{reason}"),
+        match on_connect(rpc(400, "SOMETHING_ODD")) {
+            ConnectError::Failed(reason) => assert!(reason.contains("SOMETHING_ODD"), "{reason}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn account_wide_limits_at_connect_are_held_for_the_join() {
+        assert_eq!(
+            held_outcome(&rpc(420, "FLOOD_WAIT_5")),
+            Some(JoinOutcome::FloodWait { seconds: 5 })
+        );
+        assert_eq!(
+            held_outcome(&rpc(420, "FROZEN_METHOD_INVALID")),
+            Some(JoinOutcome::Frozen { code: s("FROZEN_METHOD_INVALID") })
+        );
+        assert_eq!(
+            held_outcome(&rpc(400, "PEER_FLOOD")),
+            Some(JoinOutcome::AccountLimited { code: s("PEER_FLOOD") })
+        );
+        assert_eq!(held_outcome(&rpc(401, "AUTH_KEY_UNREGISTERED")), None);
+        assert_eq!(held_outcome(&CallError::Timeout(Duration::from_secs(1))), None);
     }
 
     #[test]
@@ -1094,6 +1141,7 @@ mod tests {
             runner: Runner::spawn(runner),
             call_timeout: Duration::from_secs(5),
             proxy_url: None,
+            held: None,
         }
     }
 
