@@ -4,6 +4,7 @@
 //! its own database.
 
 mod cluster;
+mod faults;
 mod harness;
 mod join;
 mod pipeline;

@@ -1,0 +1,123 @@
+//! The cost of picking an account (`Store::eligible_accounts`, step 2 of every join) with
+//! 1,000 accounts in the pool, before and after 1,000,000 targets (30 % of them bound, 300 per
+//! account) and 300,000 attempt rows are added. It must not grow with the number of targets.
+
+use std::time::{Duration, Instant};
+
+use smart_joiner::store::Limits;
+
+use crate::env::{FreshDb, machine};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PickArgs {
+    #[arg(long, default_value_t = 1000)]
+    pub accounts: usize,
+    #[arg(long, default_value_t = 1_000_000)]
+    pub targets: u64,
+    /// Picks measured per phase.
+    #[arg(long, default_value_t = 2000)]
+    pub picks: usize,
+    #[arg(long)]
+    pub keep: bool,
+}
+
+pub async fn run(args: PickArgs) -> anyhow::Result<bool> {
+    println!("machine: {}", machine());
+    let db = FreshDb::create("pick").await?;
+    let names: Vec<String> = (0..args.accounts).map(|j| format!("acc_{j:04}")).collect();
+    db.store.sync_accounts(&names, "default").await?;
+    let limits = Limits { daily_join_cap: 20, channel_limit: 500 };
+
+    let empty = measure(&db, &limits, args.picks).await?;
+    println!("pick: {} accounts, 0 targets: {empty}", args.accounts);
+
+    let t = Instant::now();
+    let n = args.targets;
+    let bound = n * 3 / 10;
+    let accounts = args.accounts as u64;
+    db.exec(&format!(
+        "INSERT INTO targets (link, kind, niche, status, assigned_account_id, attempts, in_doubt_tries, \
+         joined_at, created_at, updated_at) \
+         SELECT '@pick_target_' || g, 'username', 'bench', \
+                CASE WHEN g <= {bound} THEN 'joined' ELSE 'new' END, \
+                CASE WHEN g <= {bound} THEN (g % {accounts}) + 1 ELSE NULL END, \
+                CASE WHEN g <= {bound} THEN 1 ELSE 0 END, 0, \
+                CASE WHEN g <= {bound} THEN now() - interval '3 days' ELSE NULL END, now(), now() \
+         FROM generate_series(1, {n}) g"
+    ))
+    .await?;
+    // The attempt trail of the bound targets: most older than a day, 10 per account recent.
+    let recent = accounts * 10;
+    db.exec(&format!(
+        "INSERT INTO join_attempts (target_id, account_id, epoch, started_at, finished_at, outcome, worker) \
+         SELECT g, (g % {accounts}) + 1, 1, \
+                CASE WHEN g <= {recent} THEN now() - interval '1 hour' ELSE now() - interval '3 days' END, \
+                CASE WHEN g <= {recent} THEN now() - interval '1 hour' ELSE now() - interval '3 days' END, \
+                'joined', 'bench' \
+         FROM generate_series(1, {bound}) g"
+    ))
+    .await?;
+    db.exec("VACUUM ANALYZE").await?;
+    println!(
+        "pick: loaded {n} targets ({bound} bound) and {bound} attempts in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let full = measure(&db, &limits, args.picks).await?;
+    println!("pick: {} accounts, {n} targets: {full}", args.accounts);
+    let ok = full.p99 < Duration::from_millis(2);
+    println!(
+        "pick: target p99 < 2 ms with {n} targets: {} (p99 {:.3} ms)",
+        if ok { "met" } else { "MISSED" },
+        full.p99.as_secs_f64() * 1e3
+    );
+    if !args.keep {
+        db.drop_db().await;
+    } else {
+        println!("pick: kept database {}", db.name);
+    }
+    Ok(true)
+}
+
+pub struct Latency {
+    pub p50: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+    pub n: usize,
+}
+
+impl std::fmt::Display for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} picks, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+            self.n,
+            self.p50.as_secs_f64() * 1e3,
+            self.p99.as_secs_f64() * 1e3,
+            self.max.as_secs_f64() * 1e3
+        )
+    }
+}
+
+pub fn latency(mut samples: Vec<Duration>) -> Latency {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    Latency { p50: at(0.50), p99: at(0.99), max: *samples.last().unwrap(), n: samples.len() }
+}
+
+async fn measure(db: &FreshDb, limits: &Limits, picks: usize) -> anyhow::Result<Latency> {
+    // Warm the pool and the caches.
+    for _ in 0..20 {
+        db.store.eligible_accounts("default", chrono::Utc::now(), &[], limits, 8).await?;
+    }
+    let mut samples = Vec::with_capacity(picks);
+    for i in 0..picks {
+        let excluded: Vec<i64> = if i % 2 == 0 { vec![] } else { vec![1, 2, 3] };
+        let t = Instant::now();
+        let got =
+            db.store.eligible_accounts("default", chrono::Utc::now(), &excluded, limits, 8).await?;
+        samples.push(t.elapsed());
+        anyhow::ensure!(!got.is_empty(), "no eligible account");
+    }
+    Ok(latency(samples))
+}

@@ -1,0 +1,235 @@
+//! Overhead: end-to-end joins per second with zero pacing through the real producer, Redis,
+//! real workers and Postgres, Telegram being either the instant in-process fake (the workers'
+//! hidden `--fake-telegram`) or tgsim through the grammers adapter; next to pgbench running
+//! the same database writes on the same database.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use sea_orm::{ConnectionTrait, Database, Statement};
+use smart_joiner::domain::TargetLink;
+use tgsim::{Account, Group, Scenario, Server};
+
+use crate::env::{self, FreshDb, PrivateRedis, ProcEnv, machine};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ThroughputArgs {
+    #[arg(long, default_value_t = 5000)]
+    pub targets: usize,
+    #[arg(long, default_value_t = 200)]
+    pub accounts: usize,
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// `fake`, `tgsim` or both.
+    #[arg(long, value_delimiter = ',', default_value = "fake,tgsim")]
+    pub telegram: Vec<String>,
+    /// Seconds of each pgbench script (0: skip pgbench).
+    #[arg(long, default_value_t = 15)]
+    pub pgbench_seconds: u64,
+    #[arg(long, default_value_t = 4)]
+    pub pgbench_clients: u32,
+    #[arg(long)]
+    pub bin_dir: Option<std::path::PathBuf>,
+}
+
+/// accounts_config.json with valid but unusable sessions (the fake never connects).
+pub fn dummy_accounts_json(names: &[String]) -> String {
+    let mut s = Scenario::new();
+    for (j, name) in names.iter().enumerate() {
+        s = s.account(Account::new(name.clone(), 1000 + j as i64));
+    }
+    let addr = "127.0.0.1:1".parse().unwrap();
+    serde_json::to_string(&s.accounts_config_json(addr)).unwrap()
+}
+
+pub async fn count(url: &str, sql: &str) -> anyhow::Result<i64> {
+    let db = Database::connect(url).await?;
+    let row = db
+        .query_one_raw(Statement::from_string(db.get_database_backend(), sql.to_owned()))
+        .await?
+        .context("no row")?;
+    db.close().await.ok();
+    Ok(row.try_get_by_index::<i64>(0)?)
+}
+
+pub async fn run(args: ThroughputArgs) -> anyhow::Result<bool> {
+    println!("machine: {}", machine());
+    let bin_dir = env::bin_dir(args.bin_dir.as_deref())?;
+    let mut ok = true;
+    let mut last_db: Option<FreshDb> = None;
+    for mode in &args.telegram {
+        let work = tempfile::Builder::new().prefix("sj-throughput-").tempdir()?;
+        let db = FreshDb::create("tput").await?;
+        let redis = PrivateRedis::start()?;
+        let names: Vec<String> = (0..args.accounts).map(|j| format!("acc_{j:04}")).collect();
+        let accounts_path = work.path().join("accounts_config.json");
+        let mut server = None;
+        let mut vars = vec![
+            ("DATABASE_URL".to_owned(), db.url.clone()),
+            ("REDIS_URL".into(), redis.url.clone()),
+            ("REDIS_PREFIX".into(), "tput:".into()),
+            ("ACCOUNTS_CONFIG".into(), accounts_path.display().to_string()),
+            ("JOIN_PAUSE_MIN".into(), "0s".into()),
+            ("JOIN_PAUSE_MAX".into(), "0s".into()),
+            ("ERROR_PAUSE".into(), "0s".into()),
+            ("DAILY_JOIN_CAP".into(), "1000000".into()),
+            ("CHANNEL_LIMIT".into(), "1000000".into()),
+            ("LEASE_TTL".into(), "20s".into()),
+            ("CALL_TIMEOUT".into(), "5s".into()),
+            ("QUEUE_HEARTBEAT".into(), "2s".into()),
+        ];
+        match mode.as_str() {
+            "fake" => {
+                std::fs::write(&accounts_path, dummy_accounts_json(&names))?;
+                let script = work.path().join("script.json");
+                std::fs::write(&script, "{}")?;
+                vars.push(("SMART_JOINER_FAKE_TELEGRAM".into(), script.display().to_string()));
+            }
+            "tgsim" => {
+                let mut s = Scenario::new();
+                for (j, name) in names.iter().enumerate() {
+                    s = s.account(Account::new(name.clone(), 1000 + j as i64));
+                }
+                for i in 0..args.targets {
+                    s = s.group(
+                        Group::new(5_000_000 + i as i64, format!("G{i}"))
+                            .username(format!("tput_{i:06}")),
+                    );
+                }
+                let srv = Server::start(s, "127.0.0.1:0").await?;
+                std::fs::write(
+                    &accounts_path,
+                    serde_json::to_string(&srv.accounts_config_json())?,
+                )?;
+                server = Some(srv);
+            }
+            other => anyhow::bail!("unknown --telegram {other}: fake or tgsim"),
+        }
+        db.store.sync_accounts(&names, "default").await?;
+        let links: Vec<TargetLink> = (0..args.targets)
+            .map(|i| TargetLink::parse(&format!("@tput_{i:06}")).unwrap())
+            .collect();
+        db.store.import_targets(&links, "bench").await?;
+
+        let penv = ProcEnv { bin_dir: bin_dir.clone(), work_dir: work.path().to_path_buf(), vars };
+        let mut workers = Vec::new();
+        for i in 0..args.workers {
+            workers.push(penv.spawn_worker(&format!("tput{i}"), args.concurrency)?);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+
+        let t0 = Instant::now();
+        anyhow::ensure!(penv.produce("bench", args.targets as u64, "1h").await?, "producer failed");
+        let produced = t0.elapsed();
+        let settled_sql = "SELECT count(*) FROM targets WHERE status IN ('joined', 'requested', 'error', 'banned')";
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let mut done = 0;
+        while Instant::now() < deadline {
+            done = count(&db.url, settled_sql).await?;
+            if done as usize >= args.targets {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let elapsed = t0.elapsed();
+        let rate = done as f64 / elapsed.as_secs_f64();
+        let joined = count(&db.url, "SELECT count(*) FROM targets WHERE status = 'joined'").await?;
+        for w in &mut workers {
+            env::stop_child(w, Duration::from_secs(10));
+        }
+        let target = if mode == "fake" { 1000.0 } else { 200.0 };
+        println!(
+            "throughput[{mode}]: {} targets, {} accounts, {} workers x {}: producer {:.2} s, all settled in {:.2} s ({joined} joined) = {rate:.0} joins/s (target {target:.0}: {})",
+            args.targets,
+            args.accounts,
+            args.workers,
+            args.concurrency,
+            produced.as_secs_f64(),
+            elapsed.as_secs_f64(),
+            if rate >= target { "met" } else { "MISSED" }
+        );
+        if rate < target {
+            ok = false;
+        }
+        if let Some(s) = server {
+            let v = s.violations();
+            if !v.is_empty() {
+                println!("throughput[{mode}]: tgsim saw {} violations", v.len());
+            }
+            s.shutdown().await;
+        }
+        drop(redis);
+        if let Some(old) = last_db.replace(db) {
+            old.drop_db().await;
+        }
+    }
+    if let Some(db) = last_db {
+        if args.pgbench_seconds > 0 {
+            pgbench(&db, &args)?;
+        }
+        db.drop_db().await;
+    }
+    Ok(ok)
+}
+
+/// The fenced transaction of `Store::apply_decision` for a join.
+const APPLY_SQL: &str = r#"\set tid random(1, :ntargets)
+\set aid (:tid % :naccounts) + 1
+BEGIN;
+UPDATE accounts SET last_action_at = now(), updated_at = now(), status = 'active', status_reason = NULL, next_allowed_action_time = now() WHERE id = :aid AND lease_epoch = lease_epoch;
+UPDATE targets SET attempts = attempts + 1, updated_at = now(), claimed_account_id = NULL, claim_epoch = NULL, in_doubt_tries = 0, status = 'joined', assigned_account_id = :aid, next_run_at = NULL, error_code = NULL, error_message = NULL, joined_at = now(), warmup_ends_at = now() + interval '24 hours' WHERE id = :tid AND (assigned_account_id IS NULL OR assigned_account_id = :aid);
+INSERT INTO join_attempts (target_id, account_id, epoch, started_at, finished_at, outcome, worker) VALUES (:tid, :aid, 1, now(), now(), 'joined', 'pgbench');
+END;
+"#;
+
+/// Every statement one join makes: load the target, pick an account, bump the epoch (one
+/// transaction), re-read the account, claim the target, then the apply transaction.
+const FULL_SQL: &str = r#"\set tid random(1, :ntargets)
+\set aid (:tid % :naccounts) + 1
+SELECT * FROM targets WHERE id = :tid;
+SELECT * FROM accounts WHERE pool = 'default' AND status IN ('active', 'flood_wait', 'cooldown') AND (SELECT count(t.id) FROM targets t WHERE t.assigned_account_id = accounts.id) < 1000000 AND (next_allowed_action_time IS NULL OR next_allowed_action_time <= now()) AND (SELECT count(a.id) FROM join_attempts a WHERE a.account_id = accounts.id AND a.outcome IN ('joined', 'already_participant', 'requested') AND a.finished_at > now() - interval '24 hours' AND a.finished_at <= now()) < 1000000 ORDER BY last_action_at ASC NULLS FIRST, id ASC LIMIT 8;
+SELECT * FROM accounts WHERE id = :aid;
+BEGIN;
+UPDATE accounts SET lease_epoch = lease_epoch + 1 WHERE id = :aid;
+SELECT lease_epoch FROM accounts WHERE id = :aid;
+END;
+UPDATE targets SET status = 'joining', claimed_account_id = :aid, claim_epoch = 1, updated_at = now() WHERE id = :tid AND EXISTS (SELECT 1 FROM accounts WHERE id = :aid);
+BEGIN;
+UPDATE accounts SET last_action_at = now(), updated_at = now(), status = 'active', status_reason = NULL, next_allowed_action_time = now() WHERE id = :aid AND lease_epoch = lease_epoch;
+UPDATE targets SET attempts = attempts + 1, updated_at = now(), claimed_account_id = NULL, claim_epoch = NULL, in_doubt_tries = 0, status = 'joined', assigned_account_id = :aid, next_run_at = NULL, error_code = NULL, error_message = NULL, joined_at = now(), warmup_ends_at = now() + interval '24 hours' WHERE id = :tid AND (assigned_account_id IS NULL OR assigned_account_id = :aid);
+INSERT INTO join_attempts (target_id, account_id, epoch, started_at, finished_at, outcome, worker) VALUES (:tid, :aid, 1, now(), now(), 'joined', 'pgbench');
+END;
+"#;
+
+fn pgbench(db: &FreshDb, args: &ThroughputArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    for (name, sql) in [("apply", APPLY_SQL), ("full join", FULL_SQL)] {
+        let file = dir.path().join(format!("{}.sql", name.replace(' ', "_")));
+        std::fs::write(&file, sql)?;
+        let out = Command::new("pgbench")
+            .args(["-n", "-c", &args.pgbench_clients.to_string(), "-j", "2"])
+            .args(["-T", &args.pgbench_seconds.to_string()])
+            .args(["-D", &format!("ntargets={}", args.targets)])
+            .args(["-D", &format!("naccounts={}", args.accounts)])
+            .arg("-f")
+            .arg(&file)
+            .arg(&db.url)
+            .output()
+            .context("pgbench must be installed (postgresql-contrib)")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let tps = text.lines().find(|l| l.starts_with("tps")).unwrap_or("no tps line").to_owned();
+        let lat = text.lines().find(|l| l.starts_with("latency average")).unwrap_or("").to_owned();
+        if !out.status.success() {
+            println!("pgbench[{name}] failed: {}", String::from_utf8_lossy(&out.stderr));
+        } else {
+            println!(
+                "pgbench[{name}]: {} clients, {} s: {tps}; {lat}",
+                args.pgbench_clients, args.pgbench_seconds
+            );
+        }
+    }
+    Ok(())
+}
