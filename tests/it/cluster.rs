@@ -90,6 +90,8 @@ pub struct Cluster {
     prefix: String,
     pub workers: Vec<Child>,
     extra_env: Vec<(String, String)>,
+    /// Workers use the scripted fake (default) or the real grammers adapter.
+    fake_telegram: bool,
 }
 
 impl Cluster {
@@ -115,7 +117,14 @@ impl Cluster {
             prefix: format!("sjtest:{}:", ulid::Ulid::new()),
             workers: Vec::new(),
             extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            fake_telegram: true,
         }
+    }
+
+    /// Workers talk to Telegram through the real adapter (to tgsim, via the accounts file).
+    pub fn with_real_telegram(mut self) -> Self {
+        self.fake_telegram = false;
+        self
     }
 
     fn command(&self, bin: &Path) -> Command {
@@ -148,24 +157,22 @@ impl Cluster {
     pub async fn spawn_worker(&mut self, name: &str) {
         let (_, worker) = binaries().await;
         let log = std::fs::File::create(self.dir.path().join(format!("{name}.out"))).unwrap();
-        let child = self
-            .command(worker)
-            .args([
-                "--name",
-                name,
-                "--concurrency",
-                "4",
-                "--poll-interval",
-                "100ms",
-                "--shutdown-timeout",
-                "5s",
-            ])
-            .env("SMART_JOINER_FAKE_TELEGRAM", self.dir.path().join("script.json"))
-            .env("SMART_JOINER_FAKE_TELEGRAM_LOG", self.events_path())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn worker");
+        let mut cmd = self.command(worker);
+        cmd.args([
+            "--name",
+            name,
+            "--concurrency",
+            "4",
+            "--poll-interval",
+            "100ms",
+            "--shutdown-timeout",
+            "5s",
+        ]);
+        if self.fake_telegram {
+            cmd.env("SMART_JOINER_FAKE_TELEGRAM", self.dir.path().join("script.json"))
+                .env("SMART_JOINER_FAKE_TELEGRAM_LOG", self.events_path());
+        }
+        let child = cmd.stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("spawn worker");
         self.workers.push(child);
     }
 
@@ -241,6 +248,25 @@ impl Cluster {
         let pid = self.workers[i].id().to_string();
         let status = Command::new("kill").args([&format!("-{sig}"), &pid]).status().unwrap();
         assert!(status.success(), "kill -{sig} {pid}");
+    }
+
+    /// The Redis key prefix of this deployment.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Waits for worker `i` to exit by itself.
+    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.workers[i].try_wait().ok().flatten() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn stop_all(&mut self) {

@@ -73,6 +73,18 @@ pub fn service(
     pacing: Pacing,
     limits: Limits,
 ) -> JoinService {
+    service_with_timeout(store, locks, telegram, accounts, pacing, limits, Duration::from_secs(5))
+}
+
+pub fn service_with_timeout(
+    store: &Store,
+    locks: Arc<dyn AccountLocks>,
+    telegram: Arc<dyn Telegram>,
+    accounts: AccountsConfig,
+    pacing: Pacing,
+    limits: Limits,
+    call_timeout: Duration,
+) -> JoinService {
     JoinService::new(JoinDeps {
         store: store.clone(),
         locks,
@@ -80,7 +92,7 @@ pub fn service(
         accounts: Arc::new(accounts),
         pacing,
         limits,
-        call_timeout: Duration::from_secs(5),
+        call_timeout,
         worker_name: "test".to_owned(),
     })
 }

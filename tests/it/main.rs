@@ -4,9 +4,12 @@
 //! its own database.
 
 mod cluster;
+mod demo;
 mod faults;
 mod harness;
 mod join;
 mod pipeline;
 mod store;
 mod support;
+mod telegram;
+mod wire;

@@ -180,3 +180,47 @@ async fn a_worker_paused_past_its_lease_cannot_write_with_its_stale_epoch() {
         invariants::check(&cluster.store, fast_pacing().join_pause_min, &LIMITS).await.unwrap();
     assert!(inv.is_clean(), "{inv}\n{inv:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_lets_in_flight_joins_finish_and_releases_their_leases() {
+    let (store, url) = pg_database().await;
+    let redis = PrivateRedis::start();
+    let names = account_names(3);
+    store.sync_accounts(&names, "default").await.unwrap();
+    let targets = links("term", 3);
+    store.import_targets(&targets, "cars").await.unwrap();
+    let script = Script { latency_ms: 1500, ..Script::default() };
+    let env = [("LEASE_TTL", "10s"), ("CALL_TIMEOUT", "5s")];
+    let mut cluster =
+        Cluster::new(store, url, &redis.url, &accounts_json(&names), &script, &env).await;
+    cluster.spawn_worker("graceful").await;
+    cluster.produce("cars", 3, "1m").await;
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let joining = cluster.store.targets(None, Some(TargetStatus::Joining)).await.unwrap().len();
+        if joining == 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "joins never started\n{}",
+            cluster.worker_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.signal(0, "TERM");
+    let status = cluster.wait_exit(0, Duration::from_secs(15)).expect("worker exits after SIGTERM");
+    assert!(status.success(), "{status:?}\n{}", cluster.worker_logs());
+
+    let counts = statuses(&cluster).await;
+    assert_eq!(counts.get(&TargetStatus::Joined), Some(&3), "in-flight joins finished: {counts:?}");
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let leases: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}lease:*", cluster.prefix()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(leases.is_empty(), "leases left behind: {leases:?}");
+}
