@@ -1,9 +1,20 @@
-//! What the admin commands do, apart from printing: reading target files, syncing accounts.
+//! What the admin commands do, apart from printing: reading target files, checking accounts.
 
 use std::collections::HashSet;
+use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::domain::{LinkError, TargetLink};
+use chrono::{DateTime, Utc};
+
+use crate::accounts_config::AccountsConfig;
+use crate::config::Settings;
+use crate::domain::{AccountStatus, LinkError, TargetLink};
+use crate::lease::{AccountLocks, LeaseError, LocalLocks, RedisLocks};
+use crate::status::Color;
+use crate::store::{Account, Store, StoreError};
+use crate::telegram::{ConnectError, Telegram};
 
 /// A target file read line by line.
 #[derive(Debug, Default)]
@@ -47,6 +58,244 @@ pub fn parse_targets(text: &str) -> TargetsFile {
 pub fn read_targets_file(path: &Path) -> std::io::Result<TargetsFile> {
     let text = std::fs::read_to_string(path)?;
     Ok(parse_targets(&text))
+}
+
+/// Where `accounts check` takes its leases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LeaseMode {
+    /// Redis when REDIS_URL answers, else in-process leases (single-machine mode).
+    Auto,
+    /// The workers' Redis leases: safe while workers run.
+    Redis,
+    /// In-process leases only: safe only when no worker and no `run` is active.
+    Local,
+}
+
+/// The leases chosen for a check, and how to say which.
+pub struct CheckLocks {
+    locks: Arc<dyn AccountLocks>,
+    description: String,
+}
+
+impl CheckLocks {
+    pub fn locks(&self) -> &dyn AccountLocks {
+        self.locks.as_ref()
+    }
+
+    pub fn describe(&self) -> &str {
+        &self.description
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(
+        "REDIS_URL does not answer ({0}); start Redis or pass --leases local when no worker runs"
+    )]
+    RedisDown(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+}
+
+/// How long `accounts check` waits for Redis before `auto` falls back to local leases.
+const REDIS_PROBE: Duration = Duration::from_secs(3);
+
+/// Builds the leases `mode` asks for. `auto` uses the workers' Redis leases when Redis answers,
+/// so a check never opens a second connection next to a worker's; without Redis (single-machine
+/// mode) it uses in-process leases.
+pub async fn check_locks(
+    mode: LeaseMode,
+    settings: &Settings,
+    prefix: &str,
+) -> Result<CheckLocks, AdminError> {
+    let local = || CheckLocks {
+        locks: Arc::new(LocalLocks::default()),
+        description: "in-process (no worker may run meanwhile)".to_owned(),
+    };
+    if mode == LeaseMode::Local {
+        return Ok(local());
+    }
+    let redis = async {
+        let conn = crate::queue::connect_redis(settings.redis_url.expose())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut probe = conn.clone();
+        redis::cmd("PING").query_async::<String>(&mut probe).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(conn)
+    };
+    let redis = match tokio::time::timeout(REDIS_PROBE, redis).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {REDIS_PROBE:?}")),
+    };
+    match (redis, mode) {
+        (Ok(conn), _) => Ok(CheckLocks {
+            locks: Arc::new(RedisLocks::new(conn, prefix, settings.lease_ttl)),
+            description: format!("Redis, prefix {prefix:?} (shared with the workers)"),
+        }),
+        (Err(e), LeaseMode::Redis) => Err(AdminError::RedisDown(e)),
+        (Err(_), _) => Ok(local()),
+    }
+}
+
+/// Which accounts a check covers.
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    pub pool: Option<String>,
+    /// Session names; empty means every account (of the pool).
+    pub accounts: Vec<String>,
+    /// Timeout of connect and of disconnect.
+    pub call_timeout: Duration,
+}
+
+/// What checking one account found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Connected; the session is authorised.
+    Authorised,
+    /// Telegram says the session is not authorised.
+    NotAuthorised(String),
+    /// Telegram says the account is banned.
+    Banned(String),
+    /// The connection failed (proxy, network, timeout, bad session data).
+    Failed(String),
+    /// Not connected: the account is inside a FloodWait or cooldown until then.
+    Waiting { status: AccountStatus, until: DateTime<Utc> },
+    /// Not connected: another process holds the account's lease (a join is running).
+    Busy,
+    /// Not connected: accounts_config.json has no entry for it.
+    NoConfig,
+    /// Not connected: no such account in the database.
+    Unknown,
+}
+
+impl Verdict {
+    /// A stable one-word result for scripts.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Verdict::Authorised => "authorised",
+            Verdict::NotAuthorised(_) => "unauthorized",
+            Verdict::Banned(_) => "banned",
+            Verdict::Failed(_) => "failed",
+            Verdict::Waiting { .. } => "skipped_waiting",
+            Verdict::Busy => "skipped_busy",
+            Verdict::NoConfig => "no_config",
+            Verdict::Unknown => "unknown",
+        }
+    }
+
+    pub fn color(&self) -> Option<Color> {
+        Some(match self {
+            Verdict::Authorised => Color::Green,
+            Verdict::NotAuthorised(_) | Verdict::Banned(_) | Verdict::NoConfig => Color::Red,
+            Verdict::Failed(_) => Color::Yellow,
+            Verdict::Waiting { .. } | Verdict::Busy | Verdict::Unknown => Color::Dim,
+        })
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Authorised => f.write_str("session authorised"),
+            Verdict::NotAuthorised(why) => write!(f, "not authorised: {why}"),
+            Verdict::Banned(why) => write!(f, "banned: {why}"),
+            Verdict::Failed(why) => write!(f, "connection failed: {why}"),
+            Verdict::Waiting { status, until } => {
+                write!(f, "not checked: {status} until {}", until.format("%Y-%m-%d %H:%M:%S UTC"))
+            }
+            Verdict::Busy => f.write_str("not checked: in use by a worker (lease held)"),
+            Verdict::NoConfig => f.write_str("no entry in the accounts file"),
+            Verdict::Unknown => {
+                f.write_str("no such account in the database (run `accounts sync`)")
+            }
+        }
+    }
+}
+
+/// The result for one account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckResult {
+    pub session_name: String,
+    pub verdict: Verdict,
+}
+
+/// A FloodWait or cooldown still running at `now`, if any. Connecting then would be a request
+/// inside the wait.
+fn waiting(account: &Account, now: DateTime<Utc>) -> Option<Verdict> {
+    let until = account.next_allowed_action_time.filter(|t| *t > now)?;
+    matches!(account.status, AccountStatus::FloodWait | AccountStatus::Cooldown)
+        .then_some(Verdict::Waiting { status: account.status, until })
+}
+
+/// Connects each selected account once, one at a time, and reports whether its session is
+/// authorised. An account is connected only while its lease is held (so never next to a
+/// worker's connection) and never inside a FloodWait or cooldown. Writes nothing.
+pub async fn check_accounts(
+    store: &Store,
+    config: &AccountsConfig,
+    telegram: &dyn Telegram,
+    locks: &dyn AccountLocks,
+    opts: &CheckOptions,
+) -> Result<Vec<CheckResult>, AdminError> {
+    let all = store.accounts(opts.pool.as_deref()).await?;
+    let mut results = Vec::new();
+    let selected: Vec<&Account> = if opts.accounts.is_empty() {
+        all.iter().collect()
+    } else {
+        for name in &opts.accounts {
+            if !all.iter().any(|a| &a.session_name == name) {
+                results.push(CheckResult { session_name: name.clone(), verdict: Verdict::Unknown });
+            }
+        }
+        all.iter().filter(|a| opts.accounts.contains(&a.session_name)).collect()
+    };
+    for account in selected {
+        let verdict = check_one(store, config, telegram, locks, account, opts.call_timeout).await?;
+        results.push(CheckResult { session_name: account.session_name.clone(), verdict });
+    }
+    Ok(results)
+}
+
+async fn check_one(
+    store: &Store,
+    config: &AccountsConfig,
+    telegram: &dyn Telegram,
+    locks: &dyn AccountLocks,
+    account: &Account,
+    timeout: Duration,
+) -> Result<Verdict, AdminError> {
+    if let Some(v) = waiting(account, Utc::now()) {
+        return Ok(v);
+    }
+    let Some(entry) = config.get(&account.session_name) else { return Ok(Verdict::NoConfig) };
+    let Some(lease) = locks.try_acquire(account.id).await? else { return Ok(Verdict::Busy) };
+    // A worker may have received a FloodWait between the listing and the lease.
+    let fresh = match store.account(account.id).await {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = locks.release(&lease).await;
+            return Err(e.into());
+        }
+    };
+    let verdict = match fresh.as_ref().and_then(|a| waiting(a, Utc::now())) {
+        Some(v) => v,
+        None => match tokio::time::timeout(timeout, telegram.connect(entry)).await {
+            Ok(Ok(session)) => {
+                if tokio::time::timeout(timeout, session.disconnect()).await.is_err() {
+                    tracing::warn!(account = %account.session_name, "disconnect timed out");
+                }
+                Verdict::Authorised
+            }
+            Ok(Err(ConnectError::Unauthorized(why))) => Verdict::NotAuthorised(why),
+            Ok(Err(ConnectError::Banned(why))) => Verdict::Banned(why),
+            Ok(Err(ConnectError::Failed(why))) => Verdict::Failed(why),
+            Err(_) => Verdict::Failed(format!("no answer within {timeout:?}")),
+        },
+    };
+    let _ = locks.release(&lease).await;
+    Ok(verdict)
 }
 
 #[cfg(test)]

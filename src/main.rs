@@ -7,12 +7,15 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use serde_json::json;
 use smart_joiner::accounts_config::AccountsConfig;
-use smart_joiner::admin;
+use smart_joiner::admin::{self, CheckOptions, LeaseMode};
 use smart_joiner::app::{self, TelegramArgs, parse_duration};
 use smart_joiner::config::{Settings, SettingsArgs};
+use smart_joiner::domain::TargetStatus;
 use smart_joiner::lease::LocalLocks;
 use smart_joiner::runner::SmartJoiner;
+use smart_joiner::status::{Cell, Style, Table, account_color, target_color, when};
 use smart_joiner::store::Store;
 use smart_joiner::telemetry;
 
@@ -24,6 +27,9 @@ use smart_joiner::telemetry;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(flatten)]
     settings: SettingsArgs,
 }
@@ -62,6 +68,15 @@ enum Command {
         #[command(subcommand)]
         action: TargetsAction,
     },
+    /// Accounts, targets per niche and status, and groups ready for posting.
+    Status {
+        /// Only accounts of this pool.
+        #[arg(long)]
+        pool: Option<String>,
+        /// Most ready-for-posting groups listed.
+        #[arg(long, default_value_t = 50)]
+        ready_limit: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,7 +85,7 @@ enum MigrateAction {
     Up,
     /// Roll back the last `n` migrations.
     Down {
-        #[arg(default_value_t = 1)]
+        #[arg(default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         n: u32,
     },
     /// List migrations and whether they are applied.
@@ -79,22 +94,47 @@ enum MigrateAction {
 
 #[derive(Debug, Subcommand)]
 enum AccountsAction {
-    /// Add the accounts of accounts_config.json that the database lacks.
+    /// Make the database know every account of accounts_config.json (one transaction); report
+    /// what was added, moved to the pool, and database rows the file lacks.
     Sync {
-        /// Pool new accounts join.
-        #[arg(long, env = "POOL", default_value = "default")]
+        /// Pool new accounts join (and listed accounts move to).
+        #[arg(long, env = "POOL", default_value = "default", value_parser = non_empty)]
         pool: String,
     },
     /// List accounts and their state.
-    List,
+    List {
+        /// Only accounts of this pool.
+        #[arg(long)]
+        pool: Option<String>,
+    },
+    /// Connect each account once and report whether its session is authorised. Takes the
+    /// account's lease first and skips accounts in a FloodWait or cooldown.
+    Check {
+        /// Only accounts of this pool.
+        #[arg(long)]
+        pool: Option<String>,
+        /// Only these accounts (session names; repeatable).
+        #[arg(long = "account", value_name = "SESSION_NAME")]
+        accounts: Vec<String>,
+        /// Where leases are taken: `redis` (shared with the workers), `local` (only this
+        /// process: use it when nothing else runs), or `auto` (redis when REDIS_URL answers).
+        #[arg(long, env = "CHECK_LEASES", default_value = "auto")]
+        leases: LeaseMode,
+        /// Prefix of the Redis keys of the deployment (as the workers').
+        #[arg(long, env = "REDIS_PREFIX", default_value = "smart_joiner:")]
+        redis_prefix: String,
+        #[command(flatten)]
+        telegram: TelegramArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum TargetsAction {
     /// Import targets from a file: one link per line, or a CSV whose first column is the link.
+    /// All or nothing: a file with an invalid line imports nothing unless --skip-invalid.
     Import {
         file: PathBuf,
-        #[arg(long)]
+        #[arg(long, value_parser = non_empty)]
         niche: String,
         /// Import the valid lines even when some lines are invalid.
         #[arg(long)]
@@ -104,7 +144,23 @@ enum TargetsAction {
     List {
         #[arg(long)]
         niche: Option<String>,
+        /// Only targets with this status (new, queued, joining, joined, requested, error,
+        /// banned).
+        #[arg(long, value_parser = target_status)]
+        status: Option<TargetStatus>,
     },
+}
+
+fn non_empty(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    if t.is_empty() { Err("must not be empty".to_owned()) } else { Ok(t.to_owned()) }
+}
+
+fn target_status(s: &str) -> Result<TargetStatus, String> {
+    TargetStatus::parse(s).ok_or_else(|| {
+        let all: Vec<&str> = TargetStatus::ALL.iter().map(|s| s.as_str()).collect();
+        format!("unknown target status {s:?}; one of: {}", all.join(", "))
+    })
 }
 
 #[tokio::main]
@@ -119,18 +175,38 @@ async fn main() -> ExitCode {
     }
 }
 
+/// How a command prints.
+#[derive(Debug, Clone, Copy)]
+struct Out {
+    json: bool,
+    style: Style,
+}
+
+impl Out {
+    fn json(&self, value: serde_json::Value) {
+        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = cli.settings.into_settings()?;
-    telemetry::init(&telemetry::LogSettings::from_settings(&settings))
-        .context("cannot open the log file")?;
-    match cli.command {
+    let mut logs = telemetry::LogSettings::from_settings(&settings);
+    if !matches!(cli.command, Command::Run { .. }) {
+        logs = logs.for_admin_command();
+    }
+    let telemetry = telemetry::init(&logs, "smart-joiner")?;
+    let out = Out { json: cli.json, style: Style::detect() };
+    let result = match cli.command {
         Command::Run { niche, batch_size, pool, max_wait, telegram } => {
             run_batch(&settings, &niche, batch_size, &pool, max_wait, &telegram).await
         }
-        Command::Migrate { action } => migrate(&settings, action).await,
-        Command::Accounts { action } => accounts(&settings, action).await,
-        Command::Targets { action } => targets(&settings, action).await,
-    }
+        Command::Migrate { action } => migrate(&settings, action, out).await,
+        Command::Accounts { action } => accounts(&settings, action, out).await,
+        Command::Targets { action } => targets(&settings, action, out).await,
+        Command::Status { pool, ready_limit } => status(&settings, pool, ready_limit, out).await,
+    };
+    telemetry.shutdown().await;
+    result
 }
 
 async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
@@ -172,85 +248,262 @@ async fn run_batch(
     Ok(())
 }
 
-async fn migrate(settings: &Settings, action: MigrateAction) -> anyhow::Result<()> {
+async fn migrate(settings: &Settings, action: MigrateAction, out: Out) -> anyhow::Result<()> {
     let store =
         Store::connect(settings.database_url.expose()).await.context("cannot open the database")?;
     match action {
         MigrateAction::Up => {
+            let pending = store.pending_migrations().await?;
             store.migrate().await?;
-            println!("migrations applied");
+            if out.json {
+                out.json(json!({ "applied": pending }));
+            } else {
+                println!("migrations applied: {}", pending.len());
+            }
         }
         MigrateAction::Down { n } => {
             store.migrate_down(n).await?;
-            println!("rolled back {n} migration(s)");
+            if out.json {
+                out.json(json!({ "rolled_back": n }));
+            } else {
+                println!("rolled back {n} migration(s)");
+            }
         }
         MigrateAction::Status => {
-            for (name, applied) in store.migration_status().await? {
-                println!("{name}\t{}", if applied { "applied" } else { "pending" });
+            let rows = store.migration_status().await?;
+            if out.json {
+                let list: Vec<_> =
+                    rows.iter().map(|(n, a)| json!({ "name": n, "applied": a })).collect();
+                out.json(json!(list));
+            } else {
+                let mut t = Table::new(&["migration", "state"]);
+                for (name, applied) in rows {
+                    let state = if applied { "applied" } else { "pending" };
+                    t.row(vec![name.into(), state.into()]);
+                }
+                print!("{}", t.render(out.style));
             }
         }
     }
     Ok(())
 }
 
-async fn accounts(settings: &Settings, action: AccountsAction) -> anyhow::Result<()> {
+async fn accounts(settings: &Settings, action: AccountsAction, out: Out) -> anyhow::Result<()> {
     let store = open_store(settings).await?;
     match action {
         AccountsAction::Sync { pool } => {
             let accounts = AccountsConfig::load(&settings.accounts_config)?;
             let names: Vec<String> = accounts.iter().map(|a| a.session_name.clone()).collect();
             let report = store.sync_accounts(&names, &pool).await?;
-            println!(
-                "added {}, moved to pool {pool}: {}, in the database but not in the file: {}",
-                report.added.len(),
-                report.moved_pool.len(),
-                report.missing_from_config.join(", ")
-            );
+            if out.json {
+                out.json(json!({
+                    "pool": pool,
+                    "in_file": names.len(),
+                    "added": report.added,
+                    "moved_to_pool": report.moved_pool,
+                    "in_database_not_in_file": report.missing_from_config,
+                }));
+            } else {
+                println!(
+                    "{} accounts in {}: added {}, moved to pool {pool} {}, unchanged {}",
+                    names.len(),
+                    settings.accounts_config.display(),
+                    report.added.len(),
+                    report.moved_pool.len(),
+                    names.len() - report.added.len() - report.moved_pool.len(),
+                );
+                for name in &report.added {
+                    println!("  added: {name}");
+                }
+                for name in &report.moved_pool {
+                    println!("  moved to pool {pool}: {name}");
+                }
+                for name in &report.missing_from_config {
+                    println!("  in the database but not in the file (kept): {name}");
+                }
+            }
         }
-        AccountsAction::List => {
-            for a in store.accounts(None).await? {
-                let next = a
-                    .next_allowed_action_time
-                    .map(|t| t.to_rfc3339())
-                    .unwrap_or_else(|| "-".into());
-                println!("{}\t{}\t{}\t{}", a.session_name, a.pool, a.status, next);
+        AccountsAction::List { pool } => {
+            let now = chrono::Utc::now();
+            let list = store.accounts(pool.as_deref()).await?;
+            if out.json {
+                let rows: Vec<_> = list
+                    .iter()
+                    .map(|a| {
+                        json!({
+                            "session_name": a.session_name,
+                            "pool": a.pool,
+                            "status": a.status.as_str(),
+                            "status_reason": a.status_reason,
+                            "next_allowed_action_time": a.next_allowed_action_time.map(|t| t.to_rfc3339()),
+                            "last_action_at": a.last_action_at.map(|t| t.to_rfc3339()),
+                        })
+                    })
+                    .collect();
+                out.json(json!(rows));
+            } else {
+                let mut t = Table::new(&["account", "pool", "status", "next action", "reason"]);
+                for a in list {
+                    t.row(vec![
+                        a.session_name.into(),
+                        a.pool.into(),
+                        Cell::colored(a.status.as_str(), account_color(a.status)),
+                        when(a.next_allowed_action_time, now).into(),
+                        a.status_reason.unwrap_or_default().into(),
+                    ]);
+                }
+                print!("{}", t.render(out.style));
+            }
+        }
+        AccountsAction::Check { pool, accounts: only, leases, redis_prefix, telegram } => {
+            let config = AccountsConfig::load(&settings.accounts_config)?;
+            let tg = app::telegram(&telegram, settings)?;
+            let locks = admin::check_locks(leases, settings, &redis_prefix).await?;
+            if !out.json {
+                eprintln!("leases: {}", locks.describe());
+            }
+            let opts = CheckOptions { pool, accounts: only, call_timeout: settings.call_timeout };
+            let results =
+                admin::check_accounts(&store, &config, tg.as_ref(), locks.locks(), &opts).await?;
+            if out.json {
+                let rows: Vec<_> = results
+                    .iter()
+                    .map(|r| json!({ "session_name": r.session_name, "result": r.verdict.kind(), "detail": r.verdict.to_string() }))
+                    .collect();
+                out.json(json!(rows));
+            } else {
+                let mut t = Table::new(&["account", "result", "detail"]);
+                for r in &results {
+                    t.row(vec![
+                        r.session_name.clone().into(),
+                        Cell::colored(r.verdict.kind(), r.verdict.color()),
+                        r.verdict.to_string().into(),
+                    ]);
+                }
+                print!("{}", t.render(out.style));
             }
         }
     }
     Ok(())
 }
 
-async fn targets(settings: &Settings, action: TargetsAction) -> anyhow::Result<()> {
-    let store = open_store(settings).await?;
+async fn targets(settings: &Settings, action: TargetsAction, out: Out) -> anyhow::Result<()> {
     match action {
         TargetsAction::Import { file, niche, skip_invalid } => {
             let parsed = admin::read_targets_file(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            for (line, text, why) in &parsed.rejected {
-                eprintln!("{}:{line}: rejected {text:?}: {why}", file.display());
+            if parsed.links.is_empty() && parsed.rejected.is_empty() {
+                bail!(
+                    "{} holds no link (one link per line, or a CSV whose first column is the link)",
+                    file.display()
+                );
             }
             if !parsed.rejected.is_empty() && !skip_invalid {
+                for (line, text, why) in &parsed.rejected {
+                    eprintln!("{}:{line}: rejected {text:?}: {why}", file.display());
+                }
                 bail!(
                     "{} invalid line(s) in {}: nothing imported (fix them or pass --skip-invalid)",
                     parsed.rejected.len(),
                     file.display()
                 );
             }
-            let links: Vec<_> = parsed.links.into_iter().map(|(_, l)| l).collect();
+            let store = open_store(settings).await?;
+            let links: Vec<_> = parsed.links.iter().map(|(_, l)| l.clone()).collect();
             let report = store.import_targets(&links, &niche).await?;
-            println!(
-                "accepted {}, duplicates {} (in file {}), rejected {}",
-                report.inserted,
-                report.duplicates + parsed.duplicate_lines.len() as u64,
-                parsed.duplicate_lines.len(),
-                parsed.rejected.len()
-            );
-        }
-        TargetsAction::List { niche } => {
-            for t in store.targets(niche.as_deref(), None).await? {
-                println!("{}\t{}\t{}\t{}", t.id, t.link, t.niche, t.status);
+            let in_file = parsed.duplicate_lines.len() as u64;
+            if out.json {
+                let rejected: Vec<_> = parsed
+                    .rejected
+                    .iter()
+                    .map(|(line, text, why)| json!({ "line": line, "text": text, "reason": why.to_string() }))
+                    .collect();
+                out.json(json!({
+                    "niche": niche,
+                    "accepted": report.inserted,
+                    "duplicates_in_database": report.duplicates,
+                    "duplicates_in_file": in_file,
+                    "rejected": rejected,
+                }));
+            } else {
+                for (line, text, why) in &parsed.rejected {
+                    eprintln!("{}:{line}: rejected {text:?}: {why}", file.display());
+                }
+                println!(
+                    "accepted {}, duplicates {} ({} already stored, {} repeated in the file), rejected {}",
+                    report.inserted,
+                    report.duplicates + in_file,
+                    report.duplicates,
+                    in_file,
+                    parsed.rejected.len()
+                );
             }
         }
+        TargetsAction::List { niche, status } => {
+            let store = open_store(settings).await?;
+            let list = store.targets(niche.as_deref(), status).await?;
+            if out.json {
+                let rows: Vec<_> = list
+                    .iter()
+                    .map(|t| {
+                        json!({
+                            "id": t.id,
+                            "link": t.link.to_string(),
+                            "niche": t.niche,
+                            "status": t.status.as_str(),
+                            "assigned_account_id": t.assigned_account_id,
+                            "joined_at": t.joined_at.map(|x| x.to_rfc3339()),
+                            "warmup_ends_at": t.warmup_ends_at.map(|x| x.to_rfc3339()),
+                            "error_code": t.error_code,
+                            "error_message": t.error_message,
+                        })
+                    })
+                    .collect();
+                out.json(json!(rows));
+            } else {
+                let mut tab = Table::new(&["id", "link", "niche", "status", "detail"]);
+                for t in list {
+                    let detail = match (&t.error_code, &t.error_message) {
+                        (Some(c), Some(m)) => format!("{c}: {m}"),
+                        (Some(c), None) => c.clone(),
+                        (None, Some(m)) => m.clone(),
+                        (None, None) => t.title.clone().unwrap_or_default(),
+                    };
+                    tab.row(vec![
+                        t.id.to_string().into(),
+                        t.link.to_string().into(),
+                        t.niche.into(),
+                        Cell::colored(t.status.as_str(), target_color(t.status)),
+                        detail.into(),
+                    ]);
+                }
+                print!("{}", tab.render(out.style));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn status(
+    settings: &Settings,
+    pool: Option<String>,
+    ready_limit: u64,
+    out: Out,
+) -> anyhow::Result<()> {
+    let store = open_store(settings).await?;
+    let now = chrono::Utc::now();
+    let report = smart_joiner::status::StatusReport {
+        now,
+        accounts: store.account_overview(pool.as_deref(), now).await?,
+        targets: store.target_counts().await?,
+        ready: store.ready_groups(now, ready_limit).await?,
+        channel_limit: settings.channel_limit,
+        daily_join_cap: settings.daily_join_cap,
+    };
+    if out.json {
+        out.json(report.to_json());
+    } else {
+        print!("{}", report.render(out.style));
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use smart_joiner::app::{RedisArgs, parse_duration};
-use smart_joiner::config::SettingsArgs;
+use smart_joiner::config::{Settings, SettingsArgs};
 use smart_joiner::lease::RedisLocks;
 use smart_joiner::producer::{ProduceOptions, produce};
 use smart_joiner::queue::{JobQueue, connect_redis};
@@ -35,7 +35,25 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli).await {
+    let settings = match cli.settings.clone().into_settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("producer: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let telemetry =
+        match telemetry::init(&telemetry::LogSettings::from_settings(&settings), "producer") {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("producer: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    let result = run(cli, settings).await;
+    // The run's spans go out before the process ends.
+    telemetry.shutdown().await;
+    match result {
         Ok(0) => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(3),
         Err(e) => {
@@ -45,10 +63,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<usize> {
-    let settings = cli.settings.into_settings()?;
-    telemetry::init(&telemetry::LogSettings::from_settings(&settings))
-        .context("cannot open the log file")?;
+async fn run(cli: Cli, settings: Settings) -> anyhow::Result<usize> {
     let store = Store::connect(settings.database_url.expose())
         .await
         .context("cannot connect to the database")?;

@@ -11,8 +11,10 @@ mod accounts;
 mod apply;
 pub mod entity;
 mod migrations;
+mod reports;
 mod targets;
 
+pub use reports::{AccountOverview, ReadyGroup, TargetCount};
 pub use targets::NO_AVAILABLE_ACCOUNTS;
 
 use std::time::Duration;

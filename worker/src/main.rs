@@ -1,4 +1,5 @@
-//! `worker`: leases accounts of one pool and runs join jobs from Redis until SIGTERM.
+//! `worker`: leases accounts of one pool and runs join jobs from Redis until SIGTERM, serving
+//! `/healthz`, `/readyz` and `/metrics` on the operations port meanwhile.
 
 use std::time::Duration;
 
@@ -7,11 +8,13 @@ use clap::Parser;
 use smart_joiner::accounts_config::AccountsConfig;
 use smart_joiner::app::{self, RedisArgs, TelegramArgs, parse_duration};
 use smart_joiner::config::SettingsArgs;
+use smart_joiner::health::{self, Liveness, Probes};
 use smart_joiner::lease::RedisLocks;
 use smart_joiner::queue::{JobQueue, connect_redis};
 use smart_joiner::store::Store;
 use smart_joiner::telemetry;
 use smart_joiner::worker::{self, WorkerOptions};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Runs join jobs of one account pool from Redis")]
@@ -28,6 +31,13 @@ struct Cli {
     /// How long in-flight joins may take to finish after SIGTERM.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     shutdown_timeout: Duration,
+    /// Port of /healthz, /readyz and /metrics (all interfaces); 0 picks a free port and logs it.
+    #[arg(long, env = "METRICS_PORT", default_value_t = 9090)]
+    metrics_port: u16,
+    /// How often the state gauges (accounts, leases, queue depth) are refreshed for OTLP;
+    /// a Prometheus scrape always refreshes them.
+    #[arg(long, env = "METRICS_SAMPLE_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    metrics_sample_interval: Duration,
     #[command(flatten)]
     redis: RedisArgs,
     #[command(flatten)]
@@ -39,9 +49,18 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = cli.settings.into_settings()?;
-    telemetry::init(&telemetry::LogSettings::from_settings(&settings))
-        .context("cannot open the log file")?;
+    let settings = cli.settings.clone().into_settings()?;
+    let telemetry = telemetry::init(&telemetry::LogSettings::from_settings(&settings), "worker")?;
+    let result = run(cli, settings, telemetry.metrics()).await;
+    telemetry.shutdown().await;
+    result
+}
+
+async fn run(
+    cli: Cli,
+    settings: smart_joiner::config::Settings,
+    metrics: &'static smart_joiner::metrics::Metrics,
+) -> anyhow::Result<()> {
     let accounts = AccountsConfig::load(&settings.accounts_config)?;
     let store = Store::connect(settings.database_url.expose())
         .await
@@ -49,7 +68,26 @@ async fn main() -> anyhow::Result<()> {
     let conn =
         connect_redis(settings.redis_url.expose()).await.context("cannot connect to Redis")?;
     let locks = RedisLocks::new(conn.clone(), cli.redis.redis_prefix.clone(), settings.lease_ttl);
-    let queue = JobQueue::new(conn, &cli.redis.queue_settings());
+    let queue = JobQueue::new(conn.clone(), &cli.redis.queue_settings());
+    let listener = health::bind(cli.metrics_port)
+        .await
+        .with_context(|| format!("cannot listen on the metrics port {}", cli.metrics_port))?;
+
+    let liveness = Liveness::default();
+    let probes = Probes {
+        liveness: liveness.clone(),
+        store: store.clone(),
+        redis: conn,
+        locks: locks.clone(),
+        queue: queue.clone(),
+        pool: cli.redis.pool.clone(),
+        metrics,
+    };
+    let stop_ops = CancellationToken::new();
+    let ops =
+        tokio::spawn(health::serve(listener, probes.clone(), stop_ops.clone().cancelled_owned()));
+    let sampler = tokio::spawn(probes.sample_every(cli.metrics_sample_interval));
+
     let name = cli.name.unwrap_or_else(default_name);
     let telegram = app::telegram(&cli.telegram, &settings)?;
     let service = app::join_service(
@@ -66,7 +104,13 @@ async fn main() -> anyhow::Result<()> {
         poll_interval: cli.poll_interval,
         shutdown_timeout: cli.shutdown_timeout,
     };
-    worker::run(service, queue, opts, app::shutdown_signal()).await.map_err(|e| anyhow::anyhow!(e))
+    liveness.set_running(true);
+    let result = worker::run(service, queue, opts, app::shutdown_signal()).await;
+    liveness.set_running(false);
+    sampler.abort();
+    stop_ops.cancel();
+    let _ = ops.await;
+    result.map_err(|e| anyhow::anyhow!(e))
 }
 
 fn default_name() -> String {
