@@ -96,6 +96,8 @@ impl ProxyConfig {
 #[derive(Debug, Clone, Default)]
 pub struct AccountsConfig {
     accounts: Vec<AccountConfig>,
+    /// Lenient loading only: entries left out, by session name, with the first problem found.
+    rejected: HashMap<String, String>,
 }
 
 impl AccountsConfig {
@@ -107,8 +109,60 @@ impl AccountsConfig {
         Self::parse(&text)
     }
 
+    /// Reads the file at `path` like [`load`](Self::load), but keeps the valid entries when
+    /// some are invalid: the running system goes on with the good accounts, and each bad one
+    /// ends as an account-level outcome naming its problem ([`rejection`](Self::rejection)).
+    /// A file that is not a JSON array of objects is still refused whole.
+    pub fn load_lenient(
+        path: impl AsRef<Path>,
+    ) -> Result<(Self, Vec<EntryError>), AccountsConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| AccountsConfigError::Io { path: path.to_owned(), source })?;
+        Self::parse_lenient(&text)
+    }
+
+    /// See [`load_lenient`](Self::load_lenient).
+    pub fn parse_lenient(text: &str) -> Result<(Self, Vec<EntryError>), AccountsConfigError> {
+        match Self::parse_entries(text)? {
+            (accounts, errors) if errors.is_empty() => {
+                Ok((Self { accounts, rejected: HashMap::new() }, errors))
+            }
+            (accounts, errors) => {
+                let mut rejected = HashMap::new();
+                for e in &errors {
+                    if let Some(name) = &e.session_name
+                        && !accounts.iter().any(|a| &a.session_name == name)
+                    {
+                        rejected
+                            .entry(name.clone())
+                            .or_insert_with(|| format!("field {}: {}", e.field, e.problem));
+                    }
+                }
+                Ok((Self { accounts, rejected }, errors))
+            }
+        }
+    }
+
+    /// Why the entry named `session_name` was left out by lenient loading.
+    pub fn rejection(&self, session_name: &str) -> Option<&str> {
+        self.rejected.get(session_name).map(String::as_str)
+    }
+
     /// Parses the text of an accounts file. Never panics, whatever the input.
     pub fn parse(text: &str) -> Result<Self, AccountsConfigError> {
+        match Self::parse_entries(text)? {
+            (accounts, errors) if errors.is_empty() => {
+                Ok(Self { accounts, rejected: HashMap::new() })
+            }
+            (_, errors) => Err(AccountsConfigError::Entries(errors)),
+        }
+    }
+
+    /// Every valid entry and every problem of the others.
+    fn parse_entries(
+        text: &str,
+    ) -> Result<(Vec<AccountConfig>, Vec<EntryError>), AccountsConfigError> {
         let value: Value = serde_json::from_str(text).map_err(|e| AccountsConfigError::Json {
             line: e.line(),
             column: e.column(),
@@ -140,11 +194,7 @@ impl AccountsConfig {
                 }
             }
         }
-        if errors.is_empty() {
-            Ok(Self { accounts })
-        } else {
-            Err(AccountsConfigError::Entries(errors))
-        }
+        Ok((accounts, errors))
     }
 
     /// The account named `session_name`.
@@ -723,6 +773,27 @@ mod tests {
         for (line, start) in lines.iter().zip(expected) {
             assert!(line.starts_with(start), "{line:?} should start with {start:?}");
         }
+    }
+
+    #[test]
+    fn lenient_loading_keeps_the_good_entries_and_remembers_why_the_others_were_left_out() {
+        let mut bad = entry("acc_bad", 9, Value::Null);
+        bad["string_session"] = "1not-base64!".into();
+        let text =
+            Value::Array(vec![entry("acc_1", 1, Value::Null), bad, entry("acc_3", 3, Value::Null)])
+                .to_string();
+        assert!(AccountsConfig::parse(&text).is_err(), "strict loading refuses the file");
+        let (config, errors) = AccountsConfig::parse_lenient(&text).unwrap();
+        let names: Vec<_> = config.iter().map(|a| a.session_name.as_str()).collect();
+        assert_eq!(names, ["acc_1", "acc_3"]);
+        assert_eq!(errors.len(), 1);
+        let why = config.rejection("acc_bad").expect("remembered");
+        assert!(why.starts_with("field string_session:"), "{why}");
+        assert_eq!(config.rejection("acc_1"), None);
+        assert!(
+            AccountsConfig::parse_lenient("{}").is_err(),
+            "a broken file is still refused whole"
+        );
     }
 
     #[test]

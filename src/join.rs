@@ -295,7 +295,12 @@ impl JoinService {
     async fn call_telegram(&self, account: &Account, target: &Target) -> JoinOutcome {
         let d = &*self.deps;
         let Some(config) = d.accounts.get(&account.session_name) else {
-            let reason = format!("Account config not found: {}", account.session_name);
+            let reason = match d.accounts.rejection(&account.session_name) {
+                Some(problem) => {
+                    format!("Account config invalid: {}: {problem}", account.session_name)
+                }
+                None => format!("Account config not found: {}", account.session_name),
+            };
             warn!("{reason}");
             return ConnectError::Unauthorized(reason).into_outcome();
         };

@@ -26,6 +26,7 @@ on_both_backends!(
     a_leased_account_is_skipped_for_the_next_one,
     a_target_no_account_can_ever_take_goes_back_to_new,
     when_every_account_rests_the_job_waits_for_the_first_to_wake,
+    an_account_with_a_broken_session_ends_unauthorized_and_the_batch_goes_on,
 );
 
 fn answers(list: &[&str]) -> Vec<Answer> {
@@ -314,4 +315,33 @@ fn outcomes_name_smartjoiners_client_failure() {
     let o = ConnectError::Failed("proxy refused".into()).into_outcome();
     assert_eq!(o.to_string(), "Failed to create client: proxy refused");
     assert!(matches!(o, JoinOutcome::ConnectFailed { .. }));
+}
+
+async fn an_account_with_a_broken_session_ends_unauthorized_and_the_batch_goes_on(store: Store) {
+    let targets = links("broken", 4);
+    seed(&store, 2, &targets, "cars").await;
+    let mut entries: serde_json::Value =
+        serde_json::from_str(&crate::harness::accounts_json(&crate::harness::account_names(2)))
+            .unwrap();
+    entries[0]["string_session"] = "1AAAA".into();
+    let (accounts, errors) =
+        smart_joiner::accounts_config::AccountsConfig::parse_lenient(&entries.to_string()).unwrap();
+    assert_eq!(errors.len(), 1);
+    let svc = service(
+        &store,
+        Arc::new(LocalLocks::default()),
+        Arc::new(ScriptedTelegram::new(Script::default())),
+        accounts,
+        fast_pacing(),
+        LIMITS,
+    );
+    let report = SmartJoiner::new(svc, "default", Duration::from_secs(10))
+        .run_batch("cars", 4)
+        .await
+        .unwrap();
+    assert_eq!(report.by_status.get("joined"), Some(&4), "the other account joins them all");
+    let broken = account_named(&store, "acc_00").await;
+    assert_eq!(broken.status, AccountStatus::Unauthorized);
+    let reason = broken.status_reason.unwrap_or_default();
+    assert!(reason.starts_with("Account config invalid: acc_00: field string_session"), "{reason}");
 }
