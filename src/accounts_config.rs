@@ -144,6 +144,16 @@ impl AccountsConfig {
         }
     }
 
+    /// Session names of every entry that has one: the loaded accounts, then those lenient
+    /// loading left out (they still get a database row, so their problem shows up there).
+    pub fn session_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.accounts.iter().map(|a| a.session_name.clone()).collect();
+        let mut rejected: Vec<&String> = self.rejected.keys().collect();
+        rejected.sort();
+        names.extend(rejected.into_iter().cloned());
+        names
+    }
+
     /// Why the entry named `session_name` was left out by lenient loading.
     pub fn rejection(&self, session_name: &str) -> Option<&str> {
         self.rejected.get(session_name).map(String::as_str)

@@ -62,6 +62,17 @@ pub enum AppError {
     Telegram(String),
 }
 
+/// Loads the accounts file for running (`run`, `worker`): valid entries are used, each invalid
+/// one is logged and later ends as that account's outcome, so one bad session does not stop the
+/// pool. Admin commands that change the database (`accounts sync`) load it strictly instead.
+pub fn load_accounts_for_running(path: &std::path::Path) -> Result<AccountsConfig, AppError> {
+    let (config, errors) = AccountsConfig::load_lenient(path)?;
+    for e in &errors {
+        tracing::warn!("accounts file {}: {e}; that account is left out", path.display());
+    }
+    Ok(config)
+}
+
 /// The Telegram implementation the flags ask for.
 pub fn telegram(args: &TelegramArgs, settings: &Settings) -> Result<Arc<dyn Telegram>, AppError> {
     match &args.fake_telegram {

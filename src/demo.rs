@@ -65,7 +65,8 @@ fn scenario(pacing: &Pacing) -> (Scenario, Vec<String>) {
         scenario = scenario.account(Account::new(*name, 1001 + i as i64));
     }
     // One account Telegram has banned: its first join says so.
-    scenario = scenario.script(Script::join().account("taras").answers([Answer::UserDeactivatedBan]));
+    scenario =
+        scenario.script(Script::join().account("taras").answers([Answer::UserDeactivatedBan]));
 
     let mut links = Vec::new();
     let cities = ["kyiv", "lviv", "odesa", "dnipro", "kharkiv", "poltava"];
@@ -89,18 +90,34 @@ fn scenario(pacing: &Pacing) -> (Scenario, Vec<String>) {
     special(
         Group::new(6001, "Car flood").username("cars_flooded"),
         "@cars_flooded".into(),
-        Some(Script::join().target("@cars_flooded").answers([Answer::FloodWait { seconds: 3 }, Answer::Ok])),
+        Some(
+            Script::join()
+                .target("@cars_flooded")
+                .answers([Answer::FloodWait { seconds: 3 }, Answer::Ok]),
+        ),
     );
     special(
         Group::new(6002, "Very busy cars").username("cars_very_busy"),
         "@cars_very_busy".into(),
-        Some(Script::join().target("@cars_very_busy").answers([Answer::FloodWait { seconds: 900 }, Answer::Ok])),
+        Some(
+            Script::join()
+                .target("@cars_very_busy")
+                .answers([Answer::FloodWait { seconds: 900 }, Answer::Ok]),
+        ),
     );
-    special(Group::new(6003, "Cars club (approval)").invite("CarsClubApproval1").request_needed(), "https://t.me/+CarsClubApproval1".into(), None);
+    special(
+        Group::new(6003, "Cars club (approval)").invite("CarsClubApproval1").request_needed(),
+        "https://t.me/+CarsClubApproval1".into(),
+        None,
+    );
     special(
         Group::new(6004, "Guarded cars").username("cars_guarded"),
         "@cars_guarded".into(),
-        Some(Script::join().target("@cars_guarded").answers([Answer::WebView { bot_id: 7_000_000_001 }])),
+        Some(
+            Script::join()
+                .target("@cars_guarded")
+                .answers([Answer::WebView { bot_id: 7_000_000_001 }]),
+        ),
     );
     special(
         Group::new(6005, "Private cars").username("cars_private"),
@@ -117,22 +134,38 @@ pub async fn run(progress: &mut (dyn FnMut(&str) + Send)) -> Result<DemoReport, 
     let started = Instant::now();
     let pacing = pacing();
     let (scenario, links) = scenario(&pacing);
-    let server = Server::start(scenario, "127.0.0.1:0").await.map_err(|e| DemoError::Tgsim(e.to_string()))?;
+    let server = Server::start(scenario, "127.0.0.1:0")
+        .await
+        .map_err(|e| DemoError::Tgsim(e.to_string()))?;
     progress(&format!("loopback Telegram DC (tgsim) listening on {}", server.addr()));
 
-    let dir = tempfile::tempdir().map_err(|e| DemoError::Setup(format!("temporary directory: {e}")))?;
+    let dir =
+        tempfile::tempdir().map_err(|e| DemoError::Setup(format!("temporary directory: {e}")))?;
     let accounts_path = dir.path().join("accounts_config.json");
-    let accounts_json = serde_json::to_string_pretty(&server.accounts_config_json()).map_err(|e| DemoError::Setup(e.to_string()))?;
-    std::fs::write(&accounts_path, accounts_json).map_err(|e| DemoError::Setup(format!("{}: {e}", accounts_path.display())))?;
-    let accounts = AccountsConfig::load(&accounts_path).map_err(|e| DemoError::Setup(e.to_string()))?;
+    let accounts_json = serde_json::to_string_pretty(&server.accounts_config_json())
+        .map_err(|e| DemoError::Setup(e.to_string()))?;
+    std::fs::write(&accounts_path, accounts_json)
+        .map_err(|e| DemoError::Setup(format!("{}: {e}", accounts_path.display())))?;
+    let accounts =
+        AccountsConfig::load(&accounts_path).map_err(|e| DemoError::Setup(e.to_string()))?;
     let db_url = format!("sqlite://{}?mode=rwc", dir.path().join("smart_joiner.db").display());
     let store = Store::connect(&db_url).await?;
     store.migrate().await?;
     let names: Vec<String> = accounts.iter().map(|a| a.session_name.clone()).collect();
     store.sync_accounts(&names, "default").await?;
-    let parsed: Vec<TargetLink> = links.iter().map(|l| TargetLink::parse(l)).collect::<Result<_, _>>().map_err(|e| DemoError::Setup(e.to_string()))?;
+    let parsed: Vec<TargetLink> = links
+        .iter()
+        .map(|l| TargetLink::parse(l))
+        .collect::<Result<_, _>>()
+        .map_err(|e| DemoError::Setup(e.to_string()))?;
     store.import_targets(&parsed, NICHE).await?;
-    progress(&format!("{} accounts, {} target groups, SQLite in a temporary directory; pacing {:?}-{:?} per account", names.len(), parsed.len(), pacing.join_pause_min, pacing.join_pause_max));
+    progress(&format!(
+        "{} accounts, {} target groups, SQLite in a temporary directory; pacing {:?}-{:?} per account",
+        names.len(),
+        parsed.len(),
+        pacing.join_pause_min,
+        pacing.join_pause_max
+    ));
 
     let call_timeout = Duration::from_secs(5);
     let service = JoinService::new(JoinDeps {
@@ -145,16 +178,26 @@ pub async fn run(progress: &mut (dyn FnMut(&str) + Send)) -> Result<DemoReport, 
         call_timeout,
         worker_name: "demo".into(),
     });
-    SmartJoiner::new(service, "default", Duration::from_secs(30)).run_batch(NICHE, parsed.len() as u64).await?;
+    SmartJoiner::new(service, "default", Duration::from_secs(30))
+        .run_batch(NICHE, parsed.len() as u64)
+        .await?;
 
     let accounts = store.accounts(None).await?;
-    let by_id: BTreeMap<i64, String> = accounts.iter().map(|a| (a.id, a.session_name.clone())).collect();
+    let by_id: BTreeMap<i64, String> =
+        accounts.iter().map(|a| (a.id, a.session_name.clone())).collect();
     let targets = store.targets(Some(NICHE), None).await?;
     let report = DemoReport {
         elapsed: started.elapsed(),
         targets: targets
             .iter()
-            .map(|t| (t.link.to_string(), t.status, t.assigned_account_id.and_then(|a| by_id.get(&a).cloned()), t.error_code.clone()))
+            .map(|t| {
+                (
+                    t.link.to_string(),
+                    t.status,
+                    t.assigned_account_id.and_then(|a| by_id.get(&a).cloned()),
+                    t.error_code.clone(),
+                )
+            })
             .collect(),
         accounts: accounts
             .iter()
@@ -174,22 +217,46 @@ impl DemoReport {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "\nAccounts");
-        let _ = writeln!(out, "  {:<10} {:<14} {:<24} {:>6}", "account", "status", "reason", "groups");
+        let _ = writeln!(out, "  {:<10} {:<14} {:<24} groups", "account", "status", "reason");
         for (name, status, reason, bound) in &self.accounts {
-            let _ = writeln!(out, "  {:<10} {:<14} {:<24} {:>6}", name, status, reason.as_deref().unwrap_or("-"), bound);
+            let _ = writeln!(
+                out,
+                "  {:<10} {:<14} {:<24} {:>6}",
+                name,
+                status,
+                reason.as_deref().unwrap_or("-"),
+                bound
+            );
         }
         let _ = writeln!(out, "\nTargets");
-        let _ = writeln!(out, "  {:<40} {:<10} {:<10} {}", "group", "status", "account", "code");
+        let _ = writeln!(out, "  {:<40} {:<10} {:<10} code", "group", "status", "account");
         for (link, status, account, code) in &self.targets {
-            let _ = writeln!(out, "  {:<40} {:<10} {:<10} {}", link, status.to_string(), account.as_deref().unwrap_or("-"), code.as_deref().unwrap_or(""));
+            let _ = writeln!(
+                out,
+                "  {:<40} {:<10} {:<10} {}",
+                link,
+                status.to_string(),
+                account.as_deref().unwrap_or("-"),
+                code.as_deref().unwrap_or("")
+            );
         }
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         for (_, status, _, _) in &self.targets {
             *counts.entry(status.to_string()).or_default() += 1;
         }
         let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
-        let _ = writeln!(out, "\n{} groups in {:.1} s: {}", self.targets.len(), self.elapsed.as_secs_f64(), summary.join(", "));
-        let _ = writeln!(out, "Telegram-side rule violations seen by the loopback DC: {}", self.violations.len());
+        let _ = writeln!(
+            out,
+            "\n{} groups in {:.1} s: {}",
+            self.targets.len(),
+            self.elapsed.as_secs_f64(),
+            summary.join(", ")
+        );
+        let _ = writeln!(
+            out,
+            "Telegram-side rule violations seen by the loopback DC: {}",
+            self.violations.len()
+        );
         for v in &self.violations {
             let _ = writeln!(out, "  {v}");
         }

@@ -53,6 +53,8 @@ enum Command {
         #[command(flatten)]
         telegram: TelegramArgs,
     },
+    /// See it work: a loopback Telegram DC, a few accounts and groups, the real join path.
+    Demo,
     /// Apply or inspect database migrations.
     Migrate {
         #[command(subcommand)]
@@ -191,7 +193,7 @@ impl Out {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = cli.settings.into_settings()?;
     let mut logs = telemetry::LogSettings::from_settings(&settings);
-    if !matches!(cli.command, Command::Run { .. }) {
+    if !matches!(cli.command, Command::Run { .. } | Command::Demo) {
         logs = logs.for_admin_command();
     }
     let telemetry = telemetry::init(&logs, "smart-joiner")?;
@@ -200,6 +202,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run { niche, batch_size, pool, max_wait, telegram } => {
             run_batch(&settings, &niche, batch_size, &pool, max_wait, &telegram).await
         }
+        Command::Demo => demo().await,
         Command::Migrate { action } => migrate(&settings, action, out).await,
         Command::Accounts { action } => accounts(&settings, action, out).await,
         Command::Targets { action } => targets(&settings, action, out).await,
@@ -207,6 +210,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     telemetry.shutdown().await;
     result
+}
+
+async fn demo() -> anyhow::Result<()> {
+    let report = smart_joiner::demo::run(&mut |line: &str| tracing::info!("{line}")).await?;
+    print!("{}", report.render());
+    if report.unsettled() > 0 || !report.violations.is_empty() {
+        bail!("the demo did not settle cleanly");
+    }
+    Ok(())
 }
 
 async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
@@ -230,10 +242,9 @@ async fn run_batch(
     max_wait: Duration,
     telegram: &TelegramArgs,
 ) -> anyhow::Result<()> {
-    let accounts = AccountsConfig::load(&settings.accounts_config)?;
+    let accounts = app::load_accounts_for_running(&settings.accounts_config)?;
     let store = open_store(settings).await?;
-    let names: Vec<String> = accounts.iter().map(|a| a.session_name.clone()).collect();
-    store.sync_accounts(&names, pool).await?;
+    store.sync_accounts(&accounts.session_names(), pool).await?;
     let telegram = app::telegram(telegram, settings)?;
     let service = app::join_service(
         settings,

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use smart_joiner::accounts_config::AccountsConfig;
 use smart_joiner::app::{self, RedisArgs, TelegramArgs, parse_duration};
 use smart_joiner::config::SettingsArgs;
 use smart_joiner::health::{self, Liveness, Probes};
@@ -61,7 +60,7 @@ async fn run(
     settings: smart_joiner::config::Settings,
     metrics: &'static smart_joiner::metrics::Metrics,
 ) -> anyhow::Result<()> {
-    let accounts = AccountsConfig::load(&settings.accounts_config)?;
+    let accounts = app::load_accounts_for_running(&settings.accounts_config)?;
     let store = Store::connect(settings.database_url.expose())
         .await
         .context("cannot connect to the database")?;
