@@ -213,7 +213,13 @@ fn install_subscriber(
     };
     let console = if settings.stderr { Console::Stderr } else { Console::Stdout };
     let otel = tracer.map(|t| {
-        tracing_opentelemetry::layer().with_tracer(t.tracer("smart-joiner")).with_filter(filter())
+        tracing_opentelemetry::layer()
+            .with_tracer(t.tracer("smart-joiner"))
+            // The span field `target` (the group) must not meet tracing's own `target` (the
+            // module path) in one attribute list.
+            .with_target(false)
+            .with_threads(false)
+            .with_filter(filter())
     });
     let registry = tracing_subscriber::registry().with(otel);
     match settings.format {

@@ -142,6 +142,8 @@ impl Cluster {
             .env("ERROR_PAUSE", "20ms")
             .env("QUEUE_HEARTBEAT", "1s")
             .env("DAILY_JOIN_CAP", "1000")
+            // Several workers share this host: each takes a free operations port.
+            .env("METRICS_PORT", "0")
             .env_remove("POSTGRES_HOST");
         for (k, v) in &self.extra_env {
             cmd.env(k, v);

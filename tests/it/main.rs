@@ -7,6 +7,7 @@ mod cluster;
 mod demo;
 mod faults;
 mod harness;
+mod ops;
 mod join;
 mod pipeline;
 mod store;
