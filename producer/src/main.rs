@@ -13,6 +13,7 @@ use smart_joiner::producer::{ProduceOptions, produce};
 use smart_joiner::queue::{JobQueue, connect_redis};
 use smart_joiner::store::Store;
 use smart_joiner::telemetry;
+use tracing::Instrument as _;
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Turns new targets of a niche into join jobs (run it from cron)")]
@@ -77,7 +78,9 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<usize> {
         pool: cli.redis.pool.clone(),
         recover_after: cli.recover_after,
     };
-    let report = produce(&store, &queue, &locks, &opts).await?;
+    // One span per run, so a trace viewer shows each cron run with its niche and pool.
+    let span = tracing::info_span!("produce", niche = %opts.niche, pool = %opts.pool);
+    let report = produce(&store, &queue, &locks, &opts).instrument(span).await?;
     println!("producer: niche {} pool {}: {report}", opts.niche, opts.pool);
     Ok(report.push_failures)
 }
