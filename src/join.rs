@@ -247,6 +247,13 @@ impl JoinService {
         if !d.store.claim_target(target.id, account.id, epoch, started_at).await? {
             return Ok(ExecutionOutcome::Done(Settled::NothingToDo));
         }
+        // The join may reach Telegram even if this process dies before recording the answer:
+        // hold the account back for the shortest join pause first (invariant 5).
+        let reserve =
+            started_at + chrono::Duration::from_std(d.pacing.join_pause_min).unwrap_or_default();
+        if !d.store.reserve_pace(account.id, epoch, reserve).await? {
+            return Ok(ExecutionOutcome::Done(Settled::Stale));
+        }
         info!(account = %account.session_name, target = %target.link, "using account");
 
         // 5. Connect and join, while the lease is renewed; losing the lease aborts at once.

@@ -27,6 +27,7 @@ on_both_backends!(
     a_target_no_account_can_ever_take_goes_back_to_new,
     when_every_account_rests_the_job_waits_for_the_first_to_wake,
     an_account_with_a_broken_session_ends_unauthorized_and_the_batch_goes_on,
+    a_worker_that_dies_after_sending_a_join_still_holds_the_account_back,
 );
 
 fn answers(list: &[&str]) -> Vec<Answer> {
@@ -172,6 +173,8 @@ struct EpochThief {
     inner: ScriptedTelegram,
     store: Store,
     steal: std::sync::atomic::AtomicBool,
+    /// The account row right after the theft: what a stale write must leave untouched.
+    snapshot: std::sync::Mutex<Option<smart_joiner::store::Account>>,
 }
 
 #[async_trait]
@@ -183,6 +186,8 @@ impl Telegram for EpochThief {
         if self.steal.swap(false, std::sync::atomic::Ordering::SeqCst) {
             let acc = account_named(&self.store, &account.session_name).await;
             self.store.bump_lease_epoch(acc.id).await.unwrap();
+            let now = account_named(&self.store, &account.session_name).await;
+            *self.snapshot.lock().unwrap() = Some(now);
         }
         self.inner.connect(account).await
     }
@@ -192,11 +197,16 @@ async fn a_write_under_a_stale_epoch_changes_nothing_and_the_retry_recovers(stor
     let targets = links("stale", 1);
     let accounts = seed(&store, 1, &targets, "cars").await;
     let fake = ScriptedTelegram::new(Script::default());
-    let thief = EpochThief { inner: fake.clone(), store: store.clone(), steal: true.into() };
+    let thief = Arc::new(EpochThief {
+        inner: fake.clone(),
+        store: store.clone(),
+        steal: true.into(),
+        snapshot: Default::default(),
+    });
     let svc = service(
         &store,
         Arc::new(LocalLocks::default()),
-        Arc::new(thief),
+        thief.clone(),
         accounts,
         fast_pacing(),
         LIMITS,
@@ -204,8 +214,8 @@ async fn a_write_under_a_stale_epoch_changes_nothing_and_the_retry_recovers(stor
     let queued = store.queue_new_targets("cars", 1, Utc::now()).await.unwrap();
     let job = JoinTask::new(queued[0].id, "default").into_current();
 
-    let before = account_named(&store, "acc_00").await;
     let outcome = svc.execute(&job).await.unwrap();
+    let before = thief.snapshot.lock().unwrap().clone().expect("the thief struck");
     assert_eq!(outcome, ExecutionOutcome::Done(Settled::Stale));
     let t = status_of(&store, &targets[0]).await;
     assert_eq!(t.status, TargetStatus::Joining, "claimed, then nothing written");
@@ -220,7 +230,15 @@ async fn a_write_under_a_stale_epoch_changes_nothing_and_the_retry_recovers(stor
 
     // The same job again (a duplicate or the recovery push): the claim is pinned to acc_00,
     // which joins idempotently under a fresh epoch.
-    let outcome = svc.execute(&job).await.unwrap();
+    let outcome = loop {
+        match svc.execute(&job).await.unwrap() {
+            // The account is held back for the join pause reserved before the stale attempt.
+            ExecutionOutcome::Reschedule { run_at, .. } => {
+                tokio::time::sleep((run_at - Utc::now()).to_std().unwrap_or_default()).await;
+            }
+            done => break done,
+        }
+    };
     assert_eq!(outcome, ExecutionOutcome::Done(Settled::Finished(TargetStatus::Joined)));
     assert_eq!(status_of(&store, &targets[0]).await.assigned_account_id, Some(after.id));
 }
@@ -344,4 +362,60 @@ async fn an_account_with_a_broken_session_ends_unauthorized_and_the_batch_goes_o
     assert_eq!(broken.status, AccountStatus::Unauthorized);
     let reason = broken.status_reason.unwrap_or_default();
     assert!(reason.starts_with("Account config invalid: acc_00: field string_session"), "{reason}");
+}
+
+/// Sends the join, then dies before the answer is recorded.
+struct DiesAfterJoin(ScriptedTelegram);
+
+#[async_trait]
+impl Telegram for DiesAfterJoin {
+    async fn connect(
+        &self,
+        account: &AccountConfig,
+    ) -> Result<Box<dyn TelegramSession>, ConnectError> {
+        let session = self.0.connect(account).await?;
+        struct Dying(Option<Box<dyn TelegramSession>>);
+        #[async_trait]
+        impl TelegramSession for Dying {
+            async fn join(&mut self, link: &TargetLink) -> JoinOutcome {
+                let mut inner = self.0.take().expect("one join");
+                inner.join(link).await;
+                inner.disconnect().await;
+                panic!("the worker dies right after Telegram applied the join");
+            }
+            async fn disconnect(self: Box<Self>) {}
+        }
+        Ok(Box::new(Dying(Some(session))))
+    }
+}
+
+async fn a_worker_that_dies_after_sending_a_join_still_holds_the_account_back(store: Store) {
+    let targets = links("dies", 1);
+    let accounts = seed(&store, 1, &targets, "cars").await;
+    let pacing = smart_joiner::domain::Pacing {
+        join_pause_min: Duration::from_secs(300),
+        join_pause_max: Duration::from_secs(600),
+        ..fast_pacing()
+    };
+    let fake = ScriptedTelegram::new(Script::default());
+    let svc = service(
+        &store,
+        Arc::new(LocalLocks::default()),
+        Arc::new(DiesAfterJoin(fake.clone())),
+        accounts,
+        pacing,
+        LIMITS,
+    );
+    let queued = store.queue_new_targets("cars", 1, Utc::now()).await.unwrap();
+    let job = JoinTask::new(queued[0].id, "default").into_current();
+    let started = Utc::now();
+    let died = tokio::spawn(async move { svc.execute(&job).await }).await;
+    assert!(died.is_err(), "the task panicked as scripted");
+    assert_eq!(fake.members(&targets[0].to_string()).len(), 1, "Telegram applied the join");
+
+    let account = account_named(&store, "acc_00").await;
+    let held_until = account.next_allowed_action_time.expect("reserved before the join");
+    assert!(held_until >= started + chrono::Duration::seconds(300), "{held_until} vs {started}");
+    let t = status_of(&store, &targets[0]).await;
+    assert_eq!((t.status, t.claimed_account_id), (TargetStatus::Joining, Some(account.id)));
 }
