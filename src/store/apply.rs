@@ -24,7 +24,7 @@ impl Store {
         until: chrono::DateTime<chrono::Utc>,
     ) -> Result<bool, StoreError> {
         let res = accounts::Entity::update_many()
-            .col_expr(accounts::Column::NextAllowedActionTime, Expr::val(until).into())
+            .col_expr(accounts::Column::NextAllowedActionTime, Expr::val(until))
             .filter(accounts::Column::Id.eq(account_id))
             .filter(accounts::Column::LeaseEpoch.eq(epoch))
             .filter(
