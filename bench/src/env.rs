@@ -111,10 +111,6 @@ impl PrivateRedis {
         self.child = spawn_redis(self.port)?;
         Ok(())
     }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
 }
 
 fn spawn_redis(port: u16) -> anyhow::Result<Child> {
@@ -175,6 +171,8 @@ impl ProcEnv {
             .env_remove("SMART_JOINER_FAKE_TELEGRAM")
             .env_remove("SMART_JOINER_FAKE_TELEGRAM_LOG")
             .env("LOG_DIR", self.work_dir.join("logs"))
+            // Several workers on one host: each serves /metrics on a port of its own.
+            .env("METRICS_PORT", "0")
             .env("RUST_LOG", std::env::var("BENCH_CHILD_LOG").unwrap_or_else(|_| "warn".into()));
         for (k, v) in &self.vars {
             cmd.env(k, v);
@@ -254,16 +252,6 @@ pub fn machine() -> String {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     format!("{cpus} CPUs ({model}), {:.1} GiB RAM", mem_kb as f64 / 1024.0 / 1024.0)
-}
-
-/// Peak resident memory (VmHWM) of a process, in KiB, while it is alive.
-pub fn vm_hwm_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
 }
 
 /// Resident memory (VmRSS) of a process, in KiB.
