@@ -21,7 +21,6 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use redis::aio::ConnectionManager;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
@@ -52,7 +51,6 @@ impl Liveness {
 pub struct Probes {
     pub liveness: Liveness,
     pub store: Store,
-    pub redis: ConnectionManager,
     pub locks: RedisLocks,
     pub queue: JobQueue,
     /// The pool this worker serves (a label of the queue depth).
@@ -64,9 +62,7 @@ impl Probes {
     /// Checks Postgres and Redis; the names of those that did not answer.
     pub async fn not_ready(&self) -> Vec<String> {
         let db = tokio::time::timeout(CHECK_TIMEOUT, self.store.ping());
-        let mut conn = self.redis.clone();
-        let ping = async move { redis::cmd("PING").query_async::<String>(&mut conn).await };
-        let redis = tokio::time::timeout(CHECK_TIMEOUT, ping);
+        let redis = tokio::time::timeout(CHECK_TIMEOUT, self.queue.ping());
         let (db, redis) = tokio::join!(db, redis);
         let mut down = Vec::new();
         match db {
@@ -87,7 +83,7 @@ impl Probes {
     pub async fn sample(&self) {
         let accounts = tokio::time::timeout(CHECK_TIMEOUT, self.store.account_status_counts());
         let leases = tokio::time::timeout(CHECK_TIMEOUT, self.locks.held_count());
-        let depth = tokio::time::timeout(CHECK_TIMEOUT, self.queue_depth());
+        let depth = tokio::time::timeout(CHECK_TIMEOUT, self.queue.depth());
         let (accounts, leases, depth) = tokio::join!(accounts, leases, depth);
         match accounts {
             Ok(Ok(rows)) => {
@@ -117,21 +113,6 @@ impl Probes {
             Ok(Err(e)) => debug!(error = %e, "metrics: cannot read the queue depth"),
             Err(_) => debug!("metrics: reading the queue depth timed out"),
         }
-    }
-
-    /// Jobs waiting in the pool's queue: (ready now, scheduled for later).
-    async fn queue_depth(&self) -> Result<(u64, u64), redis::RedisError> {
-        let storage = self.queue.storage();
-        let config = storage.get_config();
-        let mut conn = self.redis.clone();
-        let (ready, scheduled): (u64, u64) = redis::pipe()
-            .cmd("LLEN")
-            .arg(config.active_jobs_list())
-            .cmd("ZCARD")
-            .arg(config.scheduled_jobs_set())
-            .query_async(&mut conn)
-            .await?;
-        Ok((ready, scheduled))
     }
 
     /// Samples every `every` until the process ends, so OTLP export sees fresh gauges too.

@@ -89,16 +89,41 @@ pub fn idempotency_key(target_id: i64, due: Option<DateTime<Utc>>) -> String {
 #[derive(Clone)]
 pub struct JobQueue {
     storage: JoinStorage,
+    conn: ConnectionManager,
 }
 
 impl JobQueue {
     pub fn new(conn: ConnectionManager, settings: &QueueSettings) -> Self {
-        Self { storage: RedisStorage::new(conn).with_config(settings.apalis_config()) }
+        Self {
+            storage: RedisStorage::new(conn.clone()).with_config(settings.apalis_config()),
+            conn,
+        }
     }
 
     /// The storage, for building a worker on the same queue.
     pub fn storage(&self) -> JoinStorage {
         self.storage.clone()
+    }
+
+    /// Jobs waiting in this queue: (ready now, scheduled for later).
+    pub async fn depth(&self) -> Result<(u64, u64), QueueError> {
+        let config = self.storage.get_config();
+        let mut conn = self.conn.clone();
+        let (ready, scheduled): (u64, u64) = redis::pipe()
+            .cmd("LLEN")
+            .arg(config.active_jobs_list())
+            .cmd("ZCARD")
+            .arg(config.scheduled_jobs_set())
+            .query_async(&mut conn)
+            .await?;
+        Ok((ready, scheduled))
+    }
+
+    /// Whether Redis answers.
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING").query_async::<String>(&mut conn).await?;
+        Ok(())
     }
 
     /// Pushes `job`, due at `due` (now if in the past). `due` must be the target's

@@ -427,7 +427,6 @@ async fn readiness_names_the_dependency_that_is_down_while_liveness_follows_the_
     let probes = Probes {
         liveness: liveness.clone(),
         store,
-        redis: conn.clone(),
         locks: RedisLocks::new(conn.clone(), "opstest:", Duration::from_secs(30)),
         queue: JobQueue::new(conn, &QueueSettings::default()),
         pool: "default".into(),

@@ -67,7 +67,7 @@ async fn run(
     let conn =
         connect_redis(settings.redis_url.expose()).await.context("cannot connect to Redis")?;
     let locks = RedisLocks::new(conn.clone(), cli.redis.redis_prefix.clone(), settings.lease_ttl);
-    let queue = JobQueue::new(conn.clone(), &cli.redis.queue_settings());
+    let queue = JobQueue::new(conn, &cli.redis.queue_settings());
     let listener = health::bind(cli.metrics_port)
         .await
         .with_context(|| format!("cannot listen on the metrics port {}", cli.metrics_port))?;
@@ -76,7 +76,6 @@ async fn run(
     let probes = Probes {
         liveness: liveness.clone(),
         store: store.clone(),
-        redis: conn,
         locks: locks.clone(),
         queue: queue.clone(),
         pool: cli.redis.pool.clone(),
