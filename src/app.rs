@@ -54,8 +54,33 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
+/// The distributed mode's backends: the store, the account leases and the pool's queue.
+pub struct Backends {
+    pub store: Store,
+    pub locks: crate::lease::RedisLocks,
+    pub queue: crate::queue::JobQueue,
+}
+
+/// Connects to the database and to Redis, as the producer and the worker both do.
+pub async fn connect_backends(
+    settings: &Settings,
+    redis: &RedisArgs,
+) -> Result<Backends, AppError> {
+    let store = Store::connect(settings.database_url.expose()).await.map_err(AppError::Database)?;
+    let conn =
+        crate::queue::connect_redis(settings.redis_url.expose()).await.map_err(AppError::Redis)?;
+    let locks =
+        crate::lease::RedisLocks::new(conn.clone(), redis.redis_prefix.clone(), settings.lease_ttl);
+    let queue = crate::queue::JobQueue::new(conn, &redis.queue_settings());
+    Ok(Backends { store, locks, queue })
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
+    #[error("cannot connect to the database: {0}")]
+    Database(crate::store::StoreError),
+    #[error("cannot connect to Redis: {0}")]
+    Redis(crate::queue::QueueError),
     #[error(transparent)]
     Accounts(#[from] AccountsConfigError),
     #[error("{0}")]

@@ -4,14 +4,10 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
-use smart_joiner::app::{RedisArgs, parse_duration};
+use smart_joiner::app::{self, Backends, RedisArgs, parse_duration};
 use smart_joiner::config::{Settings, SettingsArgs};
-use smart_joiner::lease::RedisLocks;
 use smart_joiner::producer::{ProduceOptions, produce};
-use smart_joiner::queue::{JobQueue, connect_redis};
-use smart_joiner::store::Store;
 use smart_joiner::telemetry;
 use tracing::Instrument as _;
 
@@ -65,13 +61,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, settings: Settings) -> anyhow::Result<usize> {
-    let store = Store::connect(settings.database_url.expose())
-        .await
-        .context("cannot connect to the database")?;
-    let conn =
-        connect_redis(settings.redis_url.expose()).await.context("cannot connect to Redis")?;
-    let locks = RedisLocks::new(conn.clone(), cli.redis.redis_prefix.clone(), settings.lease_ttl);
-    let queue = JobQueue::new(conn, &cli.redis.queue_settings());
+    let Backends { store, locks, queue } = app::connect_backends(&settings, &cli.redis).await?;
     let opts = ProduceOptions {
         niche: cli.niche,
         batch_size: cli.batch_size,

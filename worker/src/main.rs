@@ -5,12 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use smart_joiner::app::{self, RedisArgs, TelegramArgs, parse_duration};
+use smart_joiner::app::{self, Backends, RedisArgs, TelegramArgs, parse_duration};
 use smart_joiner::config::SettingsArgs;
 use smart_joiner::health::{self, Liveness, Probes};
-use smart_joiner::lease::RedisLocks;
-use smart_joiner::queue::{JobQueue, connect_redis};
-use smart_joiner::store::Store;
 use smart_joiner::telemetry;
 use smart_joiner::worker::{self, WorkerOptions};
 use tokio_util::sync::CancellationToken;
@@ -61,13 +58,7 @@ async fn run(
     metrics: &'static smart_joiner::metrics::Metrics,
 ) -> anyhow::Result<()> {
     let accounts = app::load_accounts_for_running(&settings.accounts_config)?;
-    let store = Store::connect(settings.database_url.expose())
-        .await
-        .context("cannot connect to the database")?;
-    let conn =
-        connect_redis(settings.redis_url.expose()).await.context("cannot connect to Redis")?;
-    let locks = RedisLocks::new(conn.clone(), cli.redis.redis_prefix.clone(), settings.lease_ttl);
-    let queue = JobQueue::new(conn, &cli.redis.queue_settings());
+    let Backends { store, locks, queue } = app::connect_backends(&settings, &cli.redis).await?;
     let listener = health::bind(cli.metrics_port)
         .await
         .with_context(|| format!("cannot listen on the metrics port {}", cli.metrics_port))?;
