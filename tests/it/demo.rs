@@ -5,13 +5,23 @@ use smart_joiner::domain::TargetStatus;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_demo_settles_every_group_through_the_real_client_with_no_violations() {
     let mut lines = Vec::new();
-    let report = smart_joiner::demo::run(&mut |l: &str| lines.push(l.to_owned())).await.expect("demo runs");
+    let report =
+        smart_joiner::demo::run(&mut |l: &str| lines.push(l.to_owned())).await.expect("demo runs");
     assert_eq!(report.unsettled(), 0, "{}", report.render());
     assert!(report.violations.is_empty(), "{}", report.render());
-    assert!(report.elapsed.as_secs() < 60, "the demo must stay well under a minute: {:?}", report.elapsed);
+    assert!(
+        report.elapsed.as_secs() < 60,
+        "the demo must stay well under a minute: {:?}",
+        report.elapsed
+    );
 
     let status = |link: &str| {
-        report.targets.iter().find(|t| t.0 == link).unwrap_or_else(|| panic!("{link} missing")).clone()
+        report
+            .targets
+            .iter()
+            .find(|t| t.0 == link)
+            .unwrap_or_else(|| panic!("{link} missing"))
+            .clone()
     };
     // Both sides of the FloodWait threshold end joined; the long one by another account.
     assert_eq!(status("@cars_flooded").1, TargetStatus::Joined);
@@ -26,7 +36,15 @@ async fn the_demo_settles_every_group_through_the_real_client_with_no_violations
     let account = |name: &str| report.accounts.iter().find(|a| a.0 == name).unwrap().clone();
     assert_eq!(account("taras").1, "banned");
     let cooled: Vec<_> = report.accounts.iter().filter(|a| a.1 == "cooldown").collect();
-    assert_eq!(cooled.len(), 1, "the 900 s FloodWait cools one account down: {:?}", report.accounts);
+    assert_eq!(
+        cooled.len(),
+        1,
+        "the 900 s FloodWait cools one account down: {:?}",
+        report.accounts
+    );
     let rendered = report.render();
-    assert!(rendered.contains("smart-joiner run ukraine_cars 5"), "says how to go on with real accounts");
+    assert!(
+        rendered.contains("smart-joiner run ukraine_cars 5"),
+        "says how to go on with real accounts"
+    );
 }
