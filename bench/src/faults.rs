@@ -353,7 +353,7 @@ pub async fn run(mut args: FaultArgs) -> anyhow::Result<bool> {
         .collect();
     let lost: Vec<String> = targets
         .iter()
-        .filter(|t| unsettled(t) && !t.next_run_at.is_some_and(|at| at > now))
+        .filter(|t| unsettled(t) && t.next_run_at.is_none_or(|at| at <= now))
         .map(|t| format!("{} is still {} (next run {:?})", t.link, t.status, t.next_run_at))
         .collect();
     let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
