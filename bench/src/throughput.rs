@@ -190,7 +190,7 @@ END;
 const FULL_SQL: &str = r#"\set tid random(1, :ntargets)
 \set aid (:tid % :naccounts) + 1
 SELECT * FROM targets WHERE id = :tid;
-SELECT * FROM accounts WHERE pool = 'default' AND status IN ('active', 'flood_wait', 'cooldown') AND (SELECT count(t.id) FROM targets t WHERE t.assigned_account_id = accounts.id) < 1000000 AND (next_allowed_action_time IS NULL OR next_allowed_action_time <= now()) AND (SELECT count(a.id) FROM join_attempts a WHERE a.account_id = accounts.id AND a.outcome IN ('joined', 'already_participant', 'requested') AND a.finished_at > now() - interval '24 hours' AND a.finished_at <= now()) < 1000000 ORDER BY last_action_at ASC NULLS FIRST, id ASC LIMIT 8;
+SELECT * FROM (SELECT * FROM accounts WHERE pool = 'default' AND status IN ('active', 'flood_wait', 'cooldown') AND (next_allowed_action_time IS NULL OR next_allowed_action_time <= now()) ORDER BY last_action_at ASC NULLS FIRST, id ASC LIMIT 9223372036854775807) accounts WHERE (SELECT count(*) FROM targets t WHERE t.assigned_account_id = accounts.id) < 1000000 AND (SELECT count(*) FROM join_attempts a WHERE a.account_id = accounts.id AND a.outcome IN ('joined', 'already_participant', 'requested') AND a.finished_at > now() - interval '24 hours' AND a.finished_at <= now()) < 1000000 LIMIT 8;
 SELECT * FROM accounts WHERE id = :aid;
 BEGIN;
 UPDATE accounts SET lease_epoch = lease_epoch + 1 WHERE id = :aid;
