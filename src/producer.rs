@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use futures::StreamExt;
 use tracing::{debug, warn};
 
 use crate::domain::{JoinJobV1, JoinTask, TargetStatus};
@@ -60,6 +61,11 @@ pub enum ProduceError {
     Lease(#[from] crate::lease::LeaseError),
 }
 
+/// `new` targets taken per transaction of one run.
+const PAGE: u64 = 10_000;
+/// Pushes awaiting their Redis answer at once.
+const PUSHES_IN_FLIGHT: usize = 64;
+
 /// Most targets one run recovers; a larger backlog is worked off over the next runs.
 const RECOVERY_LIMIT: u64 = 10_000;
 
@@ -92,10 +98,27 @@ pub async fn produce(
         }
     }
 
-    let fresh = store.queue_new_targets(&opts.niche, opts.batch_size, now).await?;
-    for target in &fresh {
-        if push(queue, target, &opts.pool, &mut report).await {
-            report.queued += 1;
+    // The batch is taken in pages so memory stays flat whatever batch_size is, and each page's
+    // pushes are pipelined on the multiplexed Redis connection instead of one round trip each.
+    let mut remaining = opts.batch_size;
+    while remaining > 0 {
+        let page = remaining.min(PAGE);
+        let fresh = store.queue_new_targets(&opts.niche, page, now).await?;
+        remaining -= fresh.len() as u64;
+        let results: Vec<bool> = futures::stream::iter(&fresh)
+            .map(|target| push_one(queue, target, &opts.pool))
+            .buffer_unordered(PUSHES_IN_FLIGHT)
+            .collect()
+            .await;
+        for ok in results {
+            if ok {
+                report.queued += 1;
+            } else {
+                report.push_failures += 1;
+            }
+        }
+        if (fresh.len() as u64) < page {
+            break;
         }
     }
     debug!(niche = %opts.niche, pool = %opts.pool, "producer: {report}");
@@ -103,13 +126,20 @@ pub async fn produce(
 }
 
 async fn push(queue: &JobQueue, target: &Target, pool: &str, report: &mut ProduceReport) -> bool {
+    let ok = push_one(queue, target, pool).await;
+    if !ok {
+        report.push_failures += 1;
+    }
+    ok
+}
+
+async fn push_one(queue: &JobQueue, target: &Target, pool: &str) -> bool {
     let job: JoinJobV1 = JoinTask::new(target.id, pool).into_current();
     let due = target.next_run_at.unwrap_or_else(Utc::now);
     match queue.push(job, due).await {
         Ok(()) => true,
         Err(e) => {
             warn!(target = %target.link, error = %e, "push failed; the target stays queued for recovery");
-            report.push_failures += 1;
             false
         }
     }

@@ -24,7 +24,8 @@ fn working_statuses() -> Vec<&'static str> {
 /// `(SELECT COUNT(*) FROM targets WHERE assigned_account_id = accounts.id)`
 fn bound_targets_count() -> SelectStatement {
     Query::select()
-        .expr(Expr::col(targets::Column::Id).count())
+        // COUNT(*), not COUNT(id): the assigned_account_id index alone answers it.
+        .expr(Expr::col(sea_orm::sea_query::Asterisk).count())
         .from(targets::Entity)
         .and_where(
             Expr::col((targets::Entity, targets::Column::AssignedAccountId))
@@ -53,16 +54,21 @@ fn sub(select: SelectStatement) -> Expr {
     Expr::SubQuery(None, Box::new(select.into()))
 }
 
-/// Accounts of `pool` that may ever work again, not excluded, below the channel limit.
-fn workable(pool: &str, excluded: &[i64], limits: &Limits) -> Condition {
+/// Accounts of `pool` that may ever work again and are not excluded (cheap: no subquery).
+fn workable_unlimited(pool: &str, excluded: &[i64]) -> Condition {
     let mut cond = Condition::all()
         .add(accounts::Column::Pool.eq(pool))
-        .add(accounts::Column::Status.is_in(working_statuses()))
-        .add(sub(bound_targets_count()).lt(i64::from(limits.channel_limit)));
+        .add(accounts::Column::Status.is_in(working_statuses()));
     if !excluded.is_empty() {
         cond = cond.add(accounts::Column::Id.is_not_in(excluded.iter().copied()));
     }
     cond
+}
+
+/// Accounts of `pool` that may ever work again, not excluded, below the channel limit.
+fn workable(pool: &str, excluded: &[i64], limits: &Limits) -> Condition {
+    workable_unlimited(pool, excluded)
+        .add(sub(bound_targets_count()).lt(i64::from(limits.channel_limit)))
 }
 
 impl Store {
@@ -154,19 +160,42 @@ impl Store {
         limits: &Limits,
         limit: u64,
     ) -> Result<Vec<Account>, StoreError> {
-        let models = accounts::Entity::find()
-            .filter(workable(pool, excluded, limits))
-            .filter(
+        // The per-account counts (bound targets, attempts of the last 24 h) are the expensive
+        // part. The inner query orders the cheaply eligible accounts; its LIMIT keeps the
+        // planner from pushing the counts into it (and sorting after evaluating them for every
+        // account), so they are evaluated in fairness order only until `limit` accounts pass.
+        // The derived table is named `accounts` so the correlated counts refer to it.
+        let ordered = Query::select()
+            .column(sea_orm::sea_query::Asterisk)
+            .from(accounts::Entity)
+            .cond_where(workable_unlimited(pool, excluded))
+            .cond_where(
                 Condition::any()
                     .add(accounts::Column::NextAllowedActionTime.is_null())
                     .add(accounts::Column::NextAllowedActionTime.lte(now)),
             )
-            .filter(sub(counted_attempts_count(now)).lt(i64::from(limits.daily_join_cap)))
             .order_by_with_nulls(accounts::Column::LastActionAt, Order::Asc, NullOrdering::First)
-            .order_by_asc(accounts::Column::Id)
+            .order_by(accounts::Column::Id, Order::Asc)
+            .limit(i64::MAX as u64)
+            .take();
+        let query = Query::select()
+            .column(sea_orm::sea_query::Asterisk)
+            .from_subquery(ordered, accounts::Entity)
+            .and_where(sub(bound_targets_count()).lt(i64::from(limits.channel_limit)))
+            .and_where(sub(counted_attempts_count(now)).lt(i64::from(limits.daily_join_cap)))
             .limit(limit)
-            .all(&self.db)
-            .await?;
+            .take();
+        let stmt = self.db.get_database_backend().build(&query);
+        let mut models = accounts::Entity::find().from_raw_sql(stmt).all(&self.db).await?;
+        // Both backends stream the ordered derived table as it is; sorting the few rows again
+        // makes the order a guarantee rather than a plan property.
+        models.sort_by(|a, b| {
+            (a.last_action_at.is_some(), a.last_action_at, a.id).cmp(&(
+                b.last_action_at.is_some(),
+                b.last_action_at,
+                b.id,
+            ))
+        });
         accounts_from(models)
     }
 

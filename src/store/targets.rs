@@ -24,6 +24,9 @@ fn unclaimed() -> Condition {
     )
 }
 
+/// Ids per statement of the producer's batch (below SQLite's and Postgres' parameter limits).
+const QUEUE_CHUNK: usize = 10_000;
+
 /// Error message of a target given back because no account could take it.
 pub const NO_AVAILABLE_ACCOUNTS: &str = "No available accounts";
 
@@ -108,20 +111,28 @@ impl Store {
             txn.commit().await?;
             return Ok(Vec::new());
         }
-        targets::Entity::update_many()
-            .col_expr(targets::Column::Status, Expr::val(status(TargetStatus::Queued)))
-            .col_expr(targets::Column::EnqueuedAt, Expr::val(now))
-            .col_expr(targets::Column::NextRunAt, Expr::val(now))
-            .col_expr(targets::Column::UpdatedAt, Expr::val(now))
-            .filter(targets::Column::Id.is_in(ids.iter().copied()))
-            .filter(targets::Column::Status.eq(status(TargetStatus::New)))
-            .exec(&txn)
-            .await?;
-        let models = targets::Entity::find()
-            .filter(targets::Column::Id.is_in(ids))
-            .order_by_asc(targets::Column::Id)
-            .all(&txn)
-            .await?;
+        // In chunks: a statement carries at most 65535 bind parameters on Postgres.
+        for chunk in ids.chunks(QUEUE_CHUNK) {
+            targets::Entity::update_many()
+                .col_expr(targets::Column::Status, Expr::val(status(TargetStatus::Queued)))
+                .col_expr(targets::Column::EnqueuedAt, Expr::val(now))
+                .col_expr(targets::Column::NextRunAt, Expr::val(now))
+                .col_expr(targets::Column::UpdatedAt, Expr::val(now))
+                .filter(targets::Column::Id.is_in(chunk.iter().copied()))
+                .filter(targets::Column::Status.eq(status(TargetStatus::New)))
+                .exec(&txn)
+                .await?;
+        }
+        let mut models = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(QUEUE_CHUNK) {
+            models.extend(
+                targets::Entity::find()
+                    .filter(targets::Column::Id.is_in(chunk.iter().copied()))
+                    .order_by_asc(targets::Column::Id)
+                    .all(&txn)
+                    .await?,
+            );
+        }
         txn.commit().await?;
         targets_from(models)
     }
