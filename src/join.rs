@@ -14,7 +14,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::accounts_config::AccountsConfig;
 use crate::domain::{
-    AccountStatus, DecideCtx, Decision, JoinJobV1, JoinOutcome, Next, Pacing, TargetStatus, decide,
+    DecideCtx, Decision, JoinJobV1, JoinOutcome, Next, Pacing, TargetStatus, decide,
 };
 use crate::lease::{AccountLocks, Lease, LeaseError};
 use crate::store::{Account, Applied, Attempt, Limits, Store, StoreError, Target};
@@ -22,6 +22,8 @@ use crate::telegram::{ConnectError, Telegram};
 
 /// How many eligible accounts one job tries to lease before it gives up for the moment.
 const CANDIDATES: u64 = 8;
+/// A hold outlives the longest job (three calls under the call timeout) by this much.
+const HOLD_MARGIN: Duration = Duration::from_secs(5);
 /// When every eligible account is leased by others, look again after this long.
 const BUSY_RETRY: Duration = Duration::from_millis(500);
 
@@ -131,7 +133,7 @@ impl JoinService {
                 continue;
             };
             let result = self.attempt(job, target, &account, &lease, epoch, 0).await;
-            self.release(&lease).await;
+            self.give_back(&lease, epoch).await;
             return result;
         }
         // Nobody free now: wait for the earliest account, or give the target back.
@@ -181,7 +183,7 @@ impl JoinService {
         // A claim without a recorded in-doubt answer is a crash mid-join: in doubt as well.
         let previous = u32::try_from(target.in_doubt_tries).unwrap_or(0).max(1);
         let result = self.attempt(job, target, &account, &lease, epoch, previous).await;
-        self.release(&lease).await;
+        self.give_back(&lease, epoch).await;
         result
     }
 
@@ -193,31 +195,31 @@ impl JoinService {
     ) -> Result<Option<(Lease, i64)>, JoinError> {
         let d = &*self.deps;
         let Some(lease) = d.locks.try_acquire(account.id).await? else { return Ok(None) };
-        let fresh = match d.store.account(account.id).await {
-            Ok(a) => a,
-            Err(e) => {
-                self.release(&lease).await;
-                return Err(e.into());
-            }
-        };
+        // Between listing and leasing another holder may have used the account: take it in
+        // Postgres only if it is still free, which also bumps the fencing epoch and holds it
+        // for the longest a job can take (connect, join, disconnect, each under a timeout).
         let now = Utc::now();
-        let ready = fresh.as_ref().is_some_and(|a| {
-            a.status.can_work()
-                && (a.status == AccountStatus::Active
-                    || a.next_allowed_action_time.is_some_and(|t| t <= now))
-                && a.next_allowed_action_time.is_none_or(|t| t <= now)
-        });
-        if !ready {
-            self.release(&lease).await;
-            return Ok(None);
-        }
-        match d.store.bump_lease_epoch(account.id).await {
-            Ok(epoch) => Ok(Some((lease, epoch))),
+        let hold = d.call_timeout.saturating_mul(3) + HOLD_MARGIN;
+        let hold_until = now + chrono::Duration::from_std(hold).unwrap_or(chrono::Duration::MAX);
+        match d.store.take_account(account.id, now, hold_until).await {
+            Ok(Some(epoch)) => Ok(Some((lease, epoch))),
+            Ok(None) => {
+                self.release(&lease).await;
+                Ok(None)
+            }
             Err(e) => {
                 self.release(&lease).await;
                 Err(e.into())
             }
         }
+    }
+
+    /// Gives the account back: ends a hold no decision ended, then the Redis lease.
+    async fn give_back(&self, lease: &Lease, epoch: i64) {
+        if let Err(e) = self.deps.store.release_hold(lease.account_id, epoch).await {
+            warn!(account_id = lease.account_id, error = %e, "hold release failed; it expires by itself");
+        }
+        self.release(lease).await;
     }
 
     async fn release(&self, lease: &Lease) {

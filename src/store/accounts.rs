@@ -71,7 +71,68 @@ fn workable(pool: &str, excluded: &[i64], limits: &Limits) -> Condition {
         .add(sub(bound_targets_count()).lt(i64::from(limits.channel_limit)))
 }
 
+/// Not resting (`next_allowed_action_time` passed) and not held by a worker at `now`.
+fn free_at(now: DateTime<Utc>) -> Condition {
+    Condition::all()
+        .add(
+            Condition::any()
+                .add(accounts::Column::NextAllowedActionTime.is_null())
+                .add(accounts::Column::NextAllowedActionTime.lte(now)),
+        )
+        .add(
+            Condition::any()
+                .add(accounts::Column::HeldUntil.is_null())
+                .add(accounts::Column::HeldUntil.lte(now)),
+        )
+}
+
 impl Store {
+    /// Takes the account for one job, right after its Redis lease: if it is still workable,
+    /// not resting and not held, bumps `lease_epoch` (the fencing token) and holds it until
+    /// `hold_until` (or until the decision is written), all in one conditional update. `None`
+    /// when another holder or a new wait got there first. The Redis lease keeps two workers
+    /// apart; this keeps the database's view right even when Redis lost its data.
+    pub async fn take_account(
+        &self,
+        account_id: i64,
+        now: DateTime<Utc>,
+        hold_until: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError> {
+        let txn = self.db.begin().await?;
+        let res = accounts::Entity::update_many()
+            .col_expr(accounts::Column::LeaseEpoch, Expr::col(accounts::Column::LeaseEpoch).add(1))
+            .col_expr(accounts::Column::HeldUntil, Expr::val(hold_until))
+            .filter(accounts::Column::Id.eq(account_id))
+            .filter(accounts::Column::Status.is_in(working_statuses()))
+            .filter(free_at(now))
+            .exec(&txn)
+            .await?;
+        if res.rows_affected == 0 {
+            txn.rollback().await?;
+            return Ok(None);
+        }
+        let epoch: Option<i64> = accounts::Entity::find_by_id(account_id)
+            .select_only()
+            .column(accounts::Column::LeaseEpoch)
+            .into_tuple()
+            .one(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(epoch)
+    }
+
+    /// Ends a hold that no decision ended (the job found nothing to do). Only under the same
+    /// epoch; a newer holder's hold is left alone.
+    pub async fn release_hold(&self, account_id: i64, epoch: i64) -> Result<(), StoreError> {
+        accounts::Entity::update_many()
+            .col_expr(accounts::Column::HeldUntil, Expr::val(None::<DateTime<Utc>>))
+            .filter(accounts::Column::Id.eq(account_id))
+            .filter(accounts::Column::LeaseEpoch.eq(epoch))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
     /// Makes the accounts table know every session of the configuration file: missing ones
     /// are inserted as active accounts of `pool`, known ones are moved to `pool`. Nothing is
     /// deleted (attempts and bindings refer to accounts); the report lists rows the file no
@@ -169,11 +230,7 @@ impl Store {
             .column(sea_orm::sea_query::Asterisk)
             .from(accounts::Entity)
             .cond_where(workable_unlimited(pool, excluded))
-            .cond_where(
-                Condition::any()
-                    .add(accounts::Column::NextAllowedActionTime.is_null())
-                    .add(accounts::Column::NextAllowedActionTime.lte(now)),
-            )
+            .cond_where(free_at(now))
             .order_by_with_nulls(accounts::Column::LastActionAt, Order::Asc, NullOrdering::First)
             .order_by(accounts::Column::Id, Order::Asc)
             .limit(i64::MAX as u64)

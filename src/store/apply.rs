@@ -70,6 +70,9 @@ impl Store {
             (accounts::Column::UpdatedAt, Expr::val(now)),
         ];
         account_sets.extend(account_change(&decision.account));
+        // The decision ends the hold taken with the lease.
+        account_sets
+            .push((accounts::Column::HeldUntil, Expr::val(None::<chrono::DateTime<chrono::Utc>>)));
         let mut update = accounts::Entity::update_many()
             .filter(accounts::Column::Id.eq(account_id))
             .filter(accounts::Column::LeaseEpoch.eq(epoch));

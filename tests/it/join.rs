@@ -185,7 +185,9 @@ impl Telegram for EpochThief {
     ) -> Result<Box<dyn TelegramSession>, ConnectError> {
         if self.steal.swap(false, std::sync::atomic::Ordering::SeqCst) {
             let acc = account_named(&self.store, &account.session_name).await;
-            self.store.bump_lease_epoch(acc.id).await.unwrap();
+            // Another holder takes the account and finishes with it: a newer epoch, no hold.
+            let newer = self.store.bump_lease_epoch(acc.id).await.unwrap();
+            self.store.release_hold(acc.id, newer).await.unwrap();
             let now = account_named(&self.store, &account.session_name).await;
             *self.snapshot.lock().unwrap() = Some(now);
         }

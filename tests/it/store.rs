@@ -142,7 +142,8 @@ async fn migrations_go_up_down_and_up_again(store: Store) {
     accounts(&store, &["before_down"], "default").await;
 
     Migrator::down(db, None).await.unwrap();
-    assert_eq!(Migrator::get_pending_migrations(db).await.unwrap().len(), 1);
+    let all = Migrator::migrations().len();
+    assert_eq!(Migrator::get_pending_migrations(db).await.unwrap().len(), all);
     assert!(store.accounts(None).await.is_err(), "tables must be gone after down");
 
     Migrator::up(db, None).await.unwrap();

@@ -13,6 +13,8 @@ pub struct Model {
     pub next_allowed_action_time: Option<DateTimeUtc>,
     pub last_action_at: Option<DateTimeUtc>,
     pub lease_epoch: i64,
+    /// Set while a worker holds the account (see the migration `account_hold`).
+    pub held_until: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }
