@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
+use rand::seq::SliceRandom;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::accounts_config::AccountsConfig;
@@ -21,7 +22,7 @@ use crate::store::{Account, Applied, Attempt, Limits, Store, StoreError, Target}
 use crate::telegram::{ConnectError, Telegram};
 
 /// How many eligible accounts one job tries to lease before it gives up for the moment.
-const CANDIDATES: u64 = 8;
+const CANDIDATES: u64 = 16;
 /// A hold outlives the longest job (three calls under the call timeout) by this much.
 const HOLD_MARGIN: Duration = Duration::from_secs(5);
 /// When every eligible account is leased by others, look again after this long.
@@ -123,10 +124,13 @@ impl JoinService {
         now: DateTime<Utc>,
     ) -> Result<ExecutionOutcome, JoinError> {
         let d = &*self.deps;
-        let candidates = d
+        let mut candidates = d
             .store
             .eligible_accounts(&job.pool, now, &job.excluded_accounts, &d.limits, CANDIDATES)
             .await?;
+        // Concurrent jobs read the same least-recently-active accounts: each tries them in its
+        // own order, so they spread over the candidates instead of queueing for the first.
+        candidates.shuffle(&mut rand::rng());
         for account in candidates {
             // 3. Lease it; a busy or no-longer-eligible account means: next candidate.
             let Some((lease, epoch)) = self.lease_if_still_eligible(&account).await? else {

@@ -7,9 +7,11 @@
 //! given back to `new` for the next run, as SmartJoiner does.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use tokio::sync::Semaphore;
 use tracing::info;
 
 use crate::domain::{JoinTask, TargetStatus};
@@ -69,13 +71,24 @@ impl SmartJoiner {
         if total == 0 {
             info!(niche, "no new targets in niche {niche}");
         }
+        // One lane per account that can work: more tasks than accounts would only wake together
+        // and race for the same accounts whenever one frees up.
+        let lanes =
+            store.accounts(Some(&self.pool)).await?.iter().filter(|a| a.status.can_work()).count();
+        let lanes = Arc::new(Semaphore::new(lanes.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
         for (i, target) in batch.iter().enumerate() {
-            info!("[{}/{total}] group {}", i + 1, target.link);
             let service = self.service.clone();
             let job = JoinTask::new(target.id, self.pool.clone()).into_current();
             let max_wait = self.max_wait;
-            tasks.spawn(async move { settle(&service, job, max_wait).await });
+            let lanes = lanes.clone();
+            let line = format!("[{}/{total}] group {}", i + 1, target.link);
+            tasks.spawn(async move {
+                let _lane =
+                    lanes.acquire_owned().await.map_err(|e| RunError::Task(e.to_string()))?;
+                info!("{line}");
+                settle(&service, job, max_wait).await
+            });
         }
         while let Some(joined) = tasks.join_next().await {
             joined.map_err(|e| RunError::Task(e.to_string()))??;
