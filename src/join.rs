@@ -202,10 +202,7 @@ impl JoinService {
         // Between listing and leasing another holder may have used the account: take it in
         // Postgres only if it is still free, which also bumps the fencing epoch and holds it
         // for the longest a job can take (connect, join, disconnect, each under a timeout).
-        let now = Utc::now();
-        let hold = d.call_timeout.saturating_mul(3) + HOLD_MARGIN;
-        let hold_until = now + chrono::Duration::from_std(hold).unwrap_or(chrono::Duration::MAX);
-        match d.store.take_account(account.id, now, hold_until).await {
+        match d.store.take_account(account.id, Utc::now(), self.hold_until()).await {
             Ok(Some(epoch)) => Ok(Some((lease, epoch))),
             Ok(None) => {
                 self.release(&lease).await;
@@ -265,7 +262,7 @@ impl JoinService {
         // 5. Connect and join, while the lease is renewed; losing the lease aborts at once.
         let outcome = tokio::select! {
             outcome = self.call_telegram(account, target) => outcome,
-            lost = self.keep_lease(lease) => {
+            lost = self.keep_lease(lease, epoch) => {
                 warn!(account = %account.session_name, reason = %lost, "lease lost: join aborted");
                 JoinOutcome::InDoubt { reason: format!("lease lost: {lost}") }
             }
@@ -343,18 +340,32 @@ impl JoinService {
         outcome
     }
 
-    /// Renews the lease every third of its TTL; returns only when it is lost.
-    async fn keep_lease(&self, lease: &Lease) -> String {
-        let locks = &self.deps.locks;
-        let every = (locks.ttl() / 3).max(Duration::from_millis(50)).min(Duration::from_secs(3600));
+    /// Renews the lease every third of its TTL, and the Postgres hold with it; returns only
+    /// when the lease is lost. A process frozen mid-call stops renewing, so its account stays
+    /// held for a whole hold after the last renewal: with the default call timeout that is
+    /// longer than the 75 s after which Telegram drops a connection that stopped pinging, so
+    /// the frozen process's socket is gone before anyone else connects the account.
+    async fn keep_lease(&self, lease: &Lease, epoch: i64) -> String {
+        let d = &*self.deps;
+        let every =
+            (d.locks.ttl() / 3).max(Duration::from_millis(50)).min(Duration::from_secs(3600));
         loop {
             tokio::time::sleep(every).await;
-            match locks.renew(lease).await {
+            match d.locks.renew(lease).await {
                 Ok(true) => {}
                 Ok(false) => return "taken over or expired".to_owned(),
                 Err(e) => return e.to_string(),
             }
+            if let Err(e) = d.store.extend_hold(lease.account_id, epoch, self.hold_until()).await {
+                warn!(account_id = lease.account_id, error = %e, "hold not extended");
+            }
         }
+    }
+
+    /// How long a job may hold its account from now: three calls under the call timeout.
+    fn hold_until(&self) -> chrono::DateTime<Utc> {
+        let hold = self.deps.call_timeout.saturating_mul(3) + HOLD_MARGIN;
+        Utc::now() + chrono::Duration::from_std(hold).unwrap_or(chrono::Duration::MAX)
     }
 }
 

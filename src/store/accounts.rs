@@ -121,6 +121,23 @@ impl Store {
         Ok(epoch)
     }
 
+    /// Pushes the hold of a still-working job to `until` (only under the same epoch).
+    pub async fn extend_hold(
+        &self,
+        account_id: i64,
+        epoch: i64,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        accounts::Entity::update_many()
+            .col_expr(accounts::Column::HeldUntil, Expr::val(until))
+            .filter(accounts::Column::Id.eq(account_id))
+            .filter(accounts::Column::LeaseEpoch.eq(epoch))
+            .filter(accounts::Column::HeldUntil.is_not_null())
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
     /// Ends a hold that no decision ended (the job found nothing to do). Only under the same
     /// epoch; a newer holder's hold is left alone.
     pub async fn release_hold(&self, account_id: i64, epoch: i64) -> Result<(), StoreError> {
