@@ -10,7 +10,6 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::StreamExt;
 use tracing::{debug, warn};
 
 use crate::domain::{JoinJobV1, JoinTask, TargetStatus};
@@ -63,8 +62,8 @@ pub enum ProduceError {
 
 /// `new` targets taken per transaction of one run.
 const PAGE: u64 = 10_000;
-/// Pushes awaiting their Redis answer at once.
-const PUSHES_IN_FLIGHT: usize = 64;
+/// Jobs pushed in one Redis round trip.
+const PUSH_BATCH: usize = 1_000;
 
 /// Most targets one run recovers; a larger backlog is worked off over the next runs.
 const RECOVERY_LIMIT: u64 = 10_000;
@@ -98,23 +97,29 @@ pub async fn produce(
         }
     }
 
-    // The batch is taken in pages so memory stays flat whatever batch_size is, and each page's
-    // pushes are pipelined on the multiplexed Redis connection instead of one round trip each.
+    // The batch is taken in pages so memory stays flat whatever batch_size is, and each page is
+    // pushed in batches of one Redis round trip each.
     let mut remaining = opts.batch_size;
     while remaining > 0 {
         let page = remaining.min(PAGE);
         let fresh = store.queue_new_targets(&opts.niche, page, now).await?;
         remaining -= fresh.len() as u64;
-        let results: Vec<bool> = futures::stream::iter(&fresh)
-            .map(|target| push_one(queue, target, &opts.pool))
-            .buffer_unordered(PUSHES_IN_FLIGHT)
-            .collect()
-            .await;
-        for ok in results {
-            if ok {
-                report.queued += 1;
-            } else {
-                report.push_failures += 1;
+        for chunk in fresh.chunks(PUSH_BATCH) {
+            let jobs = chunk
+                .iter()
+                .map(|t| {
+                    (
+                        JoinTask::new(t.id, opts.pool.as_str()).into_current(),
+                        t.next_run_at.unwrap_or(now),
+                    )
+                })
+                .collect();
+            match queue.push_many(jobs).await {
+                Ok(()) => report.queued += chunk.len(),
+                Err(e) => {
+                    warn!(error = %e, "push failed; the targets stay queued for recovery");
+                    report.push_failures += chunk.len();
+                }
             }
         }
         if (fresh.len() as u64) < page {

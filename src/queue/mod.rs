@@ -85,6 +85,19 @@ pub fn idempotency_key(target_id: i64, due: Option<DateTime<Utc>>) -> String {
     format!("t{target_id}:{}", due.map_or(0, |d| d.timestamp_millis()))
 }
 
+/// The apalis task of one job: idempotency key from the schedule, delay rounded up to whole
+/// seconds (apalis schedules in seconds) so a job never runs before it is due.
+fn task(job: JoinJobV1, due: DateTime<Utc>) -> apalis::prelude::Task<JoinTask> {
+    let key = idempotency_key(job.target_id, Some(due));
+    let delay = (due - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+    let delay = Duration::from_secs(delay.as_secs() + u64::from(delay.subsec_nanos() > 0));
+    let mut builder = TaskBuilder::new(JoinTask::V1(job)).idempotency_key(key);
+    if !delay.is_zero() {
+        builder = builder.run_after(delay);
+    }
+    builder.build()
+}
+
 /// Pushes join jobs.
 #[derive(Clone)]
 pub struct JobQueue {
@@ -130,18 +143,23 @@ impl JobQueue {
     /// `next_run_at`: it is part of the idempotency key.
     pub async fn push(&self, job: JoinJobV1, due: DateTime<Utc>) -> Result<(), QueueError> {
         let target_id = job.target_id;
-        let delay = (due - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-        // apalis schedules in whole seconds: round up so a job never runs before it is due.
-        let delay = Duration::from_secs(delay.as_secs() + u64::from(delay.subsec_nanos() > 0));
-        let mut builder = TaskBuilder::new(JoinTask::V1(job))
-            .idempotency_key(idempotency_key(target_id, Some(due)));
-        if !delay.is_zero() {
-            builder = builder.run_after(delay);
-        }
         let mut storage = self.storage.clone();
         storage
-            .push_task(builder.build())
+            .push_task(task(job, due))
             .await
             .map_err(|e| QueueError::Push { target_id, message: e.to_string() })
+    }
+
+    /// Pushes many jobs in one round trip (one script call in Redis), with the same keys and
+    /// delays as [`push`](Self::push) would give each.
+    pub async fn push_many(&self, jobs: Vec<(JoinJobV1, DateTime<Utc>)>) -> Result<(), QueueError> {
+        let Some(first) = jobs.first().map(|(j, _)| j.target_id) else { return Ok(()) };
+        let count = jobs.len();
+        let mut tasks = futures::stream::iter(jobs.into_iter().map(|(job, due)| task(job, due)));
+        let mut storage = self.storage.clone();
+        storage.push_all(&mut tasks).await.map_err(|e| QueueError::Push {
+            target_id: first,
+            message: format!("batch of {count} jobs: {e}"),
+        })
     }
 }
