@@ -38,6 +38,7 @@ on_both_backends!(
     unfenced_moves_only_touch_new_or_queued_targets,
     release_claim_needs_the_claim_holder,
     recovery_reads_overdue_queued_and_joining_targets,
+    a_taken_account_is_held_until_its_decision_or_release,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -848,4 +849,47 @@ async fn recovery_reads_overdue_queued_and_joining_targets(store: Store) {
     assert_eq!(target(&store, t[3].id).await.next_run_at, None, "`new` is left alone");
     assert!(store.stale_queued_targets(t0() - mins(10), 10).await.unwrap().is_empty());
     store.touch_next_run(&[], t0()).await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// holds
+
+async fn a_taken_account_is_held_until_its_decision_or_release(store: Store) {
+    let a = accounts(&store, &["held"], "default").await;
+    let t = targets(&store, &["@held_group"]).await;
+    let id = a[0].id;
+    let now = t0();
+    let eligible = |at| {
+        let store = store.clone();
+        async move { ids(&store.eligible_accounts("default", at, &[], &LIMITS, 10).await.unwrap()) }
+    };
+    assert_eq!(eligible(now).await, vec![id]);
+
+    let epoch = store.take_account(id, now, now + mins(2)).await.unwrap().expect("free");
+    assert_eq!(epoch, 1, "taking bumps the epoch");
+    assert!(eligible(now).await.is_empty(), "held: out of the eligible list");
+    assert_eq!(store.take_account(id, now, now + mins(2)).await.unwrap(), None, "held once");
+    assert_eq!(eligible(now + mins(3)).await, vec![id], "a hold ends by itself");
+
+    // A stale holder can neither extend nor end the hold of the current one.
+    store.extend_hold(id, epoch - 1, now + mins(60)).await.unwrap();
+    store.release_hold(id, epoch - 1).await.unwrap();
+    assert!(eligible(now + mins(1)).await.is_empty());
+    store.extend_hold(id, epoch, now + mins(60)).await.unwrap();
+    assert!(eligible(now + mins(30)).await.is_empty(), "extended by its holder");
+    store.release_hold(id, epoch).await.unwrap();
+    assert_eq!(eligible(now).await, vec![id], "released by its holder");
+
+    // The decision ends the hold, and a late extension cannot bring it back.
+    let epoch = store.take_account(id, now, now + mins(2)).await.unwrap().expect("free again");
+    assert!(store.claim_target(t[0].id, id, epoch, now).await.unwrap());
+    let (outcome, decision) = joined(now);
+    let applied = store
+        .apply_decision(t[0].id, id, epoch, &outcome, &decision, &attempt_at(now))
+        .await
+        .unwrap();
+    assert_eq!(applied, Applied::Applied);
+    store.extend_hold(id, epoch, now + mins(60)).await.unwrap();
+    let paced_until = account(&store, id).await.next_allowed_action_time.unwrap();
+    assert_eq!(eligible(paced_until).await, vec![id], "only the join pause holds it back");
 }
