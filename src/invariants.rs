@@ -114,8 +114,12 @@ pub async fn check(
                 .binding
                 .push(format!("{} was joined by several accounts: {successes:?}", t.link));
         }
-        if !(t.status.is_terminal() || matches!(t.status, TargetStatus::New | TargetStatus::Queued))
-        {
+        // An in-doubt target waiting for its own account (a retry due later) is not lost.
+        let pending_retry =
+            t.status == TargetStatus::Joining && t.next_run_at.is_some_and(|at| at > Utc::now());
+        let settled =
+            t.status.is_terminal() || matches!(t.status, TargetStatus::New | TargetStatus::Queued);
+        if !settled && !pending_retry {
             report.lost.push(format!("{} is still {}", t.link, t.status));
         }
     }

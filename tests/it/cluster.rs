@@ -201,6 +201,9 @@ impl Cluster {
     ) -> usize {
         let end = Instant::now() + deadline;
         loop {
+            // An in-doubt target stays with its account even when that account then got a long
+            // FloodWait elsewhere: it is due when the wait ends, so it counts as settled here.
+            let later = chrono::Utc::now() + chrono::Duration::seconds(60);
             let open = self
                 .store
                 .targets(None, None)
@@ -211,7 +214,8 @@ impl Cluster {
                     matches!(
                         t.status,
                         TargetStatus::New | TargetStatus::Queued | TargetStatus::Joining
-                    )
+                    ) && !(t.status == TargetStatus::Joining
+                        && t.next_run_at.is_some_and(|at| at > later))
                 })
                 .count();
             if open == 0 || Instant::now() > end {

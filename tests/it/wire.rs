@@ -275,7 +275,10 @@ async fn workers_join_through_the_real_client_with_no_violations() {
 
     let targets = cluster.store.targets(None, None).await.unwrap();
     let joined = targets.iter().filter(|t| t.status == TargetStatus::Joined).count();
-    assert_eq!(joined, 39, "all but the dead username: {targets:#?}");
+    // The in-doubt group may wait, pinned, for its account if that account met the 900 s wait.
+    let pinned = targets.iter().filter(|t| t.status == TargetStatus::Joining).count();
+    assert!(pinned <= 1, "{targets:#?}");
+    assert_eq!(joined + pinned, 39, "all but the dead username: {targets:#?}");
     let violations = server.violations();
     assert!(violations.is_empty(), "{violations:#?}");
     let inv = invariants::check(&cluster.store, Duration::from_millis(60), &LIMITS).await.unwrap();
