@@ -251,9 +251,13 @@ impl JoinService {
             return Ok(ExecutionOutcome::Done(Settled::NothingToDo));
         }
         // The join may reach Telegram even if this process dies before recording the answer:
-        // hold the account back for the shortest join pause first (invariant 5).
-        let reserve =
-            started_at + chrono::Duration::from_std(d.pacing.join_pause_min).unwrap_or_default();
+        // hold the account back for the shortest join pause first (invariant 5), counted from
+        // the latest moment the join can be sent (after the connect and the join call, each
+        // under the call timeout), not from now.
+        let latest_send = d.call_timeout.saturating_mul(2);
+        let reserve = started_at
+            + chrono::Duration::from_std(latest_send + d.pacing.join_pause_min)
+                .unwrap_or(chrono::Duration::MAX);
         if !d.store.reserve_pace(account.id, epoch, reserve).await? {
             return Ok(ExecutionOutcome::Done(Settled::Stale));
         }
