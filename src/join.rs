@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
-use rand::seq::SliceRandom;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::accounts_config::AccountsConfig;
@@ -18,11 +17,13 @@ use crate::domain::{
     DecideCtx, Decision, JoinJobV1, JoinOutcome, Next, Pacing, TargetStatus, decide,
 };
 use crate::lease::{AccountLocks, Lease, LeaseError};
-use crate::store::{Account, Applied, Attempt, Limits, Store, StoreError, Target};
+use crate::store::{Account, Applied, Attempt, Limits, Store, StoreError, Take, Target};
 use crate::telegram::{ConnectError, Telegram};
 
+/// Concurrent jobs spread over the least recently active accounts in groups of this many.
+pub const PICK_SPREAD: u64 = 16;
 /// How many eligible accounts one job tries to lease before it gives up for the moment.
-const CANDIDATES: u64 = 16;
+pub const PICK_CANDIDATES: u64 = 4;
 /// A hold outlives the longest job (three calls under the call timeout) by this much.
 const HOLD_MARGIN: Duration = Duration::from_secs(5);
 /// When every eligible account is leased by others, look again after this long.
@@ -56,6 +57,19 @@ pub enum Settled {
     GivenBack,
     /// Our lease epoch was stale: nothing was written.
     Stale,
+}
+
+/// An account taken for one attempt: its Redis lease, its fencing epoch, and when.
+struct Held {
+    lease: Lease,
+    epoch: i64,
+    started_at: DateTime<Utc>,
+}
+
+enum Taken {
+    Yes(Held),
+    AccountBusy,
+    TargetGone,
 }
 
 /// Everything the procedure needs, passed in.
@@ -124,28 +138,42 @@ impl JoinService {
         now: DateTime<Utc>,
     ) -> Result<ExecutionOutcome, JoinError> {
         let d = &*self.deps;
-        let mut candidates = d
+        let candidates = d
             .store
-            .eligible_accounts(&job.pool, now, &job.excluded_accounts, &d.limits, CANDIDATES)
+            .pick_accounts(
+                &job.pool,
+                now,
+                &job.excluded_accounts,
+                &d.limits,
+                PICK_SPREAD,
+                PICK_CANDIDATES,
+            )
             .await?;
-        // Concurrent jobs read the same least-recently-active accounts: each tries them in its
-        // own order, so they spread over the candidates instead of queueing for the first.
-        candidates.shuffle(&mut rand::rng());
+        let any_candidate = !candidates.is_empty();
         for account in candidates {
             // 3. Lease it; a busy or no-longer-eligible account means: next candidate.
-            let Some((lease, epoch)) = self.lease_if_still_eligible(&account).await? else {
-                continue;
-            };
-            let result = self.attempt(job, target, &account, &lease, epoch, 0).await;
-            self.give_back(&lease, epoch).await;
-            return result;
+            match self.take(&account, target).await? {
+                Taken::Yes(held) => {
+                    return self.attempt_and_give_back(job, target, &account, held, 0).await;
+                }
+                Taken::AccountBusy => continue,
+                Taken::TargetGone => return Ok(ExecutionOutcome::Done(Settled::NothingToDo)),
+            }
         }
-        // Nobody free now: wait for the earliest account, or give the target back.
-        let excluded = &job.excluded_accounts;
-        match d.store.earliest_eligible_at(&job.pool, now, excluded, &d.limits).await? {
+        let retry_at = now + chrono::Duration::from_std(BUSY_RETRY).unwrap_or_default();
+        // Eligible accounts exist, other jobs took them first: look again shortly.
+        let earliest = if any_candidate {
+            Some(retry_at)
+        } else {
+            // Nobody free now: wait for the earliest account, or give the target back. An
+            // account mid-join is expected back after the shortest pause a decision writes.
+            let held_rest = d.pacing.join_pause_min.min(d.pacing.error_pause);
+            let excluded = &job.excluded_accounts;
+            d.store.earliest_eligible_at(&job.pool, now, excluded, &d.limits, held_rest).await?
+        };
+        match earliest {
             Some(at) => {
-                let run_at =
-                    at.max(now + chrono::Duration::from_std(BUSY_RETRY).unwrap_or_default());
+                let run_at = at.max(retry_at);
                 d.store.requeue_target(target.id, run_at).await?;
                 Ok(ExecutionOutcome::Reschedule { job: job.clone(), run_at })
             }
@@ -179,34 +207,49 @@ impl JoinService {
             d.store.touch_next_run(&[target.id], at).await?;
             return Ok(ExecutionOutcome::Reschedule { job: job.clone(), run_at: at });
         }
-        let Some((lease, epoch)) = self.lease_if_still_eligible(&account).await? else {
-            let run_at = now + chrono::Duration::from_std(BUSY_RETRY).unwrap_or_default();
-            d.store.touch_next_run(&[target.id], run_at).await?;
-            return Ok(ExecutionOutcome::Reschedule { job: job.clone(), run_at });
-        };
         // A claim without a recorded in-doubt answer is a crash mid-join: in doubt as well.
         let previous = u32::try_from(target.in_doubt_tries).unwrap_or(0).max(1);
-        let result = self.attempt(job, target, &account, &lease, epoch, previous).await;
-        self.give_back(&lease, epoch).await;
-        result
+        match self.take(&account, target).await? {
+            Taken::Yes(held) => {
+                self.attempt_and_give_back(job, target, &account, held, previous).await
+            }
+            Taken::AccountBusy => {
+                let run_at = now + chrono::Duration::from_std(BUSY_RETRY).unwrap_or_default();
+                d.store.touch_next_run(&[target.id], run_at).await?;
+                Ok(ExecutionOutcome::Reschedule { job: job.clone(), run_at })
+            }
+            Taken::TargetGone => Ok(ExecutionOutcome::Done(Settled::NothingToDo)),
+        }
     }
 
-    /// Takes the lease, bumps the fencing epoch, and re-reads the account: between listing and
-    /// leasing, another holder may have used it.
-    async fn lease_if_still_eligible(
-        &self,
-        account: &Account,
-    ) -> Result<Option<(Lease, i64)>, JoinError> {
+    /// Steps 3-4: leases the account in Redis, then takes it and claims the target in
+    /// Postgres (between listing and leasing another holder may have used the account). The
+    /// account is held back for the shortest join pause from here on, counted from the latest
+    /// moment the join can be sent (after the connect and the join call, each under the call
+    /// timeout): the join may reach Telegram even if this process dies before recording the
+    /// answer (invariant 5).
+    async fn take(&self, account: &Account, target: &Target) -> Result<Taken, JoinError> {
         let d = &*self.deps;
-        let Some(lease) = d.locks.try_acquire(account.id).await? else { return Ok(None) };
-        // Between listing and leasing another holder may have used the account: take it in
-        // Postgres only if it is still free, which also bumps the fencing epoch and holds it
-        // for the longest a job can take (connect, join, disconnect, each under a timeout).
-        match d.store.take_account(account.id, Utc::now(), self.hold_until()).await {
-            Ok(Some(epoch)) => Ok(Some((lease, epoch))),
-            Ok(None) => {
+        let Some(lease) = d.locks.try_acquire(account.id).await? else {
+            return Ok(Taken::AccountBusy);
+        };
+        let started_at = Utc::now();
+        let rest = d.call_timeout.saturating_mul(2) + d.pacing.join_pause_min;
+        let rest_until =
+            started_at + chrono::Duration::from_std(rest).unwrap_or(chrono::Duration::MAX);
+        let taken = d
+            .store
+            .take_for_join(account.id, target.id, started_at, self.hold_until(), rest_until)
+            .await;
+        match taken {
+            Ok(Take::Taken { epoch }) => Ok(Taken::Yes(Held { lease, epoch, started_at })),
+            Ok(Take::AccountBusy) => {
                 self.release(&lease).await;
-                Ok(None)
+                Ok(Taken::AccountBusy)
+            }
+            Ok(Take::TargetGone) => {
+                self.release(&lease).await;
+                Ok(Taken::TargetGone)
             }
             Err(e) => {
                 self.release(&lease).await;
@@ -215,12 +258,25 @@ impl JoinService {
         }
     }
 
-    /// Gives the account back: ends a hold no decision ended, then the Redis lease.
-    async fn give_back(&self, lease: &Lease, epoch: i64) {
-        if let Err(e) = self.deps.store.release_hold(lease.account_id, epoch).await {
-            warn!(account_id = lease.account_id, error = %e, "hold release failed; it expires by itself");
+    /// Runs the attempt, then gives the account back: ends a hold no decision ended (the
+    /// decision was not written), then the Redis lease.
+    async fn attempt_and_give_back(
+        &self,
+        job: &JoinJobV1,
+        target: &Target,
+        account: &Account,
+        held: Held,
+        previous_in_doubt: u32,
+    ) -> Result<ExecutionOutcome, JoinError> {
+        let result = self.attempt(job, target, account, &held, previous_in_doubt).await;
+        if matches!(result, Err(_) | Ok(ExecutionOutcome::Done(Settled::Stale))) {
+            let (id, epoch) = (held.lease.account_id, held.epoch);
+            if let Err(e) = self.deps.store.release_hold(id, epoch).await {
+                warn!(account_id = id, error = %e, "hold release failed; it expires by itself");
+            }
         }
-        self.release(lease).await;
+        self.release(&held.lease).await;
+        result
     }
 
     async fn release(&self, lease: &Lease) {
@@ -233,34 +289,18 @@ impl JoinService {
         }
     }
 
-    /// Steps 4-6 under a held lease: claim, call Telegram, decide, write.
+    /// Steps 5-6 with the account taken and the target claimed: call Telegram, decide, write.
     async fn attempt(
         &self,
         job: &JoinJobV1,
         target: &Target,
         account: &Account,
-        lease: &Lease,
-        epoch: i64,
+        held: &Held,
         previous_in_doubt: u32,
     ) -> Result<ExecutionOutcome, JoinError> {
         let d = &*self.deps;
+        let (lease, epoch, started_at) = (&held.lease, held.epoch, held.started_at);
         tracing::Span::current().record("account", account.session_name.as_str());
-        let started_at = Utc::now();
-        // 4. Claim the target under this epoch.
-        if !d.store.claim_target(target.id, account.id, epoch, started_at).await? {
-            return Ok(ExecutionOutcome::Done(Settled::NothingToDo));
-        }
-        // The join may reach Telegram even if this process dies before recording the answer:
-        // hold the account back for the shortest join pause first (invariant 5), counted from
-        // the latest moment the join can be sent (after the connect and the join call, each
-        // under the call timeout), not from now.
-        let latest_send = d.call_timeout.saturating_mul(2);
-        let reserve = started_at
-            + chrono::Duration::from_std(latest_send + d.pacing.join_pause_min)
-                .unwrap_or(chrono::Duration::MAX);
-        if !d.store.reserve_pace(account.id, epoch, reserve).await? {
-            return Ok(ExecutionOutcome::Done(Settled::Stale));
-        }
         info!(account = %account.session_name, target = %target.link, "using account");
 
         // 5. Connect and join, while the lease is renewed; losing the lease aborts at once.

@@ -1,4 +1,4 @@
-//! The cost of picking an account (`Store::eligible_accounts`, step 2 of every join) with
+//! The cost of picking an account (`Store::pick_accounts`, step 2 of every join) with
 //! 1,000 accounts in the pool, before and after 1,000,000 targets (30 % of them bound, 300 per
 //! account) and 300,000 attempt rows are added. It must not grow with the number of targets.
 
@@ -105,17 +105,27 @@ pub fn latency(mut samples: Vec<Duration>) -> Latency {
     Latency { p50: at(0.50), p99: at(0.99), max: *samples.last().unwrap(), n: samples.len() }
 }
 
+/// The join's pick (`Store::pick_accounts` with the join procedure's parameters).
+async fn pick(
+    db: &FreshDb,
+    excluded: &[i64],
+    limits: &Limits,
+) -> anyhow::Result<Vec<smart_joiner::store::Account>> {
+    let (spread, want) = (smart_joiner::join::PICK_SPREAD, smart_joiner::join::PICK_CANDIDATES);
+    let now = chrono::Utc::now();
+    Ok(db.store.pick_accounts("default", now, excluded, limits, spread, want).await?)
+}
+
 async fn measure(db: &FreshDb, limits: &Limits, picks: usize) -> anyhow::Result<Latency> {
     // Warm the pool and the caches.
     for _ in 0..20 {
-        db.store.eligible_accounts("default", chrono::Utc::now(), &[], limits, 8).await?;
+        pick(db, &[], limits).await?;
     }
     let mut samples = Vec::with_capacity(picks);
     for i in 0..picks {
         let excluded: Vec<i64> = if i % 2 == 0 { vec![] } else { vec![1, 2, 3] };
         let t = Instant::now();
-        let got =
-            db.store.eligible_accounts("default", chrono::Utc::now(), &excluded, limits, 8).await?;
+        let got = pick(db, &excluded, limits).await?;
         samples.push(t.elapsed());
         anyhow::ensure!(!got.is_empty(), "no eligible account");
     }

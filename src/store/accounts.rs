@@ -10,7 +10,10 @@ use sea_orm::{
 };
 
 use super::entity::{accounts, join_attempts, targets};
-use super::{Account, COUNTED_OUTCOMES, Limits, Store, StoreError, SyncReport, accounts_from};
+use super::targets::claim_target_on;
+use super::{
+    Account, COUNTED_OUTCOMES, Limits, Store, StoreError, SyncReport, Take, accounts_from,
+};
 use crate::domain::AccountStatus;
 
 /// The window of the daily join cap.
@@ -87,38 +90,45 @@ fn free_at(now: DateTime<Utc>) -> Condition {
 }
 
 impl Store {
-    /// Takes the account for one job, right after its Redis lease: if it is still workable,
-    /// not resting and not held, bumps `lease_epoch` (the fencing token) and holds it until
-    /// `hold_until` (or until the decision is written), all in one conditional update. `None`
-    /// when another holder or a new wait got there first. The Redis lease keeps two workers
-    /// apart; this keeps the database's view right even when Redis lost its data.
-    pub async fn take_account(
+    /// Takes the account and claims the target for one join, right after the account's Redis
+    /// lease, in one transaction:
+    /// - the account, if it is still workable, not resting and not held: `lease_epoch + 1`
+    ///   (the fencing token), held until `hold_until` (or until the decision is written), and
+    ///   resting until `rest_until`. The join may reach Telegram even if this worker dies
+    ///   before it records the answer, so the account is held back for a join pause from the
+    ///   start (invariant 5); the decision overwrites it with the real pacing;
+    /// - the target, under that epoch (see [`claim_target`](Self::claim_target)).
+    ///
+    /// If either fails, nothing is written. The Redis lease keeps two workers apart; this
+    /// keeps the database's view right even when Redis lost its data.
+    pub async fn take_for_join(
         &self,
         account_id: i64,
+        target_id: i64,
         now: DateTime<Utc>,
         hold_until: DateTime<Utc>,
-    ) -> Result<Option<i64>, StoreError> {
+        rest_until: DateTime<Utc>,
+    ) -> Result<Take, StoreError> {
         let txn = self.db.begin().await?;
-        let res = accounts::Entity::update_many()
+        let taken = accounts::Entity::update_many()
             .col_expr(accounts::Column::LeaseEpoch, Expr::col(accounts::Column::LeaseEpoch).add(1))
             .col_expr(accounts::Column::HeldUntil, Expr::val(hold_until))
+            .col_expr(accounts::Column::NextAllowedActionTime, Expr::val(rest_until))
             .filter(accounts::Column::Id.eq(account_id))
             .filter(accounts::Column::Status.is_in(working_statuses()))
             .filter(free_at(now))
-            .exec(&txn)
+            .exec_with_returning(&txn)
             .await?;
-        if res.rows_affected == 0 {
+        let Some(epoch) = taken.first().map(|a| a.lease_epoch) else {
             txn.rollback().await?;
-            return Ok(None);
+            return Ok(Take::AccountBusy);
+        };
+        if !claim_target_on(&txn, target_id, account_id, epoch, now).await? {
+            txn.rollback().await?;
+            return Ok(Take::TargetGone);
         }
-        let epoch: Option<i64> = accounts::Entity::find_by_id(account_id)
-            .select_only()
-            .column(accounts::Column::LeaseEpoch)
-            .into_tuple()
-            .one(&txn)
-            .await?;
         txn.commit().await?;
-        Ok(epoch)
+        Ok(Take::Taken { epoch })
     }
 
     /// Pushes the hold of a still-working job to `until` (only under the same epoch).
@@ -227,9 +237,9 @@ impl Store {
     /// ones before all others), then by id; at most `limit`. One query.
     ///
     /// Eligible: status active, flood_wait or cooldown; next_allowed_action_time null or
-    /// passed; not `excluded`; fewer than `daily_join_cap` counted attempts (joined, already a
-    /// participant, requested) finished in (now - 24h, now]; fewer than `channel_limit` targets
-    /// bound to it.
+    /// passed; not held; not `excluded`; fewer than `daily_join_cap` counted attempts (joined,
+    /// already a participant, requested) finished in (now - 24h, now]; fewer than
+    /// `channel_limit` targets bound to it.
     pub async fn eligible_accounts(
         &self,
         pool: &str,
@@ -238,29 +248,7 @@ impl Store {
         limits: &Limits,
         limit: u64,
     ) -> Result<Vec<Account>, StoreError> {
-        // The per-account counts (bound targets, attempts of the last 24 h) are the expensive
-        // part. The inner query orders the cheaply eligible accounts; its LIMIT keeps the
-        // planner from pushing the counts into it (and sorting after evaluating them for every
-        // account), so they are evaluated in fairness order only until `limit` accounts pass.
-        // The derived table is named `accounts` so the correlated counts refer to it.
-        let ordered = Query::select()
-            .column(sea_orm::sea_query::Asterisk)
-            .from(accounts::Entity)
-            .cond_where(workable_unlimited(pool, excluded))
-            .cond_where(free_at(now))
-            .order_by_with_nulls(accounts::Column::LastActionAt, Order::Asc, NullOrdering::First)
-            .order_by(accounts::Column::Id, Order::Asc)
-            .limit(i64::MAX as u64)
-            .take();
-        let query = Query::select()
-            .column(sea_orm::sea_query::Asterisk)
-            .from_subquery(ordered, accounts::Entity)
-            .and_where(sub(bound_targets_count()).lt(i64::from(limits.channel_limit)))
-            .and_where(sub(counted_attempts_count(now)).lt(i64::from(limits.daily_join_cap)))
-            .limit(limit)
-            .take();
-        let stmt = self.db.get_database_backend().build(&query);
-        let mut models = accounts::Entity::find().from_raw_sql(stmt).all(&self.db).await?;
+        let mut models = self.eligible_models(pool, now, excluded, limits, 1, limit).await?;
         // Both backends stream the ordered derived table as it is; sorting the few rows again
         // makes the order a guarantee rather than a plan property.
         models.sort_by(|a, b| {
@@ -273,54 +261,128 @@ impl Store {
         accounts_from(models)
     }
 
-    /// The earliest moment (not before `now`) some account of `pool`, not `excluded`, able to
-    /// work and below the channel limit, becomes eligible: the later of its
-    /// next_allowed_action_time and the moment its daily cap frees up (the cap-th most recent
-    /// counted attempt's finished_at + 24 h). None when no account of the pool can ever work.
+    /// The join's pick: up to `want` eligible accounts (as in
+    /// [`eligible_accounts`](Self::eligible_accounts)), in random order within the fairness
+    /// order's groups of `spread`. Concurrent jobs that read the same least recently active
+    /// accounts therefore try different ones first, and the per-account counts run only until
+    /// `want` accounts pass, not for a whole group.
+    pub async fn pick_accounts(
+        &self,
+        pool: &str,
+        now: DateTime<Utc>,
+        excluded: &[i64],
+        limits: &Limits,
+        spread: u64,
+        want: u64,
+    ) -> Result<Vec<Account>, StoreError> {
+        accounts_from(self.eligible_models(pool, now, excluded, limits, spread, want).await?)
+    }
+
+    async fn eligible_models(
+        &self,
+        pool: &str,
+        now: DateTime<Utc>,
+        excluded: &[i64],
+        limits: &Limits,
+        spread: u64,
+        limit: u64,
+    ) -> Result<Vec<accounts::Model>, StoreError> {
+        // The per-account counts (bound targets, attempts of the last 24 h) are the expensive
+        // part. The inner query orders the cheaply eligible accounts; its LIMIT keeps the
+        // planner from pushing the counts into it (and sorting after evaluating them for every
+        // account), so they are evaluated in this order only until `limit` accounts pass.
+        // The derived table is named `accounts` so the correlated counts refer to it.
+        let mut ordered = Query::select()
+            .column(sea_orm::sea_query::Asterisk)
+            .from(accounts::Entity)
+            .cond_where(workable_unlimited(pool, excluded))
+            .cond_where(free_at(now))
+            .limit(i64::MAX as u64)
+            .take();
+        if spread > 1 {
+            // The rank in fairness order, in groups of `spread`; random within a group.
+            let group = Expr::cust(format!(
+                "(ROW_NUMBER() OVER (ORDER BY last_action_at IS NOT NULL, last_action_at, id) - 1) / {spread}"
+            ));
+            ordered
+                .order_by_expr(group, Order::Asc)
+                .order_by_expr(Expr::cust("RANDOM()"), Order::Asc);
+        } else {
+            ordered
+                .order_by_with_nulls(
+                    accounts::Column::LastActionAt,
+                    Order::Asc,
+                    NullOrdering::First,
+                )
+                .order_by(accounts::Column::Id, Order::Asc);
+        }
+        let query = Query::select()
+            .column(sea_orm::sea_query::Asterisk)
+            .from_subquery(ordered, accounts::Entity)
+            .and_where(sub(bound_targets_count()).lt(i64::from(limits.channel_limit)))
+            .and_where(sub(counted_attempts_count(now)).lt(i64::from(limits.daily_join_cap)))
+            .limit(limit)
+            .take();
+        let stmt = self.db.get_database_backend().build(&query);
+        Ok(accounts::Entity::find().from_raw_sql(stmt).all(&self.db).await?)
+    }
+
+    /// The earliest moment at or after `now` at which some workable account of `pool` (not
+    /// `excluded`, below the channel limit) may act: its rest has passed and the oldest of its
+    /// counted attempts that keep it at the daily cap has left the 24 h window. `None` when no
+    /// account of the pool can ever take the target (all need an operator, excluded, or full).
+    ///
+    /// An account held by a worker has a join in flight; its `next_allowed_action_time` is the
+    /// worst case reserved before the send, and its decision will rest it from the end of the
+    /// join. It is counted as free `held_rest` from now (the caller's estimate of the rest a
+    /// decision writes), so a caller that finds every account mid-join looks again then, not
+    /// after the worst case; taking an account re-checks everything anyway.
     pub async fn earliest_eligible_at(
         &self,
         pool: &str,
         now: DateTime<Utc>,
         excluded: &[i64],
         limits: &Limits,
+        held_rest: std::time::Duration,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let cap = limits.daily_join_cap as usize;
-        if cap == 0 {
+        let Some(cap_offset) = u64::from(limits.daily_join_cap).checked_sub(1) else {
             return Ok(None);
-        }
-        // Two reads; one transaction so they see the same moment.
-        let txn = self.db.begin().await?;
-        let candidates =
-            accounts::Entity::find().filter(workable(pool, excluded, limits)).all(&txn).await?;
-        if candidates.is_empty() {
-            txn.commit().await?;
-            return Ok(None);
-        }
-        let ids: Vec<i64> = candidates.iter().map(|a| a.id).collect();
-        let mut recent: HashMap<i64, Vec<DateTime<Utc>>> = HashMap::new();
-        for chunk in ids.chunks(super::CHUNK) {
-            let rows = join_attempts::Entity::find()
-                .filter(join_attempts::Column::AccountId.is_in(chunk.iter().copied()))
-                .filter(join_attempts::Column::Outcome.is_in(COUNTED_OUTCOMES))
-                .filter(join_attempts::Column::FinishedAt.gt(now - DAY))
-                .filter(join_attempts::Column::FinishedAt.lte(now))
-                .order_by_desc(join_attempts::Column::FinishedAt)
-                .all(&txn)
-                .await?;
-            for r in rows {
-                recent.entry(r.account_id).or_default().push(r.finished_at);
-            }
-        }
-        txn.commit().await?;
-        let earliest = candidates
-            .iter()
-            .map(|a| {
-                let paced = a.next_allowed_action_time.unwrap_or(now);
-                // Sorted newest first: the cap-th newest must leave the window.
-                let cap_frees = match recent.get(&a.id) {
-                    Some(times) if times.len() >= cap => times[cap - 1] + DAY,
-                    _ => now,
-                };
+        };
+        // The cap-th newest counted attempt in the window (NULL below the cap): when it
+        // leaves the window the account is under the cap again. At most `cap` index rows.
+        let cap_edge = Query::select()
+            .column(join_attempts::Column::FinishedAt)
+            .from(join_attempts::Entity)
+            .and_where(
+                Expr::col((join_attempts::Entity, join_attempts::Column::AccountId))
+                    .equals((accounts::Entity, accounts::Column::Id)),
+            )
+            .and_where(Expr::col(join_attempts::Column::Outcome).is_in(COUNTED_OUTCOMES))
+            .and_where(Expr::col(join_attempts::Column::FinishedAt).gt(now - DAY))
+            .and_where(Expr::col(join_attempts::Column::FinishedAt).lte(now))
+            .order_by(join_attempts::Column::FinishedAt, Order::Desc)
+            .limit(1)
+            .offset(cap_offset)
+            .take();
+        type Row = (Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+        let rows: Vec<Row> = accounts::Entity::find()
+            .select_only()
+            .column(accounts::Column::NextAllowedActionTime)
+            .column(accounts::Column::HeldUntil)
+            .expr(sub(cap_edge))
+            .filter(workable(pool, excluded, limits))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let held_free = now + Duration::from_std(held_rest).unwrap_or(Duration::MAX);
+        let earliest = rows
+            .into_iter()
+            .map(|(next_allowed, held_until, cap_edge)| {
+                let mut paced = next_allowed.unwrap_or(now);
+                if held_until.is_some_and(|h| h > now) {
+                    paced = Ord::min(paced, held_free);
+                }
+                let cap_frees = cap_edge.map_or(now, |t| t + DAY);
                 Ord::max(Ord::max(paced, cap_frees), now)
             })
             .min();

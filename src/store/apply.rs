@@ -13,38 +13,6 @@ use crate::domain::{AccountChange, Decision, JoinOutcome, TargetChange, TargetSt
 type Sets<C> = Vec<(C, SimpleExpr)>;
 
 impl Store {
-    /// Before a join is sent: the account may not act again before `until` (now + the shortest
-    /// join pause) even if this worker dies before it can record the answer, because the join
-    /// may reach Telegram anyway. Fenced by the lease epoch; false when the epoch is stale.
-    /// Never shortens a later reservation.
-    pub async fn reserve_pace(
-        &self,
-        account_id: i64,
-        epoch: i64,
-        until: chrono::DateTime<chrono::Utc>,
-    ) -> Result<bool, StoreError> {
-        let res = accounts::Entity::update_many()
-            .col_expr(accounts::Column::NextAllowedActionTime, Expr::val(until))
-            .filter(accounts::Column::Id.eq(account_id))
-            .filter(accounts::Column::LeaseEpoch.eq(epoch))
-            .filter(
-                Condition::any()
-                    .add(accounts::Column::NextAllowedActionTime.is_null())
-                    .add(accounts::Column::NextAllowedActionTime.lt(until)),
-            )
-            .exec(&self.db)
-            .await?;
-        if res.rows_affected == 1 {
-            return Ok(true);
-        }
-        // Nothing changed: either the epoch is stale, or a later reservation already stands.
-        let current = accounts::Entity::find_by_id(account_id)
-            .filter(accounts::Column::LeaseEpoch.eq(epoch))
-            .one(&self.db)
-            .await?;
-        Ok(current.is_some())
-    }
-
     /// Applies `decision` for the attempt `target_id` x `account_id` made under lease `epoch`.
     ///
     /// Every write is conditional: the account row on `lease_epoch = epoch`, the target row on

@@ -137,6 +137,17 @@ pub enum Applied {
     Stale,
 }
 
+/// What [`Store::take_for_join`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// Account taken and target claimed under this epoch.
+    Taken { epoch: i64 },
+    /// The account is held, resting or no longer workable: try another one.
+    AccountBusy,
+    /// The target is settled or claimed by another account: nothing to do.
+    TargetGone,
+}
+
 /// Outcomes that count towards the daily join cap.
 pub const COUNTED_OUTCOMES: [&str; 3] = ["joined", "already_participant", "requested"];
 

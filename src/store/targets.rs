@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, OnConflict, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
 };
 
 use super::entity::{accounts, join_attempts, targets};
@@ -148,29 +148,7 @@ impl Store {
         epoch: i64,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let lease_current = Query::select()
-            .expr(Expr::val(1))
-            .from(accounts::Entity)
-            .and_where(Expr::col(accounts::Column::Id).eq(account_id))
-            .and_where(Expr::col(accounts::Column::LeaseEpoch).eq(epoch))
-            .take();
-        let res = targets::Entity::update_many()
-            .col_expr(targets::Column::Status, Expr::val(status(TargetStatus::Joining)))
-            .col_expr(targets::Column::ClaimedAccountId, Expr::val(account_id))
-            .col_expr(targets::Column::ClaimEpoch, Expr::val(epoch))
-            .col_expr(targets::Column::UpdatedAt, Expr::val(now))
-            .filter(targets::Column::Id.eq(target_id))
-            .filter(
-                Condition::any().add(unclaimed()).add(
-                    Condition::all()
-                        .add(targets::Column::Status.eq(status(TargetStatus::Joining)))
-                        .add(targets::Column::ClaimedAccountId.eq(account_id)),
-                ),
-            )
-            .filter(Expr::exists(lease_current))
-            .exec(&self.db)
-            .await?;
-        Ok(res.rows_affected == 1)
+        claim_target_on(&self.db, target_id, account_id, epoch, now).await
     }
 
     /// Reschedules a target no account could take now: `queued`, due at `run_at`. Only from
@@ -311,4 +289,37 @@ impl Store {
         }
         Ok(q.all(&self.db).await?.into_iter().map(AttemptRow::from).collect())
     }
+}
+
+/// [`Store::claim_target`] on a connection or inside a transaction.
+pub(super) async fn claim_target_on<C: ConnectionTrait>(
+    db: &C,
+    target_id: i64,
+    account_id: i64,
+    epoch: i64,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let lease_current = Query::select()
+        .expr(Expr::val(1))
+        .from(accounts::Entity)
+        .and_where(Expr::col(accounts::Column::Id).eq(account_id))
+        .and_where(Expr::col(accounts::Column::LeaseEpoch).eq(epoch))
+        .take();
+    let res = targets::Entity::update_many()
+        .col_expr(targets::Column::Status, Expr::val(status(TargetStatus::Joining)))
+        .col_expr(targets::Column::ClaimedAccountId, Expr::val(account_id))
+        .col_expr(targets::Column::ClaimEpoch, Expr::val(epoch))
+        .col_expr(targets::Column::UpdatedAt, Expr::val(now))
+        .filter(targets::Column::Id.eq(target_id))
+        .filter(
+            Condition::any().add(unclaimed()).add(
+                Condition::all()
+                    .add(targets::Column::Status.eq(status(TargetStatus::Joining)))
+                    .add(targets::Column::ClaimedAccountId.eq(account_id)),
+            ),
+        )
+        .filter(Expr::exists(lease_current))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected == 1)
 }

@@ -10,7 +10,8 @@ use smart_joiner::domain::{
     TargetLink, TargetStatus,
 };
 use smart_joiner::store::{
-    Account, Applied, Attempt, AttemptRow, Limits, NO_AVAILABLE_ACCOUNTS, Store, StoreError, Target,
+    Account, Applied, Attempt, AttemptRow, Limits, NO_AVAILABLE_ACCOUNTS, Store, StoreError, Take,
+    Target,
 };
 
 use crate::on_both_backends;
@@ -39,6 +40,8 @@ on_both_backends!(
     release_claim_needs_the_claim_holder,
     recovery_reads_overdue_queued_and_joining_targets,
     a_taken_account_is_held_until_its_decision_or_release,
+    take_for_join_writes_all_or_nothing,
+    pick_accounts_draws_from_the_least_recently_active_group,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -47,6 +50,9 @@ on_both_backends!(
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 12, 10, 0, 0).unwrap()
 }
+
+/// The rest a caller expects after a decision (for accounts mid-join).
+const REST: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn mins(m: i64) -> Duration {
     Duration::minutes(m)
@@ -292,7 +298,7 @@ async fn eligible_accounts_are_ordered_least_recently_active_first(store: Store)
 async fn earliest_eligible_at_is_the_first_moment_an_account_frees_up(store: Store) {
     let now = t0();
     let limits = Limits { daily_join_cap: 2, channel_limit: 10 };
-    assert_eq!(store.earliest_eligible_at("default", now, &[], &limits).await.unwrap(), None);
+    assert_eq!(store.earliest_eligible_at("default", now, &[], &limits, REST).await.unwrap(), None);
 
     let a = accounts(&store, &["flooded", "capped", "banned"], "default").await;
     let (flooded, capped, banned) = (a[0].id, a[1].id, a[2].id);
@@ -308,7 +314,9 @@ async fn earliest_eligible_at_is_the_first_moment_an_account_frees_up(store: Sto
 
     let at = |excluded: Vec<i64>, limits: Limits| {
         let store = store.clone();
-        async move { store.earliest_eligible_at("default", now, &excluded, &limits).await.unwrap() }
+        async move {
+            store.earliest_eligible_at("default", now, &excluded, &limits, REST).await.unwrap()
+        }
     };
     assert_eq!(at(vec![], limits).await, Some(now + mins(10)));
     assert_eq!(at(vec![flooded], limits).await, Some(now + Duration::hours(4)));
@@ -325,6 +333,16 @@ async fn earliest_eligible_at_is_the_first_moment_an_account_frees_up(store: Sto
         .await
         .unwrap();
     assert_eq!(at(vec![flooded], limits).await, Some(now + Duration::hours(5)));
+    // An account mid-join rests until its decision: expected back `REST` from now, not at the
+    // worst case reserved before the send.
+    let t = targets(&store, &["@target_04"]).await;
+    let taken = store
+        .take_for_join(flooded, t[0].id, now, now + mins(2), now + Duration::hours(2))
+        .await
+        .unwrap();
+    assert!(matches!(taken, Take::Taken { .. }));
+    let rest = Duration::from_std(REST).unwrap();
+    assert_eq!(at(vec![capped], limits).await, Some(now + rest));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -691,7 +709,10 @@ async fn disabled_account_gives_up_the_target(store: Store) {
     );
     assert_eq!(target(&f.store, f.target).await.status, TargetStatus::Queued);
     assert!(f.store.eligible_accounts("default", t0(), &[], &LIMITS, 5).await.unwrap().is_empty());
-    assert_eq!(f.store.earliest_eligible_at("default", t0(), &[], &LIMITS).await.unwrap(), None);
+    assert_eq!(
+        f.store.earliest_eligible_at("default", t0(), &[], &LIMITS, REST).await.unwrap(),
+        None
+    );
 }
 
 async fn stale_epoch_writes_nothing(store: Store) {
@@ -865,12 +886,17 @@ async fn a_taken_account_is_held_until_its_decision_or_release(store: Store) {
     };
     assert_eq!(eligible(now).await, vec![id]);
 
-    let epoch = store.take_account(id, now, now + mins(2)).await.unwrap().expect("free");
+    let take = |target_id: i64| {
+        let store = store.clone();
+        async move {
+            store.take_for_join(id, target_id, now, now + mins(2), now - mins(1)).await.unwrap()
+        }
+    };
+    let Take::Taken { epoch } = take(t[0].id).await else { panic!("free") };
     assert_eq!(epoch, 1, "taking bumps the epoch");
     assert!(eligible(now).await.is_empty(), "held: out of the eligible list");
-    assert_eq!(store.take_account(id, now, now + mins(2)).await.unwrap(), None, "held once");
+    assert_eq!(take(t[0].id).await, Take::AccountBusy, "held once");
     assert_eq!(eligible(now + mins(3)).await, vec![id], "a hold ends by itself");
-
     // A stale holder can neither extend nor end the hold of the current one.
     store.extend_hold(id, epoch - 1, now + mins(60)).await.unwrap();
     store.release_hold(id, epoch - 1).await.unwrap();
@@ -881,8 +907,7 @@ async fn a_taken_account_is_held_until_its_decision_or_release(store: Store) {
     assert_eq!(eligible(now).await, vec![id], "released by its holder");
 
     // The decision ends the hold, and a late extension cannot bring it back.
-    let epoch = store.take_account(id, now, now + mins(2)).await.unwrap().expect("free again");
-    assert!(store.claim_target(t[0].id, id, epoch, now).await.unwrap());
+    let Take::Taken { epoch } = take(t[0].id).await else { panic!("free again") };
     let (outcome, decision) = joined(now);
     let applied = store
         .apply_decision(t[0].id, id, epoch, &outcome, &decision, &attempt_at(now))
@@ -892,4 +917,77 @@ async fn a_taken_account_is_held_until_its_decision_or_release(store: Store) {
     store.extend_hold(id, epoch, now + mins(60)).await.unwrap();
     let paced_until = account(&store, id).await.next_allowed_action_time.unwrap();
     assert_eq!(eligible(paced_until).await, vec![id], "only the join pause holds it back");
+}
+
+async fn take_for_join_writes_all_or_nothing(store: Store) {
+    let a = accounts(&store, &["anna", "boris"], "default").await;
+    let (anna, boris) = (a[0].id, a[1].id);
+    let t = targets(&store, &["@target_01", "@target_02"]).await;
+    let now = t0();
+    let (hold, rest) = (now + mins(2), now + mins(7));
+
+    let Take::Taken { epoch } = store.take_for_join(anna, t[0].id, now, hold, rest).await.unwrap()
+    else {
+        panic!("anna and target_01 are free");
+    };
+    let (acc, tgt) = (account(&store, anna).await, target(&store, t[0].id).await);
+    assert_eq!((acc.lease_epoch, acc.next_allowed_action_time), (epoch, Some(rest)));
+    assert_eq!(
+        (tgt.status, tgt.claimed_account_id, tgt.claim_epoch),
+        (TargetStatus::Joining, Some(anna), Some(epoch))
+    );
+
+    // A target claimed by another account: boris is left exactly as he was.
+    let before = account(&store, boris).await;
+    assert_eq!(
+        store.take_for_join(boris, t[0].id, now, hold, rest).await.unwrap(),
+        Take::TargetGone
+    );
+    assert_eq!(account(&store, boris).await, before, "no epoch bump, no hold, no rest");
+    // A held (and resting) account: the target stays unclaimed.
+    assert_eq!(
+        store.take_for_join(anna, t[1].id, now, hold, rest).await.unwrap(),
+        Take::AccountBusy
+    );
+    assert_eq!(target(&store, t[1].id).await.status, TargetStatus::New);
+    // An account that needs an operator is never taken.
+    store.set_account_status(boris, AccountStatus::Banned, None, None).await.unwrap();
+    assert_eq!(
+        store.take_for_join(boris, t[1].id, now, hold, rest).await.unwrap(),
+        Take::AccountBusy
+    );
+    // The same account takes its own in-doubt target again under a new epoch.
+    let later = rest + mins(1);
+    let again = store.take_for_join(anna, t[0].id, later, later + mins(2), later).await.unwrap();
+    assert_eq!(again, Take::Taken { epoch: epoch + 1 });
+    assert_eq!(target(&store, t[0].id).await.claim_epoch, Some(epoch + 1));
+}
+
+async fn pick_accounts_draws_from_the_least_recently_active_group(store: Store) {
+    let names: Vec<String> = (0..12).map(|i| format!("acc_{i:02}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let a = accounts(&store, &refs, "default").await;
+    // acc_00 was active longest ago, acc_11 most recently.
+    let links: Vec<String> = (0..12).map(|i| format!("@group_{i:02}")).collect();
+    let links: Vec<&str> = links.iter().map(String::as_str).collect();
+    let t = targets(&store, &links).await;
+    for (i, acc) in a.iter().enumerate() {
+        join(&store, acc.id, t[i].id, t0() - Duration::hours(2) + mins(i as i64)).await;
+    }
+    let oldest4: HashSet<i64> = a[..4].iter().map(|x| x.id).collect();
+    let mut firsts = HashSet::new();
+    for _ in 0..60 {
+        let picked = store.pick_accounts("default", t0(), &[], &LIMITS, 4, 2).await.unwrap();
+        assert_eq!(picked.len(), 2);
+        for p in &picked {
+            assert!(oldest4.contains(&p.id), "{} is not among the 4 least recently active", p.id);
+        }
+        firsts.insert(picked[0].id);
+    }
+    assert!(firsts.len() > 1, "concurrent jobs must not all start with the same account");
+    // Groups are taken in order: with the first group excluded, the second one is drawn from.
+    let excluded: Vec<i64> = oldest4.iter().copied().collect();
+    let picked = store.pick_accounts("default", t0(), &excluded, &LIMITS, 4, 4).await.unwrap();
+    let second: HashSet<i64> = a[4..8].iter().map(|x| x.id).collect();
+    assert_eq!(picked.iter().map(|x| x.id).collect::<HashSet<_>>(), second);
 }
