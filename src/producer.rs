@@ -98,36 +98,61 @@ pub async fn produce(
     }
 
     // The batch is taken in pages so memory stays flat whatever batch_size is, and each page is
-    // pushed in batches of one Redis round trip each.
+    // pushed in batches of one Redis round trip each. Page k is pushed to Redis while page k + 1
+    // is moved in Postgres: the two servers work side by side instead of taking turns.
     let mut remaining = opts.batch_size;
-    while remaining > 0 {
-        let page = remaining.min(PAGE);
-        let fresh = store.queue_new_targets(&opts.niche, page, now).await?;
-        remaining -= fresh.len() as u64;
-        for chunk in fresh.chunks(PUSH_BATCH) {
-            let jobs = chunk
-                .iter()
-                .map(|t| {
-                    (
-                        JoinTask::new(t.id, opts.pool.as_str()).into_current(),
-                        t.next_run_at.unwrap_or(now),
-                    )
-                })
-                .collect();
-            match queue.push_many(jobs).await {
-                Ok(()) => report.queued += chunk.len(),
-                Err(e) => {
-                    warn!(error = %e, "push failed; the targets stay queued for recovery");
-                    report.push_failures += chunk.len();
-                }
+    let mut page = remaining.min(PAGE);
+    let niche = opts.niche.as_str();
+    let mut current = if page > 0 {
+        store.queue_new_targets_after(niche, 0, page, now).await?
+    } else {
+        Vec::new()
+    };
+    remaining -= current.len() as u64;
+    while !current.is_empty() {
+        let more = current.len() as u64 == page && remaining > 0;
+        page = remaining.min(PAGE);
+        let after = current.last().map_or(0, |t| t.id);
+        let next_page = async {
+            if more {
+                store.queue_new_targets_after(niche, after, page, now).await
+            } else {
+                Ok(Vec::new())
             }
-        }
-        if (fresh.len() as u64) < page {
-            break;
-        }
+        };
+        let (next, (pushed, failed)) =
+            tokio::join!(next_page, push_page(queue, &current, &opts.pool, now));
+        report.queued += pushed;
+        report.push_failures += failed;
+        current = next?;
+        remaining -= current.len() as u64;
     }
     debug!(niche = %opts.niche, pool = %opts.pool, "producer: {report}");
     Ok(report)
+}
+
+/// Pushes one page in batches of [`PUSH_BATCH`]; returns (pushed, failed).
+async fn push_page(
+    queue: &JobQueue,
+    targets: &[Target],
+    pool: &str,
+    now: chrono::DateTime<Utc>,
+) -> (usize, usize) {
+    let (mut pushed, mut failed) = (0, 0);
+    for chunk in targets.chunks(PUSH_BATCH) {
+        let jobs = chunk
+            .iter()
+            .map(|t| (JoinTask::new(t.id, pool).into_current(), t.next_run_at.unwrap_or(now)))
+            .collect();
+        match queue.push_many(jobs).await {
+            Ok(()) => pushed += chunk.len(),
+            Err(e) => {
+                warn!(error = %e, "push failed; the targets stay queued for recovery");
+                failed += chunk.len();
+            }
+        }
+    }
+    (pushed, failed)
 }
 
 async fn push(queue: &JobQueue, target: &Target, pool: &str, report: &mut ProduceReport) -> bool {

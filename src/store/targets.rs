@@ -24,9 +24,6 @@ fn unclaimed() -> Condition {
     )
 }
 
-/// Ids per statement of the producer's batch (below SQLite's and Postgres' parameter limits).
-const QUEUE_CHUNK: usize = 10_000;
-
 /// Error message of a target given back because no account could take it.
 pub const NO_AVAILABLE_ACCOUNTS: &str = "No available accounts";
 
@@ -95,45 +92,48 @@ impl Store {
         batch_size: u64,
         now: DateTime<Utc>,
     ) -> Result<Vec<Target>, StoreError> {
-        let txn = self.db.begin().await?;
-        let mut pick = targets::Entity::find()
-            .select_only()
+        self.queue_new_targets_after(niche, 0, batch_size, now).await
+    }
+
+    /// [`queue_new_targets`](Self::queue_new_targets) among ids above `after_id`: a caller
+    /// taking a large batch page by page passes the last id of its previous page, so no page
+    /// walks past the rows the earlier ones moved.
+    pub async fn queue_new_targets_after(
+        &self,
+        niche: &str,
+        after_id: i64,
+        batch_size: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Target>, StoreError> {
+        // One statement: the ids are chosen by a subquery (locked, skipping rows an overlapping
+        // producer holds), moved and returned; no id list travels to the client and back.
+        let mut pick = Query::select()
             .column(targets::Column::Id)
-            .filter(targets::Column::Niche.eq(niche))
+            .from(targets::Entity)
+            .and_where(Expr::col(targets::Column::Niche).eq(niche))
+            .and_where(Expr::col(targets::Column::Status).eq(status(TargetStatus::New)))
+            .and_where(Expr::col(targets::Column::Id).gt(after_id))
+            .order_by(targets::Column::Id, sea_orm::Order::Asc)
+            .limit(batch_size)
+            .take();
+        let chosen = if self.is_postgres() {
+            pick.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+            // `= ANY(ARRAY(...))` runs the subquery once and then looks the ids up by primary
+            // key; `IN (...)` lets the planner hash-join it against a scan of the whole table.
+            Expr::cust_with_expr("\"targets\".\"id\" = ANY(ARRAY($1))", sub_query(pick))
+        } else {
+            Expr::col((targets::Entity, targets::Column::Id)).in_subquery(pick)
+        };
+        let mut models = targets::Entity::update_many()
+            .col_expr(targets::Column::Status, Expr::val(status(TargetStatus::Queued)))
+            .col_expr(targets::Column::EnqueuedAt, Expr::val(now))
+            .col_expr(targets::Column::NextRunAt, Expr::val(now))
+            .col_expr(targets::Column::UpdatedAt, Expr::val(now))
+            .filter(chosen)
             .filter(targets::Column::Status.eq(status(TargetStatus::New)))
-            .order_by_asc(targets::Column::Id)
-            .limit(batch_size);
-        if self.is_postgres() {
-            pick = pick.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
-        }
-        let ids: Vec<i64> = pick.into_tuple().all(&txn).await?;
-        if ids.is_empty() {
-            txn.commit().await?;
-            return Ok(Vec::new());
-        }
-        // In chunks: a statement carries at most 65535 bind parameters on Postgres.
-        for chunk in ids.chunks(QUEUE_CHUNK) {
-            targets::Entity::update_many()
-                .col_expr(targets::Column::Status, Expr::val(status(TargetStatus::Queued)))
-                .col_expr(targets::Column::EnqueuedAt, Expr::val(now))
-                .col_expr(targets::Column::NextRunAt, Expr::val(now))
-                .col_expr(targets::Column::UpdatedAt, Expr::val(now))
-                .filter(targets::Column::Id.is_in(chunk.iter().copied()))
-                .filter(targets::Column::Status.eq(status(TargetStatus::New)))
-                .exec(&txn)
-                .await?;
-        }
-        let mut models = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(QUEUE_CHUNK) {
-            models.extend(
-                targets::Entity::find()
-                    .filter(targets::Column::Id.is_in(chunk.iter().copied()))
-                    .order_by_asc(targets::Column::Id)
-                    .all(&txn)
-                    .await?,
-            );
-        }
-        txn.commit().await?;
+            .exec_with_returning(&self.db)
+            .await?;
+        models.sort_unstable_by_key(|t| t.id);
         targets_from(models)
     }
 
@@ -322,4 +322,8 @@ pub(super) async fn claim_target_on<C: ConnectionTrait>(
         .exec(db)
         .await?;
     Ok(res.rows_affected == 1)
+}
+
+fn sub_query(select: sea_orm::sea_query::SelectStatement) -> Expr {
+    Expr::SubQuery(None, Box::new(select.into()))
 }

@@ -232,3 +232,47 @@ async fn sigterm_lets_in_flight_joins_finish_and_releases_their_leases() {
         .unwrap();
     assert!(leases.is_empty(), "leases left behind: {leases:?}");
 }
+
+/// A batch larger than one page of the producer (10,000): every page is moved and pushed once,
+/// in id order, and nothing of another niche or beyond the batch is touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_producer_queues_a_batch_of_several_pages_exactly_once() {
+    use smart_joiner::domain::TargetLink;
+    use smart_joiner::lease::RedisLocks;
+    use smart_joiner::producer::{ProduceOptions, produce};
+    use smart_joiner::queue::{JobQueue, QueueSettings, connect_redis};
+
+    let (store, _url) = pg_database().await;
+    let redis = PrivateRedis::start();
+    let conn = connect_redis(&redis.url).await.unwrap();
+    let queue = JobQueue::new(conn.clone(), &QueueSettings::default());
+    let locks = RedisLocks::new(conn, "pages:", Duration::from_secs(30));
+    let bulk: Vec<TargetLink> =
+        (0..25_000).map(|i| TargetLink::parse(&format!("@bulk_{i:05}")).unwrap()).collect();
+    store.import_targets(&bulk, "bulk").await.unwrap();
+    store.import_targets(&links("other", 50), "other").await.unwrap();
+    let opts = |batch_size| ProduceOptions {
+        niche: "bulk".into(),
+        batch_size,
+        pool: "default".into(),
+        recover_after: Duration::from_secs(3600),
+    };
+
+    let report = produce(&store, &queue, &locks, &opts(22_222)).await.unwrap();
+    assert_eq!((report.queued, report.push_failures), (22_222, 0));
+    let jobs =
+        || async { queue.depth().await.map(|(ready, scheduled)| ready + scheduled).unwrap() };
+    assert_eq!(jobs().await, 22_222, "jobs in Redis");
+    let queued = store.targets(Some("bulk"), Some(TargetStatus::Queued)).await.unwrap();
+    let new = store.targets(Some("bulk"), Some(TargetStatus::New)).await.unwrap();
+    assert_eq!((queued.len(), new.len()), (22_222, 2_778));
+    let last_queued = queued.iter().map(|t| t.id).max().unwrap();
+    assert!(new.iter().all(|t| t.id > last_queued), "the oldest targets go first");
+    assert_eq!(store.targets(Some("other"), Some(TargetStatus::New)).await.unwrap().len(), 50);
+
+    // The next run takes the rest and stops at the end of the niche.
+    let report = produce(&store, &queue, &locks, &opts(100_000)).await.unwrap();
+    assert_eq!(report.queued, 2_778);
+    assert_eq!(jobs().await, 25_000);
+    assert!(store.targets(Some("bulk"), Some(TargetStatus::New)).await.unwrap().is_empty());
+}
