@@ -22,8 +22,10 @@ use crate::telegram::{ConnectError, Telegram};
 
 /// Concurrent jobs spread over the least recently active accounts in groups of this many.
 pub const PICK_SPREAD: u64 = 16;
-/// How many eligible accounts one job tries to lease before it gives up for the moment.
+/// How many eligible accounts one pick returns.
 pub const PICK_CANDIDATES: u64 = 4;
+/// Picks per execution before a job whose candidates were all taken by others waits a moment.
+const PICK_ROUNDS: usize = 4;
 /// A hold outlives the longest job (three calls under the call timeout) by this much.
 const HOLD_MARGIN: Duration = Duration::from_secs(5);
 /// When every eligible account is leased by others, look again after this long.
@@ -138,28 +140,30 @@ impl JoinService {
         now: DateTime<Utc>,
     ) -> Result<ExecutionOutcome, JoinError> {
         let d = &*self.deps;
-        let candidates = d
-            .store
-            .pick_accounts(
-                &job.pool,
-                now,
-                &job.excluded_accounts,
-                &d.limits,
-                PICK_SPREAD,
-                PICK_CANDIDATES,
-            )
-            .await?;
-        let any_candidate = !candidates.is_empty();
-        for account in candidates {
-            // 3. Lease it; a busy or no-longer-eligible account means: next candidate.
-            match self.take(&account, target).await? {
-                Taken::Yes(held) => {
-                    return self.attempt_and_give_back(job, target, &account, held, 0).await;
+        // Accounts other jobs took between our pick and our lease are left out of the next
+        // pick, so a crowd of jobs spreads over the pool instead of waiting for the first few.
+        let mut tried = job.excluded_accounts.clone();
+        let excluded = tried.len();
+        for _ in 0..PICK_ROUNDS {
+            let candidates = d
+                .store
+                .pick_accounts(&job.pool, now, &tried, &d.limits, PICK_SPREAD, PICK_CANDIDATES)
+                .await?;
+            if candidates.is_empty() {
+                break;
+            }
+            for account in candidates {
+                // 3. Lease it; a busy or no-longer-eligible account means: next candidate.
+                match self.take(&account, target).await? {
+                    Taken::Yes(held) => {
+                        return self.attempt_and_give_back(job, target, &account, held, 0).await;
+                    }
+                    Taken::AccountBusy => tried.push(account.id),
+                    Taken::TargetGone => return Ok(ExecutionOutcome::Done(Settled::NothingToDo)),
                 }
-                Taken::AccountBusy => continue,
-                Taken::TargetGone => return Ok(ExecutionOutcome::Done(Settled::NothingToDo)),
             }
         }
+        let any_candidate = tried.len() > excluded;
         let retry_at = now + chrono::Duration::from_std(BUSY_RETRY).unwrap_or_default();
         // Eligible accounts exist, other jobs took them first: look again shortly.
         let earliest = if any_candidate {
