@@ -145,17 +145,53 @@ struct GrammersSession {
     held: Option<JoinOutcome>,
 }
 
+/// What the client tells Telegram about itself in `initConnection`: grammers' own defaults
+/// (the real OS, the library's version, the system locale), read once per process. grammers
+/// reads them in `ConnectionParams::default()`, which on Linux runs `lsb_release` each time:
+/// once per join that was the most expensive part of a join through the loopback DC.
+struct Identity {
+    device_model: String,
+    system_version: String,
+    app_version: String,
+    system_lang_code: String,
+    lang_code: String,
+    updates_channel_capacity: std::num::NonZeroUsize,
+}
+
+fn identity() -> &'static Identity {
+    static IDENTITY: std::sync::OnceLock<Identity> = std::sync::OnceLock::new();
+    IDENTITY.get_or_init(|| {
+        let d = ConnectionParams::default();
+        Identity {
+            device_model: d.device_model,
+            system_version: d.system_version,
+            app_version: d.app_version,
+            system_lang_code: d.system_lang_code,
+            lang_code: d.lang_code,
+            updates_channel_capacity: d.updates_channel_capacity,
+        }
+    })
+}
+
 impl GrammersSession {
     /// Builds the pool from the Telethon session, starts its runner and checks that the server
     /// knows the key and that a user is logged in behind it.
     async fn open(account: &AccountConfig, call_timeout: Duration) -> Result<Self, ConnectError> {
         let storage = Arc::new(KeyGuard::new(&account.session));
         let proxy_url = account.proxy.as_ref().map(|p| p.url());
+        let id = identity();
         let params = ConnectionParams {
+            device_model: id.device_model.clone(),
+            system_version: id.system_version.clone(),
+            app_version: id.app_version.clone(),
+            system_lang_code: id.system_lang_code.clone(),
+            lang_code: id.lang_code.clone(),
             proxy_url: proxy_url.as_ref().map(|url| url.expose().clone()),
             use_ipv6: account.session.addr.is_ipv6(),
             retry_policy: Box::new(NoRetries),
-            ..ConnectionParams::default()
+            updates_channel_capacity: id.updates_channel_capacity,
+            // `..ConnectionParams::default()` would rebuild the identity on every connect.
+            __non_exhaustive: (),
         };
         let SenderPool { runner, handle, updates } =
             SenderPool::with_configuration(Arc::clone(&storage), account.api_id, params);
