@@ -21,7 +21,7 @@ use crate::store::{Account, Applied, Attempt, Limits, Store, StoreError, Take, T
 use crate::telegram::{ConnectError, Telegram};
 
 /// Concurrent jobs spread over the least recently active accounts in groups of this many.
-pub const PICK_SPREAD: u64 = 16;
+pub const PICK_SPREAD: u64 = 64;
 /// How many eligible accounts one pick returns.
 pub const PICK_CANDIDATES: u64 = 4;
 /// Picks per execution before a job whose candidates were all taken by others waits a moment.

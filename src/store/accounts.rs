@@ -3,14 +3,17 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, NullOrdering, Query, SelectStatement};
+use sea_orm::sea_query::{
+    Alias, Asterisk, Expr, ExprTrait, LockType, NullOrdering, Query, SelectStatement, WithClause,
+};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, EntityTrait, Order, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, Order, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
 };
 
+use super::apply::{cte, exists_in, ids_of};
 use super::entity::{accounts, join_attempts, targets};
-use super::targets::claim_target_on;
+use super::targets::{claim_target_on, claimable_by};
 use super::{
     Account, COUNTED_OUTCOMES, Limits, Store, StoreError, SyncReport, Take, accounts_from,
 };
@@ -109,16 +112,18 @@ impl Store {
         hold_until: DateTime<Utc>,
         rest_until: DateTime<Utc>,
     ) -> Result<Take, StoreError> {
-        let txn = self.db.begin().await?;
-        let taken = accounts::Entity::update_many()
+        let take = accounts::Entity::update_many()
             .col_expr(accounts::Column::LeaseEpoch, Expr::col(accounts::Column::LeaseEpoch).add(1))
             .col_expr(accounts::Column::HeldUntil, Expr::val(hold_until))
             .col_expr(accounts::Column::NextAllowedActionTime, Expr::val(rest_until))
             .filter(accounts::Column::Id.eq(account_id))
             .filter(accounts::Column::Status.is_in(working_statuses()))
-            .filter(free_at(now))
-            .exec_with_returning(&txn)
-            .await?;
+            .filter(free_at(now));
+        if self.is_postgres() {
+            return self.take_in_one_statement(take.into_query(), account_id, target_id, now).await;
+        }
+        let txn = self.db.begin().await?;
+        let taken = take.exec_with_returning(&txn).await?;
         let Some(epoch) = taken.first().map(|a| a.lease_epoch) else {
             txn.rollback().await?;
             return Ok(Take::AccountBusy);
@@ -129,6 +134,59 @@ impl Store {
         }
         txn.commit().await?;
         Ok(Take::Taken { epoch })
+    }
+
+    /// Postgres: [`take_for_join`](Self::take_for_join) as one statement. The target row is
+    /// locked first (and re-checked if it changed meanwhile), the account is taken only if the
+    /// target can be claimed, and the target claimed under the new epoch only if the account
+    /// was taken; a locked target cannot change in between.
+    async fn take_in_one_statement(
+        &self,
+        mut take: sea_orm::sea_query::UpdateStatement,
+        account_id: i64,
+        target_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Take, StoreError> {
+        let (t0, a, t) = (Alias::new("t0"), Alias::new("a"), Alias::new("t"));
+        let locked = Query::select()
+            .column(targets::Column::Id)
+            .from(targets::Entity)
+            .and_where(Expr::col(targets::Column::Id).eq(target_id))
+            .cond_where(claimable_by(account_id))
+            .lock(LockType::Update)
+            .take();
+        take.and_where(exists_in(&t0)).returning_col(accounts::Column::LeaseEpoch);
+        let new_epoch =
+            || sub(Query::select().column(accounts::Column::LeaseEpoch).from(a.clone()).take());
+        let mut claim = Query::update();
+        claim
+            .table(targets::Entity)
+            .value(targets::Column::Status, crate::domain::TargetStatus::Joining.as_str())
+            .value(targets::Column::ClaimedAccountId, account_id)
+            .value(targets::Column::ClaimEpoch, new_epoch())
+            .value(targets::Column::UpdatedAt, now)
+            .and_where(Expr::col(targets::Column::Id).in_subquery(ids_of(&t0)))
+            .and_where(exists_in(&a))
+            .returning_col(targets::Column::Id);
+        let with = WithClause::new()
+            .cte(cte(t0.clone(), locked))
+            .cte(cte(a.clone(), take))
+            .cte(cte(t, claim))
+            .to_owned();
+        let claimable = Query::select().expr(Expr::col(Asterisk).count()).from(t0).take();
+        let main = Query::select().expr(new_epoch()).expr(sub(claimable)).take();
+        let stmt = self.db.get_database_backend().build(&main.with(with));
+        let row =
+            self.db.query_one_raw(stmt).await?.ok_or_else(|| {
+                StoreError::Invalid("the take statement returned no row".to_owned())
+            })?;
+        let epoch: Option<i64> = row.try_get_by_index(0)?;
+        let claimable: i64 = row.try_get_by_index(1)?;
+        Ok(match (epoch, claimable) {
+            (Some(epoch), _) => Take::Taken { epoch },
+            (None, 0) => Take::TargetGone,
+            (None, _) => Take::AccountBusy,
+        })
     }
 
     /// Pushes the hold of a still-working job to `until` (only under the same epoch).
@@ -262,10 +320,11 @@ impl Store {
     }
 
     /// The join's pick: up to `want` eligible accounts (as in
-    /// [`eligible_accounts`](Self::eligible_accounts)), in random order within the fairness
-    /// order's groups of `spread`. Concurrent jobs that read the same least recently active
+    /// [`eligible_accounts`](Self::eligible_accounts)) drawn in random order from the `spread`
+    /// least recently active ones that are free now. Concurrent jobs that read the same
     /// accounts therefore try different ones first, and the per-account counts run only until
-    /// `want` accounts pass, not for a whole group.
+    /// `want` accounts pass. When none of those `spread` is below its limits, the pick goes
+    /// further down the fairness order, as `eligible_accounts` does.
     pub async fn pick_accounts(
         &self,
         pool: &str,
@@ -275,7 +334,11 @@ impl Store {
         spread: u64,
         want: u64,
     ) -> Result<Vec<Account>, StoreError> {
-        accounts_from(self.eligible_models(pool, now, excluded, limits, spread, want).await?)
+        let mut picked = self.eligible_models(pool, now, excluded, limits, spread, want).await?;
+        if picked.is_empty() && spread > 1 {
+            picked = self.eligible_models(pool, now, excluded, limits, 1, want).await?;
+        }
+        accounts_from(picked)
     }
 
     async fn eligible_models(
@@ -292,30 +355,31 @@ impl Store {
         // planner from pushing the counts into it (and sorting after evaluating them for every
         // account), so they are evaluated in this order only until `limit` accounts pass.
         // The derived table is named `accounts` so the correlated counts refer to it.
-        let mut ordered = Query::select()
-            .column(sea_orm::sea_query::Asterisk)
-            .from(accounts::Entity)
-            .cond_where(workable_unlimited(pool, excluded))
-            .cond_where(free_at(now))
-            .limit(i64::MAX as u64)
-            .take();
-        if spread > 1 {
-            // The rank in fairness order, in groups of `spread`; random within a group.
-            let group = Expr::cust(format!(
-                "(ROW_NUMBER() OVER (ORDER BY last_action_at IS NOT NULL, last_action_at, id) - 1) / {spread}"
-            ));
-            ordered
-                .order_by_expr(group, Order::Asc)
-                .order_by_expr(Expr::cust("RANDOM()"), Order::Asc);
-        } else {
-            ordered
+        let cheap = || {
+            Query::select()
+                .column(sea_orm::sea_query::Asterisk)
+                .from(accounts::Entity)
+                .cond_where(workable_unlimited(pool, excluded))
+                .cond_where(free_at(now))
                 .order_by_with_nulls(
                     accounts::Column::LastActionAt,
                     Order::Asc,
                     NullOrdering::First,
                 )
-                .order_by(accounts::Column::Id, Order::Asc);
-        }
+                .order_by(accounts::Column::Id, Order::Asc)
+                .take()
+        };
+        let ordered = if spread > 1 {
+            // The first `spread` in fairness order (a top-N sort), shuffled.
+            Query::select()
+                .column(sea_orm::sea_query::Asterisk)
+                .from_subquery(cheap().limit(spread).take(), accounts::Entity)
+                .order_by_expr(Expr::cust("RANDOM()"), Order::Asc)
+                .limit(spread)
+                .take()
+        } else {
+            cheap().limit(i64::MAX as u64).take()
+        };
         let query = Query::select()
             .column(sea_orm::sea_query::Asterisk)
             .from_subquery(ordered, accounts::Entity)

@@ -1,9 +1,11 @@
-//! Step 6 of the join: the decision applied in one transaction fenced by the lease epoch.
+//! Step 6 of the join: the decision applied all or nothing, fenced by the lease epoch.
 
-use sea_orm::sea_query::{Expr, ExprTrait, SimpleExpr};
+use sea_orm::sea_query::{
+    Alias, Asterisk, CommonTableExpression, Expr, ExprTrait, LockType, Query, SelectStatement,
+    SimpleExpr, SubQueryStatement, WithClause,
+};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter,
-    TransactionTrait,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait,
 };
 
 use super::entity::{accounts, join_attempts, targets};
@@ -30,9 +32,6 @@ impl Store {
         attempt: &Attempt,
     ) -> Result<Applied, StoreError> {
         let now = attempt.finished_at;
-        let txn = self.db.begin().await?;
-
-        // The account first: its row lock serialises us with a concurrent lease bump.
         let mut account_sets: Sets<accounts::Column> = vec![
             (accounts::Column::LastActionAt, Expr::val(attempt.finished_at)),
             (accounts::Column::UpdatedAt, Expr::val(now)),
@@ -41,23 +40,15 @@ impl Store {
         // The decision ends the hold taken with the lease.
         account_sets
             .push((accounts::Column::HeldUntil, Expr::val(None::<chrono::DateTime<chrono::Utc>>)));
-        let mut update = accounts::Entity::update_many()
-            .filter(accounts::Column::Id.eq(account_id))
-            .filter(accounts::Column::LeaseEpoch.eq(epoch));
-        for (col, value) in account_sets {
-            update = update.col_expr(col, value);
-        }
-        if update.exec(&txn).await?.rows_affected != 1 {
-            txn.rollback().await?;
-            return Ok(Applied::Stale);
-        }
+        let account_cond = Condition::all()
+            .add(accounts::Column::Id.eq(account_id))
+            .add(accounts::Column::LeaseEpoch.eq(epoch));
 
-        let claim = Condition::all()
+        let mut target_cond = Condition::all()
             .add(targets::Column::Id.eq(target_id))
             .add(targets::Column::Status.eq(TargetStatus::Joining.as_str()))
             .add(targets::Column::ClaimedAccountId.eq(account_id))
             .add(targets::Column::ClaimEpoch.eq(epoch));
-        let mut target_cond = claim.clone();
         if decision.binds() {
             // Write-once binding: only if unbound or already bound to this account.
             target_cond = target_cond.add(
@@ -66,49 +57,150 @@ impl Store {
                     .add(targets::Column::AssignedAccountId.eq(account_id)),
             );
         }
-        let mut update = targets::Entity::update_many()
-            .filter(target_cond)
-            .col_expr(targets::Column::Attempts, Expr::col(targets::Column::Attempts).add(1));
-        update = update.col_expr(targets::Column::UpdatedAt, Expr::val(now));
-        for (col, value) in target_change(&decision.target, account_id, outcome)? {
-            update = update.col_expr(col, value);
-        }
-        if update.exec(&txn).await?.rows_affected != 1 {
-            let problem = binding_conflict(&txn, target_id, account_id, epoch).await?;
-            txn.rollback().await?;
-            return match problem {
-                Some(bound_to) => Err(StoreError::Corrupt {
-                    table: "targets",
-                    id: target_id,
-                    problem: format!(
-                        "claimed by account {account_id} but bound to account {bound_to}"
-                    ),
-                }),
-                None => Ok(Applied::Stale),
-            };
-        }
+        let mut target_sets: Sets<targets::Column> = vec![
+            (targets::Column::Attempts, Expr::col(targets::Column::Attempts).add(1)),
+            (targets::Column::UpdatedAt, Expr::val(now)),
+        ];
+        target_sets.extend(target_change(&decision.target, account_id, outcome)?);
 
         let flood_wait_seconds = match outcome {
             JoinOutcome::FloodWait { seconds } => Some(i32::try_from(*seconds).unwrap_or(i32::MAX)),
             _ => None,
         };
-        join_attempts::Entity::insert(join_attempts::ActiveModel {
-            target_id: Set(target_id),
-            account_id: Set(account_id),
-            epoch: Set(epoch),
-            started_at: Set(attempt.started_at),
-            finished_at: Set(attempt.finished_at),
-            outcome: Set(outcome.kind().to_owned()),
-            flood_wait_seconds: Set(flood_wait_seconds),
-            error_code: Set(outcome.error_code().map(str::to_owned)),
-            worker: Set(attempt.worker.clone()),
-            ..Default::default()
-        })
-        .exec_without_returning(&txn)
-        .await?;
-        txn.commit().await?;
-        Ok(Applied::Applied)
+        let row: Sets<join_attempts::Column> = vec![
+            (join_attempts::Column::TargetId, Expr::val(target_id)),
+            (join_attempts::Column::AccountId, Expr::val(account_id)),
+            (join_attempts::Column::Epoch, Expr::val(epoch)),
+            (join_attempts::Column::StartedAt, Expr::val(attempt.started_at)),
+            (join_attempts::Column::FinishedAt, Expr::val(attempt.finished_at)),
+            (join_attempts::Column::Outcome, Expr::val(outcome.kind())),
+            (join_attempts::Column::FloodWaitSeconds, Expr::val(flood_wait_seconds)),
+            (join_attempts::Column::ErrorCode, Expr::val(outcome.error_code().map(str::to_owned))),
+            (join_attempts::Column::Worker, Expr::val(attempt.worker.as_str())),
+        ];
+        let writes = Writes { account_cond, account_sets, target_cond, target_sets, row };
+
+        let applied = if self.is_postgres() {
+            self.apply_in_one_statement(writes).await?
+        } else {
+            self.apply_in_a_transaction(writes).await?
+        };
+        if applied {
+            return Ok(Applied::Applied);
+        }
+        match binding_conflict(&self.db, target_id, account_id, epoch).await? {
+            Some(bound_to) => Err(StoreError::Corrupt {
+                table: "targets",
+                id: target_id,
+                problem: format!("claimed by account {account_id} but bound to account {bound_to}"),
+            }),
+            None => Ok(Applied::Stale),
+        }
     }
+
+    /// Postgres: the three writes as one statement, so a decision costs one round trip and one
+    /// commit. The target row is locked first (and re-checked if it changed meanwhile); the
+    /// account is updated only if the target matched, the target only if the account did, and
+    /// the attempt is inserted only if both did.
+    async fn apply_in_one_statement(&self, w: Writes) -> Result<bool, StoreError> {
+        let (t0, a, t, i) = (Alias::new("t0"), Alias::new("a"), Alias::new("t"), Alias::new("i"));
+        let locked = Query::select()
+            .column(targets::Column::Id)
+            .from(targets::Entity)
+            .cond_where(w.target_cond)
+            .lock(LockType::Update)
+            .take();
+        let mut account = Query::update();
+        account
+            .table(accounts::Entity)
+            .values(w.account_sets.into_iter().map(|(c, v)| (c, v)))
+            .cond_where(w.account_cond)
+            .and_where(exists_in(&t0))
+            .returning_col(accounts::Column::Id);
+        let mut target = Query::update();
+        target
+            .table(targets::Entity)
+            .values(w.target_sets.into_iter().map(|(c, v)| (c, v)))
+            .and_where(Expr::col(targets::Column::Id).in_subquery(ids_of(&t0)))
+            .and_where(exists_in(&a))
+            .returning_col(targets::Column::Id);
+        let (columns, values): (Vec<_>, Vec<_>) = w.row.into_iter().unzip();
+        let mut insert = Query::insert();
+        insert
+            .into_table(join_attempts::Entity)
+            .columns(columns)
+            .select_from(Query::select().exprs(values).and_where(exists_in(&t)).take())
+            .map_err(|e| StoreError::Invalid(e.to_string()))?
+            .returning_col(join_attempts::Column::Id);
+        let with = WithClause::new()
+            .cte(cte(t0, locked))
+            .cte(cte(a, account))
+            .cte(cte(t, target))
+            .cte(cte(i.clone(), insert))
+            .to_owned();
+        let count = Query::select().expr(Expr::col(Asterisk).count()).from(i).take();
+        let stmt = self.db.get_database_backend().build(&count.with(with));
+        let row = self.db.query_one_raw(stmt).await?;
+        let written: i64 = match row {
+            Some(row) => row.try_get_by_index(0)?,
+            None => 0,
+        };
+        Ok(written == 1)
+    }
+
+    /// SQLite: the same writes in one transaction, rolled back unless all three happen.
+    async fn apply_in_a_transaction(&self, w: Writes) -> Result<bool, StoreError> {
+        let txn = self.db.begin().await?;
+        let mut update = accounts::Entity::update_many().filter(w.account_cond);
+        for (col, value) in w.account_sets {
+            update = update.col_expr(col, value);
+        }
+        if update.exec(&txn).await?.rows_affected != 1 {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        let mut update = targets::Entity::update_many().filter(w.target_cond);
+        for (col, value) in w.target_sets {
+            update = update.col_expr(col, value);
+        }
+        if update.exec(&txn).await?.rows_affected != 1 {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        let (columns, values): (Vec<_>, Vec<_>) = w.row.into_iter().unzip();
+        let mut insert = Query::insert();
+        insert
+            .into_table(join_attempts::Entity)
+            .columns(columns)
+            .values(values)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        txn.execute(&insert).await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+}
+
+/// The conditional writes of one decision.
+struct Writes {
+    account_cond: Condition,
+    account_sets: Sets<accounts::Column>,
+    target_cond: Condition,
+    target_sets: Sets<targets::Column>,
+    row: Sets<join_attempts::Column>,
+}
+
+/// `EXISTS (SELECT 1 FROM <cte>)`
+pub(super) fn exists_in(cte: &Alias) -> Expr {
+    Expr::exists(Query::select().expr(Expr::val(1)).from(cte.clone()).take())
+}
+
+/// `SELECT id FROM <cte>`
+pub(super) fn ids_of(cte: &Alias) -> SelectStatement {
+    Query::select().column(Alias::new("id")).from(cte.clone()).take()
+}
+
+pub(super) fn cte(name: Alias, query: impl Into<SubQueryStatement>) -> CommonTableExpression {
+    CommonTableExpression::new().query(query).table_name(name).to_owned()
 }
 
 fn account_change(change: &AccountChange) -> Sets<accounts::Column> {
@@ -204,12 +296,12 @@ fn target_change(
 /// After a fenced target update matched nothing: `Some(other account)` when the claim was
 /// current but the target is bound to another account, `None` when the claim is simply stale.
 async fn binding_conflict(
-    txn: &DatabaseTransaction,
+    db: &impl ConnectionTrait,
     target_id: i64,
     account_id: i64,
     epoch: i64,
 ) -> Result<Option<i64>, StoreError> {
-    let Some(t) = targets::Entity::find_by_id(target_id).one(txn).await? else {
+    let Some(t) = targets::Entity::find_by_id(target_id).one(db).await? else {
         return Ok(None);
     };
     let claim_current = t.status == TargetStatus::Joining.as_str()

@@ -291,6 +291,15 @@ impl Store {
     }
 }
 
+/// `new`/`queued`, or `joining` claimed by `account_id` (its own in-doubt retry).
+pub(super) fn claimable_by(account_id: i64) -> Condition {
+    Condition::any().add(unclaimed()).add(
+        Condition::all()
+            .add(targets::Column::Status.eq(status(TargetStatus::Joining)))
+            .add(targets::Column::ClaimedAccountId.eq(account_id)),
+    )
+}
+
 /// [`Store::claim_target`] on a connection or inside a transaction.
 pub(super) async fn claim_target_on<C: ConnectionTrait>(
     db: &C,
@@ -311,13 +320,7 @@ pub(super) async fn claim_target_on<C: ConnectionTrait>(
         .col_expr(targets::Column::ClaimEpoch, Expr::val(epoch))
         .col_expr(targets::Column::UpdatedAt, Expr::val(now))
         .filter(targets::Column::Id.eq(target_id))
-        .filter(
-            Condition::any().add(unclaimed()).add(
-                Condition::all()
-                    .add(targets::Column::Status.eq(status(TargetStatus::Joining)))
-                    .add(targets::Column::ClaimedAccountId.eq(account_id)),
-            ),
-        )
+        .filter(claimable_by(account_id))
         .filter(Expr::exists(lease_current))
         .exec(db)
         .await?;
