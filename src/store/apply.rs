@@ -113,14 +113,14 @@ impl Store {
         let mut account = Query::update();
         account
             .table(accounts::Entity)
-            .values(w.account_sets.into_iter().map(|(c, v)| (c, v)))
+            .values(w.account_sets)
             .cond_where(w.account_cond)
             .and_where(exists_in(&t0))
             .returning_col(accounts::Column::Id);
         let mut target = Query::update();
         target
             .table(targets::Entity)
-            .values(w.target_sets.into_iter().map(|(c, v)| (c, v)))
+            .values(w.target_sets)
             .and_where(Expr::col(targets::Column::Id).in_subquery(ids_of(&t0)))
             .and_where(exists_in(&a))
             .returning_col(targets::Column::Id);
