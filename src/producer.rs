@@ -152,6 +152,10 @@ async fn push_page(
             }
         }
     }
+    // Due jobs must not pile up in the scheduled set (see `JobQueue::promote_due`).
+    if let Err(e) = queue.promote_due().await {
+        warn!(error = %e, "moving due jobs to the ready list failed; workers do it too");
+    }
     (pushed, failed)
 }
 

@@ -106,7 +106,31 @@ pub async fn run(
         })
         .shutdown_timeout(opts.shutdown_timeout);
     info!(worker = %opts.name, concurrency = opts.concurrency, "worker started");
-    monitor.run_with_signal(shutdown).await?;
+    let promoter = tokio::spawn(promote_due_jobs(queue, opts.poll_interval));
+    let stopped = monitor.run_with_signal(shutdown).await;
+    promoter.abort();
+    stopped?;
     info!(worker = %opts.name, "worker stopped");
     Ok(())
+}
+
+/// Keeps the due part of the queue's scheduled set small (see [`JobQueue::promote_due`]).
+async fn promote_due_jobs(queue: JobQueue, every: Duration) {
+    let every = every.max(Duration::from_millis(50));
+    let mut failing = false;
+    loop {
+        match queue.promote_due().await {
+            Ok(_) if failing => {
+                info!("moving due jobs to the ready list works again");
+                failing = false;
+            }
+            Ok(_) => {}
+            Err(e) if !failing => {
+                warn!(error = %e, "moving due jobs to the ready list failed; retrying");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(every).await;
+    }
 }

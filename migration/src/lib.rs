@@ -7,7 +7,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20260112_000001_create_tables;
 mod m20261123_000002_account_hold;
-mod m20261124_000003_partial_target_indexes;
+mod m20261124_000003_leaner_indexes;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -18,7 +18,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20260112_000001_create_tables::Migration),
             Box::new(m20261123_000002_account_hold::Migration),
-            Box::new(m20261124_000003_partial_target_indexes::Migration),
+            Box::new(m20261124_000003_leaner_indexes::Migration),
         ]
     }
 }

@@ -81,6 +81,22 @@ pub async fn connect_redis(url: &str) -> Result<ConnectionManager, QueueError> {
 }
 
 /// The idempotency key of a job: one target, one schedule.
+/// Jobs moved per call of [`PROMOTE_DUE`]: well below the 8,000 values one Lua `unpack` takes.
+const PROMOTE_CHUNK: usize = 1_000;
+
+/// Moves up to ARGV[2] jobs due at ARGV[1] (seconds) from the scheduled set (KEYS[1]) to the
+/// ready list (KEYS[2]) and raises the signal list (KEYS[3]), as apalis' fetch does.
+const PROMOTE_DUE: &str = r#"
+local ids = redis.call('zrangebyscore', KEYS[1], 0, ARGV[1], 'LIMIT', 0, ARGV[2])
+if #ids > 0 then
+    redis.call('rpush', KEYS[2], unpack(ids))
+    redis.call('zrem', KEYS[1], unpack(ids))
+    redis.call('del', KEYS[3])
+    redis.call('lpush', KEYS[3], 1)
+end
+return #ids
+"#;
+
 pub fn idempotency_key(target_id: i64, due: Option<DateTime<Utc>>) -> String {
     format!("t{target_id}:{}", due.map_or(0, |d| d.timestamp_millis()))
 }
@@ -133,6 +149,37 @@ impl JobQueue {
     }
 
     /// Whether Redis answers.
+    /// Moves every due job from the scheduled set to the ready list, a chunk at a time, and
+    /// returns how many it moved.
+    ///
+    /// apalis-redis 1.0 puts every job in its scheduled set (a run time is never in the past),
+    /// and its fetch promotes all due jobs with one Lua `unpack`, which fails beyond about
+    /// 8,000 values. With that many jobs due at once (a large producer batch, or follow-ups
+    /// piled up while no worker ran) every fetch fails and the queue stands still. The producer
+    /// calls this after each page and every worker every poll interval, so the due part of the
+    /// set stays small, and a backlog that did pile up drains in chunks.
+    pub async fn promote_due(&self) -> Result<u64, QueueError> {
+        let config = self.storage.get_config();
+        let script = redis::Script::new(PROMOTE_DUE);
+        let mut conn = self.conn.clone();
+        let mut moved = 0;
+        loop {
+            let now = Utc::now().timestamp().max(0);
+            let n: usize = script
+                .key(config.scheduled_jobs_set())
+                .key(config.active_jobs_list())
+                .key(config.signal_list())
+                .arg(now)
+                .arg(PROMOTE_CHUNK)
+                .invoke_async(&mut conn)
+                .await?;
+            moved += n as u64;
+            if n < PROMOTE_CHUNK {
+                return Ok(moved);
+            }
+        }
+    }
+
     pub async fn ping(&self) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
         redis::cmd("PING").query_async::<String>(&mut conn).await?;

@@ -273,6 +273,13 @@ async fn the_producer_queues_a_batch_of_several_pages_exactly_once() {
     // The next run takes the rest and stops at the end of the niche.
     let report = produce(&store, &queue, &locks, &opts(100_000)).await.unwrap();
     assert_eq!(report.queued, 2_778);
-    assert_eq!(jobs().await, 25_000);
+    assert_eq!(queue.depth().await.unwrap(), (25_000, 0));
     assert!(store.targets(Some("bulk"), Some(TargetStatus::New)).await.unwrap().is_empty());
+
+    // A job due later stays scheduled; promoting again moves nothing.
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    let job = smart_joiner::domain::JoinTask::new(1, "default").into_current();
+    queue.push(job, later).await.unwrap();
+    assert_eq!(queue.promote_due().await.unwrap(), 0);
+    assert_eq!(queue.depth().await.unwrap(), (25_000, 1));
 }

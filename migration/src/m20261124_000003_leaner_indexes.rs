@@ -7,11 +7,26 @@
 //!
 //! The producer's page update (new -> queued) inserts into one secondary index instead of
 //! three, and the decision (joining -> joined) into one instead of three.
+//!
+//! `accounts` loses `idx_accounts_pool_last_action`: the pick reads the whole pool (a few
+//! hundred or thousand rows) and sorts it in another order (never-active accounts first), so
+//! the index was never read, but every decision changes `last_action_at`, so every decision
+//! was a non-HOT update adding entries to all three indexes of the row. Without it the two
+//! updates of a join (take, decision) touch no indexed column; on Postgres the table gets a
+//! fillfactor of 50 so they stay on the row's page (HOT) and no index grows.
 
 use sea_orm_migration::prelude::*;
+use sea_orm_migration::sea_orm::DbBackend;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
+
+#[derive(DeriveIden)]
+enum Accounts {
+    Table,
+    Pool,
+    LastActionAt,
+}
 
 #[derive(DeriveIden)]
 enum Targets {
@@ -58,6 +73,18 @@ async fn create_full(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_index(
+                Index::drop()
+                    .name("idx_accounts_pool_last_action")
+                    .table(Accounts::Table)
+                    .to_owned(),
+            )
+            .await?;
+        if manager.get_database_backend() == DbBackend::Postgres {
+            let db = manager.get_connection();
+            db.execute_unprepared("ALTER TABLE accounts SET (fillfactor = 50)").await?;
+        }
         for name in [
             "idx_targets_niche_status_id",
             "idx_targets_status_next_run",
@@ -94,6 +121,20 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() == DbBackend::Postgres {
+            let db = manager.get_connection();
+            db.execute_unprepared("ALTER TABLE accounts RESET (fillfactor)").await?;
+        }
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_accounts_pool_last_action")
+                    .table(Accounts::Table)
+                    .col(Accounts::Pool)
+                    .col(Accounts::LastActionAt)
+                    .to_owned(),
+            )
+            .await?;
         for name in [
             "idx_targets_new_by_niche",
             "idx_targets_open_by_next_run",
