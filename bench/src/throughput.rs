@@ -29,7 +29,8 @@ pub struct ThroughputArgs {
     /// Seconds of each pgbench script (0: skip pgbench).
     #[arg(long, default_value_t = 15)]
     pub pgbench_seconds: u64,
-    #[arg(long, default_value_t = 4)]
+    /// pgbench clients (the two workers hold up to 2 x 10 connections).
+    #[arg(long, default_value_t = 16)]
     pub pgbench_clients: u32,
     #[arg(long)]
     pub bin_dir: Option<std::path::PathBuf>,
@@ -175,33 +176,21 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<bool> {
     Ok(ok)
 }
 
-/// The fenced transaction of `Store::apply_decision` for a join.
+/// `Store::apply_decision` for a join, as the one statement it is on Postgres.
 const APPLY_SQL: &str = r#"\set tid random(1, :ntargets)
 \set aid (:tid % :naccounts) + 1
-BEGIN;
-UPDATE accounts SET last_action_at = now(), updated_at = now(), status = 'active', status_reason = NULL, next_allowed_action_time = now() WHERE id = :aid AND lease_epoch = lease_epoch;
-UPDATE targets SET attempts = attempts + 1, updated_at = now(), claimed_account_id = NULL, claim_epoch = NULL, in_doubt_tries = 0, status = 'joined', assigned_account_id = :aid, next_run_at = NULL, error_code = NULL, error_message = NULL, joined_at = now(), warmup_ends_at = now() + interval '24 hours' WHERE id = :tid AND (assigned_account_id IS NULL OR assigned_account_id = :aid);
-INSERT INTO join_attempts (target_id, account_id, epoch, started_at, finished_at, outcome, worker) VALUES (:tid, :aid, 1, now(), now(), 'joined', 'pgbench');
-END;
+WITH t0 AS (SELECT id FROM targets WHERE id = :tid FOR UPDATE), a AS (UPDATE accounts SET last_action_at = now(), updated_at = now(), status = 'active', status_reason = NULL, next_allowed_action_time = now(), held_until = NULL WHERE id = :aid AND lease_epoch = lease_epoch AND EXISTS (SELECT 1 FROM t0) RETURNING id), t AS (UPDATE targets SET attempts = attempts + 1, updated_at = now(), claimed_account_id = NULL, claim_epoch = NULL, in_doubt_tries = 0, status = 'joined', assigned_account_id = :aid, next_run_at = NULL, error_code = NULL, error_message = NULL, joined_at = now(), warmup_ends_at = now() + interval '24 hours' WHERE id IN (SELECT id FROM t0) AND EXISTS (SELECT 1 FROM a) RETURNING id), i AS (INSERT INTO join_attempts (target_id, account_id, epoch, started_at, finished_at, outcome, worker) SELECT :tid, :aid, 1, now(), now(), 'joined', 'pgbench' WHERE EXISTS (SELECT 1 FROM t) RETURNING id) SELECT count(*) FROM i;
 "#;
 
-/// Every statement one join makes: load the target, pick an account, bump the epoch (one
-/// transaction), re-read the account, claim the target, then the apply transaction.
+/// Every statement one join makes on Postgres: load the target, pick accounts (4 of the 64
+/// least recently active free ones, with both limit counts), take the account and claim the
+/// target (one statement), then the decision (one statement).
 const FULL_SQL: &str = r#"\set tid random(1, :ntargets)
 \set aid (:tid % :naccounts) + 1
 SELECT * FROM targets WHERE id = :tid;
-SELECT * FROM (SELECT * FROM accounts WHERE pool = 'default' AND status IN ('active', 'flood_wait', 'cooldown') AND (next_allowed_action_time IS NULL OR next_allowed_action_time <= now()) ORDER BY last_action_at ASC NULLS FIRST, id ASC LIMIT 9223372036854775807) accounts WHERE (SELECT count(*) FROM targets t WHERE t.assigned_account_id = accounts.id) < 1000000 AND (SELECT count(*) FROM join_attempts a WHERE a.account_id = accounts.id AND a.outcome IN ('joined', 'already_participant', 'requested') AND a.finished_at > now() - interval '24 hours' AND a.finished_at <= now()) < 1000000 LIMIT 8;
-SELECT * FROM accounts WHERE id = :aid;
-BEGIN;
-UPDATE accounts SET lease_epoch = lease_epoch + 1 WHERE id = :aid;
-SELECT lease_epoch FROM accounts WHERE id = :aid;
-END;
-UPDATE targets SET status = 'joining', claimed_account_id = :aid, claim_epoch = 1, updated_at = now() WHERE id = :tid AND EXISTS (SELECT 1 FROM accounts WHERE id = :aid);
-BEGIN;
-UPDATE accounts SET last_action_at = now(), updated_at = now(), status = 'active', status_reason = NULL, next_allowed_action_time = now() WHERE id = :aid AND lease_epoch = lease_epoch;
-UPDATE targets SET attempts = attempts + 1, updated_at = now(), claimed_account_id = NULL, claim_epoch = NULL, in_doubt_tries = 0, status = 'joined', assigned_account_id = :aid, next_run_at = NULL, error_code = NULL, error_message = NULL, joined_at = now(), warmup_ends_at = now() + interval '24 hours' WHERE id = :tid AND (assigned_account_id IS NULL OR assigned_account_id = :aid);
-INSERT INTO join_attempts (target_id, account_id, epoch, started_at, finished_at, outcome, worker) VALUES (:tid, :aid, 1, now(), now(), 'joined', 'pgbench');
-END;
+SELECT * FROM (SELECT * FROM (SELECT * FROM accounts WHERE pool = 'default' AND status IN ('active', 'flood_wait', 'cooldown') AND (next_allowed_action_time IS NULL OR next_allowed_action_time <= now()) AND (held_until IS NULL OR held_until <= now()) ORDER BY last_action_at ASC NULLS FIRST, id ASC LIMIT 64) accounts ORDER BY RANDOM() LIMIT 64) accounts WHERE (SELECT count(*) FROM targets t WHERE t.assigned_account_id = accounts.id) < 1000000 AND (SELECT count(id) FROM join_attempts a WHERE a.account_id = accounts.id AND a.outcome IN ('joined', 'already_participant', 'requested') AND a.finished_at > now() - interval '24 hours' AND a.finished_at <= now()) < 1000000 LIMIT 4;
+WITH t0 AS (SELECT id FROM targets WHERE id = :tid FOR UPDATE), a AS (UPDATE accounts SET lease_epoch = lease_epoch + 1, held_until = now() + interval '20 seconds', next_allowed_action_time = now() WHERE id = :aid AND EXISTS (SELECT 1 FROM t0) RETURNING lease_epoch), t AS (UPDATE targets SET status = 'joining', claimed_account_id = :aid, claim_epoch = (SELECT lease_epoch FROM a), updated_at = now() WHERE id IN (SELECT id FROM t0) AND EXISTS (SELECT 1 FROM a) RETURNING id) SELECT (SELECT lease_epoch FROM a), (SELECT count(*) FROM t0);
+WITH t0 AS (SELECT id FROM targets WHERE id = :tid FOR UPDATE), a AS (UPDATE accounts SET last_action_at = now(), updated_at = now(), status = 'active', status_reason = NULL, next_allowed_action_time = now(), held_until = NULL WHERE id = :aid AND EXISTS (SELECT 1 FROM t0) RETURNING id), t AS (UPDATE targets SET attempts = attempts + 1, updated_at = now(), claimed_account_id = NULL, claim_epoch = NULL, in_doubt_tries = 0, status = 'joined', assigned_account_id = :aid, next_run_at = NULL, error_code = NULL, error_message = NULL, joined_at = now(), warmup_ends_at = now() + interval '24 hours' WHERE id IN (SELECT id FROM t0) AND EXISTS (SELECT 1 FROM a) RETURNING id), i AS (INSERT INTO join_attempts (target_id, account_id, epoch, started_at, finished_at, outcome, worker) SELECT :tid, :aid, 1, now(), now(), 'joined', 'pgbench' WHERE EXISTS (SELECT 1 FROM t) RETURNING id) SELECT count(*) FROM i;
 "#;
 
 fn pgbench(db: &FreshDb, args: &ThroughputArgs) -> anyhow::Result<()> {
@@ -210,7 +199,7 @@ fn pgbench(db: &FreshDb, args: &ThroughputArgs) -> anyhow::Result<()> {
         let file = dir.path().join(format!("{}.sql", name.replace(' ', "_")));
         std::fs::write(&file, sql)?;
         let out = Command::new("pgbench")
-            .args(["-n", "-c", &args.pgbench_clients.to_string(), "-j", "2"])
+            .args(["-n", "-M", "prepared", "-c", &args.pgbench_clients.to_string(), "-j", "2"])
             .args(["-T", &args.pgbench_seconds.to_string()])
             .args(["-D", &format!("ntargets={}", args.targets)])
             .args(["-D", &format!("naccounts={}", args.accounts)])
