@@ -195,7 +195,9 @@ WITH t0 AS (SELECT id FROM targets WHERE id = :tid FOR UPDATE), a AS (UPDATE acc
 
 fn pgbench(db: &FreshDb, args: &ThroughputArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    for (name, sql) in [("apply", APPLY_SQL), ("full join", FULL_SQL)] {
+    // The full join first: the decision script inserts an attempt per transaction, and the
+    // pick's cap count reads the attempts of the last 24 h.
+    for (name, sql) in [("full join", FULL_SQL), ("apply", APPLY_SQL)] {
         let file = dir.path().join(format!("{}.sql", name.replace(' ', "_")));
         std::fs::write(&file, sql)?;
         let out = Command::new("pgbench")
