@@ -4,15 +4,15 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::{
-    Alias, Asterisk, Expr, ExprTrait, LockType, NullOrdering, Query, SelectStatement, WithClause,
+    Alias, Asterisk, Expr, ExprTrait, NullOrdering, Query, SelectStatement, WithClause,
 };
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, Order, QueryFilter,
     QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
 };
 
-use super::apply::{cte, exists_in, ids_of};
 use super::entity::{accounts, join_attempts, targets};
+use super::sql::{cte, exists_in, ids_of, locked_targets, sub};
 use super::targets::{claim_target_on, claimable_by};
 use super::{
     Account, COUNTED_OUTCOMES, Limits, Store, StoreError, SyncReport, Take, accounts_from,
@@ -40,11 +40,10 @@ fn bound_targets_count() -> SelectStatement {
         .take()
 }
 
-/// `(SELECT COUNT(*) FROM join_attempts WHERE account_id = accounts.id AND outcome counts AND
-/// finished_at in (now - 24h, now])`
-fn counted_attempts_count(now: DateTime<Utc>) -> SelectStatement {
+/// `SELECT ... FROM join_attempts WHERE account_id = accounts.id AND outcome counts AND
+/// finished_at in (now - 24h, now]`: the attempts of the daily cap, correlated to `accounts`.
+fn counted_attempts(now: DateTime<Utc>) -> SelectStatement {
     Query::select()
-        .expr(Expr::col(join_attempts::Column::Id).count())
         .from(join_attempts::Entity)
         .and_where(
             Expr::col((join_attempts::Entity, join_attempts::Column::AccountId))
@@ -56,8 +55,9 @@ fn counted_attempts_count(now: DateTime<Utc>) -> SelectStatement {
         .take()
 }
 
-fn sub(select: SelectStatement) -> Expr {
-    Expr::SubQuery(None, Box::new(select.into()))
+/// `(SELECT COUNT(*) FROM` [`counted_attempts`] `)`
+fn counted_attempts_count(now: DateTime<Utc>) -> SelectStatement {
+    counted_attempts(now).expr(Expr::col(join_attempts::Column::Id).count()).take()
 }
 
 /// Accounts of `pool` that may ever work again and are not excluded (cheap: no subquery).
@@ -148,13 +148,9 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Take, StoreError> {
         let (t0, a, t) = (Alias::new("t0"), Alias::new("a"), Alias::new("t"));
-        let locked = Query::select()
-            .column(targets::Column::Id)
-            .from(targets::Entity)
-            .and_where(Expr::col(targets::Column::Id).eq(target_id))
-            .cond_where(claimable_by(account_id))
-            .lock(LockType::Update)
-            .take();
+        let locked = locked_targets(
+            Condition::all().add(targets::Column::Id.eq(target_id)).add(claimable_by(account_id)),
+        );
         take.and_where(exists_in(&t0)).returning_col(accounts::Column::LeaseEpoch);
         let new_epoch =
             || sub(Query::select().column(accounts::Column::LeaseEpoch).from(a.clone()).take());
@@ -414,16 +410,8 @@ impl Store {
         };
         // The cap-th newest counted attempt in the window (NULL below the cap): when it
         // leaves the window the account is under the cap again. At most `cap` index rows.
-        let cap_edge = Query::select()
+        let cap_edge = counted_attempts(now)
             .column(join_attempts::Column::FinishedAt)
-            .from(join_attempts::Entity)
-            .and_where(
-                Expr::col((join_attempts::Entity, join_attempts::Column::AccountId))
-                    .equals((accounts::Entity, accounts::Column::Id)),
-            )
-            .and_where(Expr::col(join_attempts::Column::Outcome).is_in(COUNTED_OUTCOMES))
-            .and_where(Expr::col(join_attempts::Column::FinishedAt).gt(now - DAY))
-            .and_where(Expr::col(join_attempts::Column::FinishedAt).lte(now))
             .order_by(join_attempts::Column::FinishedAt, Order::Desc)
             .limit(1)
             .offset(cap_offset)

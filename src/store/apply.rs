@@ -1,14 +1,12 @@
 //! Step 6 of the join: the decision applied all or nothing, fenced by the lease epoch.
 
-use sea_orm::sea_query::{
-    Alias, Asterisk, CommonTableExpression, Expr, ExprTrait, LockType, Query, SelectStatement,
-    SimpleExpr, SubQueryStatement, WithClause,
-};
+use sea_orm::sea_query::{Alias, Asterisk, Expr, ExprTrait, Query, SimpleExpr, WithClause};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait,
 };
 
 use super::entity::{accounts, join_attempts, targets};
+use super::sql::{cte, exists_in, ids_of, locked_targets};
 use super::{Applied, Attempt, Store, StoreError};
 use crate::domain::{AccountChange, Decision, JoinOutcome, TargetChange, TargetStatus};
 
@@ -104,12 +102,7 @@ impl Store {
     /// the attempt is inserted only if both did.
     async fn apply_in_one_statement(&self, w: Writes) -> Result<bool, StoreError> {
         let (t0, a, t, i) = (Alias::new("t0"), Alias::new("a"), Alias::new("t"), Alias::new("i"));
-        let locked = Query::select()
-            .column(targets::Column::Id)
-            .from(targets::Entity)
-            .cond_where(w.target_cond)
-            .lock(LockType::Update)
-            .take();
+        let locked = locked_targets(w.target_cond);
         let mut account = Query::update();
         account
             .table(accounts::Entity)
@@ -187,20 +180,6 @@ struct Writes {
     target_cond: Condition,
     target_sets: Sets<targets::Column>,
     row: Sets<join_attempts::Column>,
-}
-
-/// `EXISTS (SELECT 1 FROM <cte>)`
-pub(super) fn exists_in(cte: &Alias) -> Expr {
-    Expr::exists(Query::select().expr(Expr::val(1)).from(cte.clone()).take())
-}
-
-/// `SELECT id FROM <cte>`
-pub(super) fn ids_of(cte: &Alias) -> SelectStatement {
-    Query::select().column(Alias::new("id")).from(cte.clone()).take()
-}
-
-pub(super) fn cte(name: Alias, query: impl Into<SubQueryStatement>) -> CommonTableExpression {
-    CommonTableExpression::new().query(query).table_name(name).to_owned()
 }
 
 fn account_change(change: &AccountChange) -> Sets<accounts::Column> {

@@ -12,6 +12,7 @@ mod apply;
 pub mod entity;
 mod migrations;
 mod reports;
+mod sql;
 mod targets;
 
 pub use reports::{AccountOverview, ReadyGroup, TargetCount};

@@ -10,6 +10,7 @@ use sea_orm::{
 };
 
 use super::entity::{accounts, join_attempts, targets};
+use super::sql::sub;
 use super::{AttemptRow, CHUNK, ImportReport, Store, StoreError, Target, targets_from};
 use crate::domain::{TargetLink, TargetStatus};
 
@@ -120,7 +121,7 @@ impl Store {
             pick.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
             // `= ANY(ARRAY(...))` runs the subquery once and then looks the ids up by primary
             // key; `IN (...)` lets the planner hash-join it against a scan of the whole table.
-            Expr::cust_with_expr("\"targets\".\"id\" = ANY(ARRAY($1))", sub_query(pick))
+            Expr::cust_with_expr("\"targets\".\"id\" = ANY(ARRAY($1))", sub(pick))
         } else {
             Expr::col((targets::Entity, targets::Column::Id)).in_subquery(pick)
         };
@@ -325,8 +326,4 @@ pub(super) async fn claim_target_on<C: ConnectionTrait>(
         .exec(db)
         .await?;
     Ok(res.rows_affected == 1)
-}
-
-fn sub_query(select: sea_orm::sea_query::SelectStatement) -> Expr {
-    Expr::SubQuery(None, Box::new(select.into()))
 }
