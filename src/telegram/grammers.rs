@@ -767,6 +767,20 @@ mod tests {
 
     use super::*;
 
+    /// The identity read once is grammers' own default, and later reads are that same value.
+    #[test]
+    fn the_client_identity_is_grammers_default_read_once() {
+        let d = ConnectionParams::default();
+        let id = identity();
+        assert_eq!(
+            (&id.device_model, &id.system_version, &id.app_version),
+            (&d.device_model, &d.system_version, &d.app_version)
+        );
+        assert_eq!((&id.system_lang_code, &id.lang_code), (&d.system_lang_code, &d.lang_code));
+        assert_eq!(id.updates_channel_capacity, d.updates_channel_capacity);
+        assert!(std::ptr::eq(id, identity()), "computed once per process");
+    }
+
     /// An RPC error exactly as grammers builds it from Telegram's `rpc_error`, splitting the
     /// number out of the message ("FLOOD_WAIT_31" -> name "FLOOD_WAIT", value 31).
     fn rpc(code: i32, message: &str) -> CallError {
