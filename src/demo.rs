@@ -46,6 +46,8 @@ pub struct DemoReport {
     pub accounts: Vec<(String, String, Option<String>, usize)>,
     /// Rules tgsim saw broken (FloodWait ignored, two connections, joins too close).
     pub violations: Vec<String>,
+    /// Stopped by a signal before every group settled.
+    pub interrupted: bool,
 }
 
 /// Demo pacing: SmartJoiner's shape, minutes scaled to seconds.
@@ -131,6 +133,14 @@ fn scenario(pacing: &Pacing) -> (Scenario, Vec<String>) {
 
 /// Runs the demo; `progress` receives human lines as it goes.
 pub async fn run(progress: &mut (dyn FnMut(&str) + Send)) -> Result<DemoReport, DemoError> {
+    run_until(progress, tokio_util::sync::CancellationToken::new()).await
+}
+
+/// [`run`], stopped early (joins in flight end cleanly) when `stop` is cancelled.
+pub async fn run_until(
+    progress: &mut (dyn FnMut(&str) + Send),
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<DemoReport, DemoError> {
     let started = Instant::now();
     let pacing = pacing();
     let (scenario, links) = scenario(&pacing);
@@ -178,7 +188,8 @@ pub async fn run(progress: &mut (dyn FnMut(&str) + Send)) -> Result<DemoReport, 
         call_timeout,
         worker_name: "demo".into(),
     });
-    SmartJoiner::new(service, "default", Duration::from_secs(30))
+    let batch = SmartJoiner::new(service, "default", Duration::from_secs(30))
+        .with_stop(stop)
         .run_batch(NICHE, parsed.len() as u64)
         .await?;
 
@@ -207,6 +218,7 @@ pub async fn run(progress: &mut (dyn FnMut(&str) + Send)) -> Result<DemoReport, 
             })
             .collect(),
         violations: server.violations().iter().map(|v| format!("{v:?}")).collect(),
+        interrupted: batch.interrupted,
     };
     server.shutdown().await;
     Ok(report)

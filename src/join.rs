@@ -28,6 +28,8 @@ pub const PICK_CANDIDATES: u64 = 4;
 const PICK_ROUNDS: usize = 4;
 /// A hold outlives the longest job (three calls under the call timeout) by this much.
 const HOLD_MARGIN: Duration = Duration::from_secs(5);
+/// How long a decision that the database refused for a moment is tried again.
+const DECISION_RETRY_FOR: Duration = Duration::from_secs(10);
 /// When every eligible account is leased by others, look again after this long.
 const BUSY_RETRY: Duration = Duration::from_millis(500);
 
@@ -307,12 +309,15 @@ impl JoinService {
         tracing::Span::current().record("account", account.session_name.as_str());
         info!(account = %account.session_name, target = %target.link, "using account");
 
-        // 5. Connect and join, while the lease is renewed; losing the lease aborts at once.
+        // 5. Connect and join while the account stays taken; losing it aborts at once. An
+        // answer that is already there wins over a loss noticed at the same moment (a process
+        // resumed after a freeze sees both): Telegram's verdict must not be dropped.
         let outcome = tokio::select! {
+            biased;
             outcome = self.call_telegram(account, target) => outcome,
-            lost = self.keep_lease(lease, epoch) => {
-                warn!(account = %account.session_name, reason = %lost, "lease lost: join aborted");
-                JoinOutcome::InDoubt { reason: format!("lease lost: {lost}") }
+            lost = self.keep_held(lease, epoch) => {
+                warn!(account = %account.session_name, reason = %lost, "account lost: join aborted");
+                JoinOutcome::InDoubt { reason: format!("account lost: {lost}") }
             }
         };
         let finished_at = Utc::now();
@@ -324,11 +329,7 @@ impl JoinService {
         let ctx = DecideCtx { pacing: &d.pacing, now: finished_at, jitter, previous_in_doubt };
         let decision = decide(&outcome, &ctx);
         let attempt = Attempt { started_at, finished_at, worker: d.worker_name.clone() };
-        match d
-            .store
-            .apply_decision(target.id, account.id, epoch, &outcome, &decision, &attempt)
-            .await?
-        {
+        match self.write_decision(target, account, epoch, &outcome, &decision, &attempt).await? {
             Applied::Stale => {
                 warn!(account = %account.session_name, target = %target.link, epoch, "stale lease epoch: nothing written");
                 return Ok(ExecutionOutcome::Done(Settled::Stale));
@@ -388,32 +389,99 @@ impl JoinService {
         outcome
     }
 
-    /// Renews the lease every third of its TTL, and the Postgres hold with it; returns only
-    /// when the lease is lost. A process frozen mid-call stops renewing, so its account stays
-    /// held for a whole hold after the last renewal: with the default call timeout that is
-    /// longer than the 75 s after which Telegram drops a connection that stopped pinging, so
-    /// the frozen process's socket is gone before anyone else connects the account.
-    async fn keep_lease(&self, lease: &Lease, epoch: i64) -> String {
-        let d = &*self.deps;
-        let every =
-            (d.locks.ttl() / 3).max(Duration::from_millis(50)).min(Duration::from_secs(3600));
+    /// Writes the decision; a database that fails for a moment (a restart, a terminated
+    /// backend) is tried again for a while, because the answer may carry Telegram's verdict
+    /// about the account (a FloodWait) that nothing else records. A decision is applied at
+    /// most once per epoch (see `Store::apply_decision`), so a retry after a lost commit reply
+    /// is stale, not a second write.
+    async fn write_decision(
+        &self,
+        target: &Target,
+        account: &Account,
+        epoch: i64,
+        outcome: &JoinOutcome,
+        decision: &Decision,
+        attempt: &Attempt,
+    ) -> Result<Applied, StoreError> {
+        let store = &self.deps.store;
+        let mut delay = Duration::from_millis(100);
+        let give_up = tokio::time::Instant::now() + DECISION_RETRY_FOR;
         loop {
-            tokio::time::sleep(every).await;
-            match d.locks.renew(lease).await {
-                Ok(true) => {}
-                Ok(false) => return "taken over or expired".to_owned(),
-                Err(e) => return e.to_string(),
-            }
-            if let Err(e) = d.store.extend_hold(lease.account_id, epoch, self.hold_until()).await {
-                warn!(account_id = lease.account_id, error = %e, "hold not extended");
+            match store
+                .apply_decision(target.id, account.id, epoch, outcome, decision, attempt)
+                .await
+            {
+                Err(e) if e.is_transient() && tokio::time::Instant::now() + delay < give_up => {
+                    warn!(account = %account.session_name, target = %target.link, error = %e, "decision not written, trying again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
             }
         }
     }
 
-    /// How long a job may hold its account from now: three calls under the call timeout.
+    /// Keeps the account taken while the attempt runs; returns only when it is no longer
+    /// this attempt's.
+    ///
+    /// The database hold is the lock every process checks before it connects an account; the
+    /// Redis lease is the fast path in front of it. A lease that vanished under a frozen
+    /// process or a wiped Redis is therefore no reason to abort while the hold is still this
+    /// epoch's: nobody else can take the account, and aborting would throw away an answer
+    /// Telegram may already have given (a FloodWait the next attempt would run into). The
+    /// attempt ends when the hold's epoch moved on (another process took the account after
+    /// the hold ran out) or when the hold could not be extended before it ran out.
+    ///
+    /// A process frozen mid-call stops extending, so its account stays held for a whole hold
+    /// after the last extension: with the default call timeout that is longer than the 75 s
+    /// after which Telegram drops a connection that stopped pinging, so the frozen process's
+    /// socket is gone before anyone else connects the account.
+    async fn keep_held(&self, lease: &Lease, epoch: i64) -> String {
+        let d = &*self.deps;
+        let hold = self.hold_duration();
+        let every = (d.locks.ttl() / 3).min(hold / 3).max(Duration::from_millis(50));
+        let mut hold_ends = tokio::time::Instant::now() + hold;
+        let mut lease_lost = false;
+        loop {
+            tokio::time::sleep(every).await;
+            if !lease_lost {
+                match d.locks.renew(lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        lease_lost = true;
+                        warn!(
+                            account_id = lease.account_id,
+                            "lease lost; the database hold keeps the account"
+                        );
+                    }
+                    Err(e) => {
+                        warn!(account_id = lease.account_id, error = %e, "lease not renewed; the database hold keeps the account")
+                    }
+                }
+            }
+            let extended_at = tokio::time::Instant::now();
+            match d.store.extend_hold(lease.account_id, epoch, self.hold_until()).await {
+                Ok(true) => hold_ends = extended_at + hold,
+                Ok(false) => return "another process took the account".to_owned(),
+                Err(e) if tokio::time::Instant::now() + every >= hold_ends => {
+                    return format!("the hold could not be extended before it ran out: {e}");
+                }
+                Err(e) => {
+                    warn!(account_id = lease.account_id, error = %e, "hold not extended; trying again")
+                }
+            }
+        }
+    }
+
+    /// How long a hold lasts without extension: three calls under the call timeout.
+    fn hold_duration(&self) -> Duration {
+        self.deps.call_timeout.saturating_mul(3) + HOLD_MARGIN
+    }
+
+    /// The end of a hold taken or extended now.
     fn hold_until(&self) -> chrono::DateTime<Utc> {
-        let hold = self.deps.call_timeout.saturating_mul(3) + HOLD_MARGIN;
-        Utc::now() + chrono::Duration::from_std(hold).unwrap_or(chrono::Duration::MAX)
+        Utc::now()
+            + chrono::Duration::from_std(self.hold_duration()).unwrap_or(chrono::Duration::MAX)
     }
 }
 

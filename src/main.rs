@@ -170,11 +170,34 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<Interrupted>() => {
+            eprintln!("{e}");
+            // 128 + SIGINT, what shells report for a command stopped by Ctrl-C.
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// `run` or `demo` stopped by SIGINT or SIGTERM after ending its joins in flight.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted: joins in flight were ended and recorded; the rest waits for the next run")]
+struct Interrupted;
+
+/// A token cancelled on the first SIGINT or SIGTERM.
+fn stop_on_signal() -> tokio_util::sync::CancellationToken {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let cancel = stop.clone();
+    tokio::spawn(async move {
+        if app::shutdown_signal().await.is_ok() {
+            tracing::warn!("stop requested: ending the joins in flight, starting no new one");
+            cancel.cancel();
+        }
+    });
+    stop
 }
 
 /// How a command prints.
@@ -213,8 +236,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn demo() -> anyhow::Result<()> {
-    let report = smart_joiner::demo::run(&mut |line: &str| tracing::info!("{line}")).await?;
+    let progress = &mut |line: &str| tracing::info!("{line}");
+    let report = smart_joiner::demo::run_until(progress, stop_on_signal()).await?;
     print!("{}", report.render());
+    if report.interrupted {
+        return Err(Interrupted.into());
+    }
     if report.unsettled() > 0 || !report.violations.is_empty() {
         bail!("the demo did not settle cleanly");
     }
@@ -254,8 +281,14 @@ async fn run_batch(
         accounts,
         "run".to_owned(),
     );
-    let report = SmartJoiner::new(service, pool, max_wait).run_batch(niche, batch_size).await?;
+    let report = SmartJoiner::new(service, pool, max_wait)
+        .with_stop(stop_on_signal())
+        .run_batch(niche, batch_size)
+        .await?;
     println!("{report}");
+    if report.interrupted {
+        return Err(Interrupted.into());
+    }
     Ok(())
 }
 

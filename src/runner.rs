@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::Semaphore;
-use tracing::info;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 use crate::domain::{JoinTask, TargetStatus};
 use crate::join::{ExecutionOutcome, JoinError, JoinService};
@@ -25,10 +26,15 @@ pub struct BatchReport {
     pub taken: usize,
     /// Final status of each taken target, counted.
     pub by_status: BTreeMap<String, usize>,
+    /// The batch was stopped (SIGINT/SIGTERM) before every target settled.
+    pub interrupted: bool,
 }
 
 impl std::fmt::Display for BatchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.interrupted {
+            write!(f, "interrupted: ")?;
+        }
         write!(f, "{} targets:", self.taken)?;
         for (status, n) in &self.by_status {
             write!(f, " {status} {n}")?;
@@ -52,13 +58,22 @@ pub struct SmartJoiner {
     service: JoinService,
     pool: String,
     max_wait: Duration,
+    stop: CancellationToken,
 }
 
 impl SmartJoiner {
     /// `service` must be built on [`crate::lease::LocalLocks`] (or Redis leases when several
     /// machines share accounts).
     pub fn new(service: JoinService, pool: impl Into<String>, max_wait: Duration) -> Self {
-        Self { service, pool: pool.into(), max_wait }
+        Self { service, pool: pool.into(), max_wait, stop: CancellationToken::new() }
+    }
+
+    /// Stops the batch when `stop` is cancelled: no new attempt starts, joins in flight end
+    /// and are recorded (an in-doubt one stays pinned to its account), waiting targets stay
+    /// `queued` for the next run, and `run_batch` returns a report marked interrupted.
+    pub fn with_stop(mut self, stop: CancellationToken) -> Self {
+        self.stop = stop;
+        self
     }
 
     /// Runs one batch to the end and reports how each target ended.
@@ -83,17 +98,27 @@ impl SmartJoiner {
             let max_wait = self.max_wait;
             let lanes = lanes.clone();
             let line = format!("[{}/{total}] group {}", i + 1, target.link);
+            let stop = self.stop.clone();
             tasks.spawn(async move {
-                let _lane =
-                    lanes.acquire_owned().await.map_err(|e| RunError::Task(e.to_string()))?;
+                let _lane = tokio::select! {
+                    lane = lanes.acquire_owned() => lane.map_err(|e| RunError::Task(e.to_string()))?,
+                    () = stop.cancelled() => return Ok(()),
+                };
                 info!("{line}");
-                settle(&service, job, max_wait).await
+                settle(&service, job, max_wait, &stop).await
             });
         }
         while let Some(joined) = tasks.join_next().await {
             joined.map_err(|e| RunError::Task(e.to_string()))??;
         }
-        let mut report = BatchReport { taken: total, ..BatchReport::default() };
+        let interrupted = self.stop.is_cancelled();
+        if interrupted {
+            warn!(
+                niche,
+                "batch interrupted: joins in flight ended, the rest waits for the next run"
+            );
+        }
+        let mut report = BatchReport { taken: total, interrupted, ..BatchReport::default() };
         for target in &batch {
             let status = store.target(target.id).await?.map_or(TargetStatus::New, |t| t.status);
             *report.by_status.entry(status.to_string()).or_default() += 1;
@@ -115,10 +140,16 @@ async fn settle(
     service: &JoinService,
     job: crate::domain::JoinJobV1,
     max_wait: Duration,
+    stop: &CancellationToken,
 ) -> Result<(), RunError> {
     let store = service.store();
     let mut job = job;
     loop {
+        // An attempt that started runs to its end (its answer is recorded); none starts after
+        // the stop.
+        if stop.is_cancelled() {
+            return Ok(());
+        }
         match service.execute(&job).await? {
             ExecutionOutcome::Done(_) => return Ok(()),
             ExecutionOutcome::Reschedule { job: next, run_at } => {
@@ -132,7 +163,10 @@ async fn settle(
                     }
                     return Ok(());
                 }
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = stop.cancelled() => return Ok(()),
+                }
                 job = next;
             }
         }

@@ -241,6 +241,10 @@ pub async fn run(mut args: FaultArgs) -> anyhow::Result<bool> {
         ],
     };
     penv.set("IN_DOUBT_MAX_TRIES", "5");
+    // The workers' decisions (info lines) are what explains a violation afterwards.
+    if std::env::var_os("BENCH_CHILD_LOG").is_none() {
+        penv.set("RUST_LOG", "info");
+    }
     let mut workers = Workers {
         env: penv.clone(),
         concurrency: args.concurrency,
@@ -459,6 +463,11 @@ pub async fn run(mut args: FaultArgs) -> anyhow::Result<bool> {
     for v in violations.iter().take(20) {
         eprintln!("  tgsim violation: {v:?}");
     }
+    let tg_start_wall = now - chrono::Duration::from_std(tg_started.elapsed()).unwrap_or_default();
+    let flagged = flagged_accounts(&violations, &report, &store).await;
+    for account in flagged.iter().take(5) {
+        explain_account(account, &violations, &server, &store, tg_start_wall, work.path()).await;
+    }
     server.shutdown().await;
     drop(redis);
     if args.keep {
@@ -468,6 +477,106 @@ pub async fn run(mut args: FaultArgs) -> anyhow::Result<bool> {
         db.drop_db().await;
     }
     Ok(clean)
+}
+
+/// Session names of the accounts any violation names (tgsim's, then the database checks').
+async fn flagged_accounts(
+    violations: &[Violation],
+    report: &invariants::InvariantReport,
+    store: &smart_joiner::store::Store,
+) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let mut add = |name: String| {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    };
+    for v in violations {
+        add(v.account().to_owned());
+    }
+    let by_id: BTreeMap<i64, String> = store
+        .accounts(None)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| (a.id, a.session_name))
+        .collect();
+    let lines = report.flood_wait.iter().chain(&report.pacing).chain(&report.fencing);
+    for line in lines {
+        // The checks name accounts as `account <id>`.
+        let id = line
+            .strip_prefix("account ")
+            .and_then(|rest| rest.split([' ', ':']).next())
+            .and_then(|id| id.parse::<i64>().ok());
+        if let Some(name) = id.and_then(|id| by_id.get(&id)) {
+            add(name.clone());
+        }
+    }
+    names
+}
+
+/// Prints what the run knows about one account, so a violation can be explained from the
+/// output alone: tgsim's requests, the attempts trail, the account row, and the workers'
+/// log lines naming it. Times are seconds since tgsim started, as in tgsim's violations.
+async fn explain_account(
+    account: &str,
+    violations: &[Violation],
+    server: &Server,
+    store: &smart_joiner::store::Store,
+    tg_start: chrono::DateTime<chrono::Utc>,
+    work_dir: &std::path::Path,
+) {
+    let secs = |t: chrono::DateTime<chrono::Utc>| (t - tg_start).num_milliseconds() as f64 / 1e3;
+    eprintln!("  -- account {account}");
+    for v in violations.iter().filter(|v| v.account() == account) {
+        eprintln!("     violation: {v:?}");
+    }
+    for r in server.requests_of(account) {
+        let target = r.target.as_deref().unwrap_or("-");
+        eprintln!(
+            "     tgsim {:>8.3}s conn {:<5} {:<28} {:<24} {:?}",
+            r.at.as_secs_f64(),
+            r.conn,
+            r.method,
+            target,
+            r.outcome
+        );
+    }
+    let accounts = store.accounts(None).await.unwrap_or_default();
+    let Some(row) = accounts.iter().find(|a| a.session_name == account) else {
+        eprintln!("     (no account row)");
+        return;
+    };
+    eprintln!(
+        "     row: status {} ({}), next action {:?}s, epoch {}",
+        row.status,
+        row.status_reason.as_deref().unwrap_or("-"),
+        row.next_allowed_action_time.map(secs),
+        row.lease_epoch
+    );
+    for a in store.attempts(None, Some(row.id)).await.unwrap_or_default() {
+        eprintln!(
+            "     attempt {:>8.3}s..{:>8.3}s target {:<5} epoch {:<4} {:<22} {:<14} wait {:?} by {}",
+            secs(a.started_at),
+            secs(a.finished_at),
+            a.target_id,
+            a.epoch,
+            a.outcome,
+            a.error_code.as_deref().unwrap_or("-"),
+            a.flood_wait_seconds,
+            a.worker
+        );
+    }
+    let log =
+        std::fs::read_to_string(work_dir.join("logs").join("smart_joiner.log")).unwrap_or_default();
+    let needle_field = format!("account={account}");
+    let needle_text = format!(" {account}");
+    let lines: Vec<&str> =
+        log.lines().filter(|l| l.contains(&needle_field) || l.contains(&needle_text)).collect();
+    let skip = lines.len().saturating_sub(40);
+    for line in &lines[skip..] {
+        eprintln!("     log: {line}");
+    }
 }
 
 fn unsettled(t: &smart_joiner::store::Target) -> bool {

@@ -58,6 +58,20 @@ impl AccountStatus {
         matches!(self, AccountStatus::FloodWait | AccountStatus::Cooldown)
     }
 
+    /// How bad the status is, for verdicts that may only ever worsen it: working, then the
+    /// waits by length, then the statuses that need an operator, a ban last.
+    pub fn severity(self) -> u8 {
+        match self {
+            AccountStatus::Active => 0,
+            AccountStatus::FloodWait => 1,
+            AccountStatus::Cooldown => 2,
+            AccountStatus::Full => 3,
+            AccountStatus::Frozen => 4,
+            AccountStatus::Unauthorized => 5,
+            AccountStatus::Banned => 6,
+        }
+    }
+
     /// Whether an account in this status may ever work again without an operator.
     pub fn can_work(self) -> bool {
         self == AccountStatus::Active || self.expires()

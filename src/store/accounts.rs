@@ -185,21 +185,23 @@ impl Store {
         })
     }
 
-    /// Pushes the hold of a still-working job to `until` (only under the same epoch).
+    /// Pushes the hold of a still-working job to `until` (only under the same epoch). False
+    /// when the hold is no longer this epoch's: another process took the account, or the
+    /// decision already ended the hold.
     pub async fn extend_hold(
         &self,
         account_id: i64,
         epoch: i64,
         until: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        accounts::Entity::update_many()
+    ) -> Result<bool, StoreError> {
+        let res = accounts::Entity::update_many()
             .col_expr(accounts::Column::HeldUntil, Expr::val(until))
             .filter(accounts::Column::Id.eq(account_id))
             .filter(accounts::Column::LeaseEpoch.eq(epoch))
             .filter(accounts::Column::HeldUntil.is_not_null())
             .exec(&self.db)
             .await?;
-        Ok(())
+        Ok(res.rows_affected == 1)
     }
 
     /// Ends a hold that no decision ended (the job found nothing to do). Only under the same

@@ -8,7 +8,9 @@ use sea_orm::{
 use super::entity::{accounts, join_attempts, targets};
 use super::sql::{cte, exists_in, ids_of, locked_targets};
 use super::{Applied, Attempt, Store, StoreError};
-use crate::domain::{AccountChange, Decision, JoinOutcome, TargetChange, TargetStatus};
+use crate::domain::{
+    AccountChange, AccountStatus, Decision, JoinOutcome, TargetChange, TargetStatus,
+};
 
 type Sets<C> = Vec<(C, SimpleExpr)>;
 
@@ -86,6 +88,9 @@ impl Store {
         if applied {
             return Ok(Applied::Applied);
         }
+        // The attempt's own writes are stale, but what Telegram said about the account is a
+        // fact whatever became of the target or the lease: it is recorded, monotonically.
+        self.record_account_verdict(account_id, &decision.account, now).await?;
         match binding_conflict(&self.db, target_id, account_id, epoch).await? {
             Some(bound_to) => Err(StoreError::Corrupt {
                 table: "targets",
@@ -170,6 +175,72 @@ impl Store {
         txn.execute(&insert).await?;
         txn.commit().await?;
         Ok(true)
+    }
+}
+
+impl Store {
+    /// Records Telegram's verdict about an account (a FloodWait, a cooldown, a ban, a revoked
+    /// session) from an attempt whose fenced decision was stale. Unfenced, so it must never
+    /// undo newer work: it only ever lengthens a rest (`next_allowed_action_time` becomes the
+    /// later of the two) and only ever worsens a status (by [`AccountStatus::severity`]); the
+    /// reason follows the status. Pacing is our own policy, not a verdict, and is not recorded.
+    /// Returns whether the row changed.
+    pub async fn record_account_verdict(
+        &self,
+        account_id: i64,
+        change: &AccountChange,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError> {
+        use accounts::Column as C;
+        let (status, until, reason) = match change {
+            AccountChange::Wait { status, until, reason } => (*status, Some(*until), reason),
+            AccountChange::Disable { status, reason } => (*status, None, reason),
+            AccountChange::Pace { .. } | AccountChange::Unchanged => return Ok(false),
+        };
+        let milder: Vec<&str> = AccountStatus::ALL
+            .iter()
+            .filter(|s| s.severity() < status.severity())
+            .map(|s| s.as_str())
+            .collect();
+        let as_severe: Vec<&str> = AccountStatus::ALL
+            .iter()
+            .filter(|s| s.severity() <= status.severity())
+            .map(|s| s.as_str())
+            .collect();
+        // Every right-hand side reads the row as it was before the update (SQL semantics).
+        let worse_status = Expr::case(Expr::col(C::Status).is_in(milder.clone()), status.as_str())
+            .finally(Expr::col(C::Status));
+        let reason_expr = Expr::case(Expr::col(C::Status).is_in(as_severe), reason.as_str())
+            .finally(Expr::col(C::StatusReason));
+        let mut update = accounts::Entity::update_many()
+            .col_expr(C::Status, worse_status.into())
+            .col_expr(C::StatusReason, reason_expr.into())
+            .col_expr(C::UpdatedAt, Expr::val(now))
+            .filter(C::Id.eq(account_id));
+        let mut changes = Condition::any().add(C::Status.is_in(milder));
+        if let Some(until) = until {
+            let later = Expr::case(
+                Condition::any()
+                    .add(C::NextAllowedActionTime.is_null())
+                    .add(C::NextAllowedActionTime.lt(until)),
+                Expr::val(until),
+            )
+            .finally(Expr::col(C::NextAllowedActionTime));
+            update = update.col_expr(C::NextAllowedActionTime, later.into());
+            changes = changes
+                .add(C::NextAllowedActionTime.is_null())
+                .add(C::NextAllowedActionTime.lt(until));
+        }
+        let res = update.filter(changes).exec(&self.db).await?;
+        if res.rows_affected > 0 {
+            tracing::warn!(
+                account_id,
+                status = status.as_str(),
+                until = ?until,
+                "Telegram's verdict from a stale attempt recorded on the account: {reason}"
+            );
+        }
+        Ok(res.rows_affected > 0)
     }
 }
 
@@ -265,9 +336,13 @@ fn target_change(
             ]);
             sets
         }
+        // The claim stays pinned to the account, but no epoch owns it until the next take:
+        // the same decision written twice (a retry after a lost commit reply) matches nothing
+        // the second time, so a decision is applied at most once per epoch.
         TargetChange::KeepClaim { run_at } => vec![
             (C::NextRunAt, Expr::val(*run_at)),
             (C::InDoubtTries, Expr::col(C::InDoubtTries).add(1)),
+            (C::ClaimEpoch, Expr::val(None::<i64>)),
         ],
     })
 }

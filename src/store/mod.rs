@@ -42,6 +42,32 @@ pub enum StoreError {
     Invalid(String),
 }
 
+impl StoreError {
+    /// Whether the database failed for a moment (a lost connection, a terminated backend, a
+    /// server restarting, an exhausted pool), so the same statement may succeed if tried again.
+    pub fn is_transient(&self) -> bool {
+        use sea_orm::{DbErr, RuntimeErr};
+        let runtime = match self {
+            StoreError::Db(DbErr::ConnectionAcquire(_)) => return true,
+            StoreError::Db(DbErr::Conn(e) | DbErr::Exec(e) | DbErr::Query(e)) => e,
+            _ => return false,
+        };
+        let RuntimeErr::SqlxError(e) = runtime else { return false };
+        match e.as_ref() {
+            sea_orm::sqlx::Error::Io(_)
+            | sea_orm::sqlx::Error::PoolTimedOut
+            | sea_orm::sqlx::Error::WorkerCrashed
+            | sea_orm::sqlx::Error::Protocol(_) => true,
+            // Class 08: connection exception; 57P01-57P03: the server is shutting down or
+            // starting, or terminated this backend; 40001/40P01: serialisation, deadlock.
+            sea_orm::sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+                c.starts_with("08") || c.starts_with("57P0") || c == "40001" || c == "40P01"
+            }),
+            _ => false,
+        }
+    }
+}
+
 /// An account of the pool, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {

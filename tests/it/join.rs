@@ -28,6 +28,7 @@ on_both_backends!(
     when_every_account_rests_the_job_waits_for_the_first_to_wake,
     an_account_with_a_broken_session_ends_unauthorized_and_the_batch_goes_on,
     a_worker_that_dies_after_sending_a_join_still_holds_the_account_back,
+    a_flood_wait_answered_while_the_lease_ran_out_still_cools_the_account_down,
 );
 
 fn answers(list: &[&str]) -> Vec<Answer> {
@@ -420,4 +421,129 @@ async fn a_worker_that_dies_after_sending_a_join_still_holds_the_account_back(st
     assert!(held_until >= started + chrono::Duration::seconds(300), "{held_until} vs {started}");
     let t = status_of(&store, &targets[0]).await;
     assert_eq!((t.status, t.claimed_account_id), (TargetStatus::Joining, Some(account.id)));
+}
+
+/// Leases that are lost on demand, with a short TTL so they are renewed often: what a wiped
+/// Redis or a lease expired under a frozen process looks like to the holder.
+#[derive(Default)]
+struct LosableLocks {
+    inner: LocalLocks,
+    lost: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl AccountLocks for LosableLocks {
+    async fn try_acquire(
+        &self,
+        id: i64,
+    ) -> Result<Option<smart_joiner::lease::Lease>, smart_joiner::lease::LeaseError> {
+        self.inner.try_acquire(id).await
+    }
+    async fn renew(
+        &self,
+        lease: &smart_joiner::lease::Lease,
+    ) -> Result<bool, smart_joiner::lease::LeaseError> {
+        if self.lost.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(false);
+        }
+        self.inner.renew(lease).await
+    }
+    async fn release(
+        &self,
+        lease: &smart_joiner::lease::Lease,
+    ) -> Result<bool, smart_joiner::lease::LeaseError> {
+        self.inner.release(lease).await
+    }
+    async fn is_held(&self, id: i64) -> Result<bool, smart_joiner::lease::LeaseError> {
+        self.inner.is_held(id).await
+    }
+    fn ttl(&self) -> Duration {
+        Duration::from_millis(150)
+    }
+}
+
+/// Telegram answers the first join, then the process freezes before it reads the answer:
+/// the lease is lost meanwhile, and the answer is read only after the freeze.
+struct FreezesAfterTheAnswer {
+    inner: ScriptedTelegram,
+    locks: Arc<LosableLocks>,
+    froze: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl Telegram for FreezesAfterTheAnswer {
+    async fn connect(
+        &self,
+        account: &AccountConfig,
+    ) -> Result<Box<dyn TelegramSession>, ConnectError> {
+        let session = self.inner.connect(account).await?;
+        if self.froze.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Ok(session);
+        }
+        struct Frozen(Box<dyn TelegramSession>, Arc<LosableLocks>);
+        #[async_trait]
+        impl TelegramSession for Frozen {
+            async fn join(&mut self, link: &TargetLink) -> JoinOutcome {
+                let answer = self.0.join(link).await;
+                self.1.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                answer
+            }
+            async fn disconnect(self: Box<Self>) {
+                self.0.disconnect().await
+            }
+        }
+        Ok(Box::new(Frozen(session, self.locks.clone())))
+    }
+}
+
+/// The short fault run's invariant-2 violation, step by step: a worker got FLOOD_WAIT_700, was
+/// frozen before it read the answer, and found its lease gone when it resumed. It used to
+/// abort the join as in doubt, drop the answer, rest the account for an error pause and retry
+/// with the same account inside the FloodWait. The database hold was still its own, so the
+/// answer is read and recorded: the account cools down and the group moves on.
+async fn a_flood_wait_answered_while_the_lease_ran_out_still_cools_the_account_down(store: Store) {
+    let targets = links("frozen", 1);
+    let accounts = seed(&store, 2, &targets, "cars").await;
+    let script = Script {
+        targets: HashMap::from([(targets[0].to_string(), answers(&["flood_wait:700", "joined"]))]),
+        ..Script::default()
+    };
+    let fake = ScriptedTelegram::new(script);
+    let locks = Arc::new(LosableLocks::default());
+    let telegram = Arc::new(FreezesAfterTheAnswer {
+        inner: fake.clone(),
+        locks: locks.clone(),
+        froze: false.into(),
+    });
+    let svc = service(&store, locks, telegram, accounts, fast_pacing(), LIMITS);
+    let queued = store.queue_new_targets("cars", 1, Utc::now()).await.unwrap();
+    let mut job = JoinTask::new(queued[0].id, "default").into_current();
+    let started = Utc::now();
+
+    let mut outcome = svc.execute(&job).await.unwrap();
+    let flooded = fake.events()[0].account.clone();
+    let a = account_named(&store, &flooded).await;
+    assert_eq!(a.status, AccountStatus::Cooldown, "{a:?}");
+    assert!(
+        a.next_allowed_action_time.unwrap() >= started + chrono::Duration::seconds(699),
+        "{a:?}"
+    );
+    for _ in 0..20 {
+        match outcome {
+            ExecutionOutcome::Reschedule { job: next, run_at } => {
+                tokio::time::sleep((run_at - Utc::now()).to_std().unwrap_or_default()).await;
+                job = next;
+                outcome = svc.execute(&job).await.unwrap();
+            }
+            ExecutionOutcome::Done(_) => break,
+        }
+    }
+    assert_eq!(outcome, ExecutionOutcome::Done(Settled::Finished(TargetStatus::Joined)));
+    let t = status_of(&store, &targets[0]).await;
+    assert_ne!(t.assigned_account_id, Some(a.id), "the group moved to the other account");
+    let seen = check_events(&fake.events(), fast_pacing().join_pause_min);
+    assert!(seen.is_empty(), "{seen:#?}");
+    let inv = invariants::check(&store, fast_pacing().join_pause_min, &LIMITS).await.unwrap();
+    assert!(inv.is_clean(), "{inv}: {inv:#?}");
 }

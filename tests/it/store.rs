@@ -35,6 +35,8 @@ on_both_backends!(
     disabled_account_gives_up_the_target,
     stale_epoch_writes_nothing,
     stale_claim_writes_nothing,
+    a_stale_attempt_still_records_telegrams_verdict_about_the_account,
+    a_stale_verdict_only_lengthens_a_rest_and_only_worsens_a_status,
     binding_is_write_once,
     unfenced_moves_only_touch_new_or_queued_targets,
     release_claim_needs_the_claim_holder,
@@ -673,9 +675,10 @@ async fn in_doubt_keeps_the_claim_and_counts_the_try(store: Store) {
     };
     assert_eq!(f.apply(&outcome, &decision).await, Applied::Applied);
     let t = target(&f.store, f.target).await;
+    // Pinned to the account, owned by no epoch until the account's next take.
     assert_eq!(
         (t.status, t.claimed_account_id, t.claim_epoch, t.in_doubt_tries, t.attempts),
-        (TargetStatus::Joining, Some(f.account), Some(f.epoch), 1, 1)
+        (TargetStatus::Joining, Some(f.account), None, 1, 1)
     );
     assert_eq!(t.next_run_at, Some(t0() + mins(1)));
     let a = account(&f.store, f.account).await;
@@ -684,8 +687,18 @@ async fn in_doubt_keeps_the_claim_and_counts_the_try(store: Store) {
         (a.status, a.next_allowed_action_time, a.last_action_at),
         (AccountStatus::Active, None, Some(t0()))
     );
-    // The retry under the same claim counts up again.
-    assert_eq!(f.apply(&outcome, &decision).await, Applied::Applied);
+    // The same decision written again under the same epoch (a retry after a lost commit
+    // reply) is stale: a decision is applied at most once per epoch.
+    assert_eq!(f.apply(&outcome, &decision).await, Applied::Stale);
+    assert_eq!(target(&f.store, f.target).await.in_doubt_tries, 1);
+    // The in-doubt retry takes the account again and counts up under its own epoch.
+    let epoch = lease_and_claim(&f.store, f.account, f.target).await;
+    let applied = f
+        .store
+        .apply_decision(f.target, f.account, epoch, &outcome, &decision, &attempt_at(t0()))
+        .await
+        .unwrap();
+    assert_eq!(applied, Applied::Applied);
     assert_eq!(target(&f.store, f.target).await.in_doubt_tries, 2);
     assert_eq!(f.store.attempts(Some(f.target), None).await.unwrap().len(), 2);
 }
@@ -724,7 +737,7 @@ async fn stale_epoch_writes_nothing(store: Store) {
     assert_eq!(f.apply(&outcome, &decision).await, Applied::Stale);
     let in_doubt = Decision {
         target: TargetChange::KeepClaim { run_at: t0() },
-        account: AccountChange::Disable { status: AccountStatus::Banned, reason: "x".into() },
+        account: AccountChange::Pace { until: t0() + mins(1) },
         next: Next::Done,
     };
     assert_eq!(
@@ -743,6 +756,129 @@ async fn stale_claim_writes_nothing(store: Store) {
     let (outcome, decision) = joined(t0() + mins(3));
     assert_eq!(f.apply(&outcome, &decision).await, Applied::Stale);
     assert_eq!(snapshot(&f.store).await, before, "account row must not move either");
+}
+
+fn flood_wait(seconds: u32, until: DateTime<Utc>) -> (JoinOutcome, Decision) {
+    let status = if seconds > 600 { AccountStatus::Cooldown } else { AccountStatus::FloodWait };
+    (
+        JoinOutcome::FloodWait { seconds },
+        Decision {
+            target: TargetChange::Requeue { run_at: until },
+            account: AccountChange::Wait { status, until, reason: format!("FLOOD_WAIT_{seconds}") },
+            next: Next::Reschedule { run_at: until, exclude_account: seconds > 600 },
+        },
+    )
+}
+
+async fn a_stale_attempt_still_records_telegrams_verdict_about_the_account(store: Store) {
+    let f = claimed(store).await;
+    // The claim was recovered meanwhile, then the 700 s answer arrives: the target and the
+    // attempt row stay as they are, the account still cools down for the whole wait.
+    assert!(f.store.release_claim(f.target, f.account, t0()).await.unwrap());
+    let target_before = target(&f.store, f.target).await;
+    let (outcome, decision) = flood_wait(700, t0() + Duration::seconds(700));
+    assert_eq!(f.apply(&outcome, &decision).await, Applied::Stale);
+    assert_eq!(target(&f.store, f.target).await, target_before);
+    assert!(f.store.attempts(None, None).await.unwrap().is_empty());
+    let a = account(&f.store, f.account).await;
+    assert_eq!(
+        (a.status, a.status_reason.as_deref(), a.next_allowed_action_time),
+        (AccountStatus::Cooldown, Some("FLOOD_WAIT_700"), Some(t0() + Duration::seconds(700)))
+    );
+    assert!(
+        f.store
+            .eligible_accounts("default", t0() + mins(5), &[], &LIMITS, 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Under a stale epoch as well (another process took the account): a ban is recorded.
+    let g = claimed_second(&f).await;
+    f.store.bump_lease_epoch(f.account).await.unwrap();
+    let ban = Decision {
+        target: TargetChange::Requeue { run_at: t0() },
+        account: AccountChange::Disable {
+            status: AccountStatus::Banned,
+            reason: "USER_DEACTIVATED_BAN".into(),
+        },
+        next: Next::Reschedule { run_at: t0(), exclude_account: true },
+    };
+    let banned = JoinOutcome::AccountBanned { code: "USER_DEACTIVATED_BAN".into() };
+    let applied =
+        f.store.apply_decision(g.0, f.account, g.1, &banned, &ban, &attempt_at(t0())).await;
+    assert_eq!(applied.unwrap(), Applied::Stale);
+    assert_eq!(target(&f.store, g.0).await.status, TargetStatus::Joining);
+    let a = account(&f.store, f.account).await;
+    assert_eq!(
+        (a.status, a.status_reason.as_deref()),
+        (AccountStatus::Banned, Some("USER_DEACTIVATED_BAN"))
+    );
+}
+
+async fn a_stale_verdict_only_lengthens_a_rest_and_only_worsens_a_status(store: Store) {
+    let a = accounts(&store, &["anna"], "default").await;
+    let id = a[0].id;
+    let wait = |status, secs: i64| AccountChange::Wait {
+        status,
+        until: t0() + Duration::seconds(secs),
+        reason: format!("FLOOD_WAIT_{secs}"),
+    };
+    let state = |store: Store| async move {
+        let a = account(&store, id).await;
+        (a.status, a.status_reason, a.next_allowed_action_time.map(|t| (t - t0()).num_seconds()))
+    };
+    let s = |st: AccountStatus, r: &str, secs: i64| (st, Some(r.to_owned()), Some(secs));
+
+    assert!(
+        store.record_account_verdict(id, &wait(AccountStatus::Cooldown, 900), t0()).await.unwrap()
+    );
+    assert_eq!(state(store.clone()).await, s(AccountStatus::Cooldown, "FLOOD_WAIT_900", 900));
+    // A shorter, milder wait changes nothing.
+    assert!(
+        !store
+            .record_account_verdict(id, &wait(AccountStatus::FloodWait, 300), t0())
+            .await
+            .unwrap()
+    );
+    assert_eq!(state(store.clone()).await, s(AccountStatus::Cooldown, "FLOOD_WAIT_900", 900));
+    // A longer mild wait lengthens the rest but keeps the worse status and its reason.
+    assert!(
+        store
+            .record_account_verdict(id, &wait(AccountStatus::FloodWait, 1200), t0())
+            .await
+            .unwrap()
+    );
+    assert_eq!(state(store.clone()).await, s(AccountStatus::Cooldown, "FLOOD_WAIT_900", 1200));
+    // Pacing is not a verdict.
+    let pace = AccountChange::Pace { until: t0() + Duration::hours(5) };
+    assert!(!store.record_account_verdict(id, &pace, t0()).await.unwrap());
+    // A newer ban is never undone by an older wait or a milder disable.
+    let disable = |status, reason: &str| AccountChange::Disable { status, reason: reason.into() };
+    assert!(
+        store
+            .record_account_verdict(
+                id,
+                &disable(AccountStatus::Banned, "USER_DEACTIVATED_BAN"),
+                t0()
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_account_verdict(
+                id,
+                &disable(AccountStatus::Unauthorized, "SESSION_REVOKED"),
+                t0()
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        store.record_account_verdict(id, &wait(AccountStatus::Cooldown, 5000), t0()).await.unwrap()
+    );
+    assert_eq!(state(store.clone()).await, s(AccountStatus::Banned, "USER_DEACTIVATED_BAN", 5000));
 }
 
 async fn binding_is_write_once(store: Store) {
