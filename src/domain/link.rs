@@ -71,12 +71,20 @@ impl TargetLink {
     }
 
     /// Builds a link from its stored parts (kind column + normalised link column).
+    ///
+    /// Only the two normalised forms are read, and not through [`parse`](Self::parse): `parse`
+    /// may come to refuse links it once accepted, and a row imported before must still load, so
+    /// that its attempts can end and be reported.
     pub fn from_stored(kind: LinkKind, normalised: &str) -> Result<Self, LinkError> {
-        let link = Self::parse(normalised)?;
-        if link.kind != kind {
-            return Err(LinkError::Unsupported(normalised.to_owned()));
+        let unsupported = || LinkError::Unsupported(normalised.to_owned());
+        match kind {
+            LinkKind::Username => {
+                Self::username(normalised.strip_prefix('@').ok_or_else(unsupported)?)
+            }
+            LinkKind::Invite => {
+                Self::invite(normalised.strip_prefix("t.me/+").ok_or_else(unsupported)?)
+            }
         }
-        Ok(link)
     }
 
     /// Parses any supported spelling of a Telegram group or channel link.
@@ -280,6 +288,15 @@ mod tests {
             let err = TargetLink::parse(input).expect_err(input).to_string();
             assert!(err.contains(needle), "{input:?}: {err:?} lacks {needle:?}");
         }
+    }
+
+    #[test]
+    fn a_stored_link_is_read_in_its_normalised_form_only() {
+        // A row imported before some kind of link was refused must stay readable.
+        let link = TargetLink::from_stored(LinkKind::Invite, "t.me/+380501234567").unwrap();
+        assert_eq!(link.value(), "380501234567");
+        assert!(TargetLink::from_stored(LinkKind::Username, "t.me/+380501234567").is_err());
+        assert!(TargetLink::from_stored(LinkKind::Invite, "https://t.me/+abc").is_err());
     }
 
     #[test]
