@@ -36,7 +36,8 @@
 //!   password exactly as they appear in its URL, and any other character would appear there
 //!   percent-encoded.
 //!
-//! Unknown fields are ignored, so files carrying extra SmartJoiner fields still load.
+//! Unknown fields are ignored, so files carrying extra SmartJoiner fields still load. A UTF-8
+//! byte order mark at the start of the file, as Windows editors write it, is skipped.
 //! `api_hash`, the session's auth key and the proxy password never appear in `Debug` or
 //! `Display` output, of the configuration or of any error.
 
@@ -173,6 +174,9 @@ impl AccountsConfig {
     fn parse_entries(
         text: &str,
     ) -> Result<(Vec<AccountConfig>, Vec<EntryError>), AccountsConfigError> {
+        // Windows editors (Notepad among them) save UTF-8 with a byte order mark, which JSON
+        // does not allow; it carries no meaning, so it is skipped.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let value: Value = serde_json::from_str(text).map_err(|e| AccountsConfigError::Json {
             line: e.line(),
             column: e.column(),
@@ -705,6 +709,18 @@ mod tests {
         f.as_object_mut().unwrap().remove("proxy");
         let config = AccountsConfig::parse(&Value::Array(vec![e, f]).to_string()).unwrap();
         assert!(config.iter().all(|a| a.proxy.is_none()));
+    }
+
+    #[test]
+    fn a_byte_order_mark_at_the_start_of_the_file_is_skipped() {
+        let config = AccountsConfig::parse(&format!("\u{feff}{}", valid_file())).unwrap();
+        assert_eq!(config.len(), 3);
+        assert!(AccountsConfig::parse("\u{feff}[]").unwrap().is_empty());
+        // Only at the start: anywhere else it is not JSON.
+        assert!(matches!(
+            AccountsConfig::parse("[\u{feff}]"),
+            Err(AccountsConfigError::Json { .. })
+        ));
     }
 
     #[test]
