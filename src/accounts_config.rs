@@ -21,7 +21,8 @@
 //! Rules, beyond the field types:
 //! - `session_name`: 1 to 64 ASCII letters, digits, `_`, `-` or `.` (not `.` or `..`), unique
 //!   in the file. It is the key of the account in the database.
-//! - `api_id`: a JSON integer from 1 to 2147483647 (not a quoted string).
+//! - `api_id`: an integer from 1 to 2147483647, as a JSON number or as a string of ASCII digits
+//!   (`"123456"`, as some tools write it; no sign, no spaces).
 //! - `api_hash`: exactly 32 lowercase hexadecimal characters, as my.telegram.org issues it.
 //!   SmartJoiner did not check it; we do, because it is only used to log in, so a mangled value
 //!   (a truncated paste, the api_id in the wrong field) would otherwise go unnoticed until the
@@ -377,10 +378,27 @@ fn parse_entry(index: usize, entry: &Value, errors: &mut Vec<EntryError>) -> Opt
                 None
             }
         },
+        // Some tools write the id quoted. Only plain digits are taken: anything else in a
+        // string may be another field pasted here (the api_hash, say), so it is not quoted back.
+        Some(Value::String(s)) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            match s.parse::<i32>() {
+                Ok(id) if id > 0 => Some(id),
+                _ => {
+                    fail(
+                        "api_id",
+                        "expected a positive integer below 2^31, found a string of digits \
+                         outside that range"
+                            .to_owned(),
+                    );
+                    None
+                }
+            }
+        }
         Some(Value::String(_)) => {
             fail(
                 "api_id",
-                "expected a positive integer, found a string (write the number without quotes)"
+                "expected a positive integer, found a string that is not one (only the digits \
+                 of the id, like 123456 or \"123456\")"
                     .to_owned(),
             );
             None
@@ -762,7 +780,7 @@ mod tests {
             { "session_name": "acc_2" },
             {
                 "session_name": "bad name!",
-                "api_id": "123",
+                "api_id": "12x",
                 "api_hash": API_HASH.to_uppercase(),
                 "string_session": format!("{}!{}", &session_string(3)[..10], &session_string(3)[11..]),
                 "proxy": "http://h:1"
@@ -784,7 +802,7 @@ mod tests {
             "entry 2 (session 'acc_2'): field api_hash: missing",
             "entry 2 (session 'acc_2'): field string_session: missing",
             "entry 3 (session 'bad name!'): field session_name: contains ' '",
-            "entry 3 (session 'bad name!'): field api_id: expected a positive integer, found a string",
+            "entry 3 (session 'bad name!'): field api_id: expected a positive integer, found a string that is not one",
             "entry 3 (session 'bad name!'): field api_hash: expected 32 lowercase hexadecimal characters",
             "entry 3 (session 'bad name!'): field string_session: bad base64 at byte 10",
             "entry 3 (session 'bad name!'): field proxy: unknown proxy scheme \"http\"",
@@ -820,6 +838,49 @@ mod tests {
             AccountsConfig::parse_lenient("{}").is_err(),
             "a broken file is still refused whole"
         );
+    }
+
+    #[test]
+    fn an_api_id_may_be_a_string_of_digits() {
+        for (written, id) in [("12345", 12345), ("2147483647", i32::MAX), ("007", 7)] {
+            let mut e = entry("acc", 1, Value::Null);
+            e["api_id"] = written.into();
+            let config = AccountsConfig::parse(&Value::Array(vec![e]).to_string())
+                .unwrap_or_else(|err| panic!("{written:?}: {err}"));
+            assert_eq!(config.get("acc").unwrap().api_id, id, "{written:?}");
+        }
+    }
+
+    #[test]
+    fn an_api_id_string_that_is_not_a_usable_id_is_refused_without_being_quoted() {
+        let cases = [
+            ("0", "outside that range"),
+            ("2147483648", "outside that range"),
+            ("99999999999999999999999", "outside that range"),
+            ("", "found a string that is not one"),
+            ("-5", "found a string that is not one"),
+            ("+5", "found a string that is not one"),
+            (" 5", "found a string that is not one"),
+            ("5.0", "found a string that is not one"),
+            ("12a", "found a string that is not one"),
+            (API_HASH, "found a string that is not one"),
+            (PROXY_PASSWORD, "found a string that is not one"),
+        ];
+        for (written, needle) in cases {
+            let mut e = entry("acc", 1, Value::Null);
+            e["api_id"] = written.into();
+            let errors = entry_errors(&Value::Array(vec![e]).to_string());
+            assert_eq!(errors.len(), 1, "{written:?}: {errors:?}");
+            let line = errors[0].to_string();
+            assert_eq!(errors[0].field, "api_id", "{written:?}");
+            assert!(line.contains(needle), "{written:?}: {line}");
+            // Shorter values may occur in the message by chance ("entry 0").
+            if written.len() >= 4 {
+                assert!(!line.contains(written), "{written:?} is quoted in {line}");
+            }
+            assert_no_secret(&line);
+            assert_no_secret(&format!("{:?}", errors[0]));
+        }
     }
 
     #[test]
