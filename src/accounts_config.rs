@@ -51,7 +51,7 @@
 //! `api_hash`, the session's auth key and the proxy password never appear in `Debug` or
 //! `Display` output, of the configuration or of any error.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -187,15 +187,19 @@ impl AccountsConfig {
     }
 
     /// See [`load_lenient`](Self::load_lenient).
+    ///
+    /// An entry whose `session_name` is itself unusable (empty, too long, a control character,
+    /// ...) is only reported: its name cannot be an account's key, in the database or anywhere.
     pub fn parse_lenient(text: &str) -> Result<(Self, Vec<EntryError>), AccountsConfigError> {
         match Self::parse_entries(text)? {
-            (accounts, errors) if errors.is_empty() => {
+            Entries { accounts, errors, .. } if errors.is_empty() => {
                 Ok((Self { accounts, rejected: HashMap::new() }, errors))
             }
-            (accounts, errors) => {
+            Entries { accounts, errors, bad_name } => {
                 let mut rejected = HashMap::new();
                 for e in &errors {
                     if let Some(name) = &e.session_name
+                        && !bad_name.contains(&e.index)
                         && !accounts.iter().any(|a| &a.session_name == name)
                     {
                         rejected
@@ -208,8 +212,9 @@ impl AccountsConfig {
         }
     }
 
-    /// Session names of every entry that has one: the loaded accounts, then those lenient
-    /// loading left out (they still get a database row, so their problem shows up there).
+    /// Session names of every entry that has a usable one: the loaded accounts, then those
+    /// lenient loading left out (they still get a database row, so their problem shows up
+    /// there).
     pub fn session_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.accounts.iter().map(|a| a.session_name.clone()).collect();
         let mut rejected: Vec<&String> = self.rejected.keys().collect();
@@ -226,17 +231,15 @@ impl AccountsConfig {
     /// Parses the text of an accounts file. Never panics, whatever the input.
     pub fn parse(text: &str) -> Result<Self, AccountsConfigError> {
         match Self::parse_entries(text)? {
-            (accounts, errors) if errors.is_empty() => {
+            Entries { accounts, errors, .. } if errors.is_empty() => {
                 Ok(Self { accounts, rejected: HashMap::new() })
             }
-            (_, errors) => Err(AccountsConfigError::Entries(errors)),
+            Entries { errors, .. } => Err(AccountsConfigError::Entries(errors)),
         }
     }
 
     /// Every valid entry and every problem of the others.
-    fn parse_entries(
-        text: &str,
-    ) -> Result<(Vec<AccountConfig>, Vec<EntryError>), AccountsConfigError> {
+    fn parse_entries(text: &str) -> Result<Entries, AccountsConfigError> {
         // Windows editors (Notepad among them) save UTF-8 with a byte order mark, which JSON
         // does not allow; it carries no meaning, so it is skipped.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -252,9 +255,13 @@ impl AccountsConfig {
         let mut errors = Vec::new();
         let mut accounts = Vec::with_capacity(entries.len());
         let mut first_index_of: HashMap<String, usize> = HashMap::new();
+        let mut bad_name = HashSet::new();
         for (index, entry) in entries.iter().enumerate() {
             let before = errors.len();
             let account = parse_entry(index, entry, &mut errors);
+            if errors[before..].iter().any(|e| e.field == "session_name") {
+                bad_name.insert(index);
+            }
             if let Some(account) = account {
                 if let Some(&first) = first_index_of.get(&account.session_name) {
                     errors.push(EntryError {
@@ -271,7 +278,7 @@ impl AccountsConfig {
                 }
             }
         }
-        Ok((accounts, errors))
+        Ok(Entries { accounts, errors, bad_name })
     }
 
     /// The account named `session_name`.
@@ -293,6 +300,16 @@ impl AccountsConfig {
     pub fn is_empty(&self) -> bool {
         self.accounts.is_empty()
     }
+}
+
+/// What [`AccountsConfig::parse_entries`] found.
+struct Entries {
+    /// The valid entries, in file order.
+    accounts: Vec<AccountConfig>,
+    /// Every problem of the other entries.
+    errors: Vec<EntryError>,
+    /// Positions of the entries whose `session_name` is itself invalid (a duplicate is not).
+    bad_name: HashSet<usize>,
 }
 
 impl<'a> IntoIterator for &'a AccountsConfig {
@@ -960,6 +977,29 @@ mod tests {
             assert_no_secret(&line);
             assert_no_secret(&format!("{:?}", errors[0]));
         }
+    }
+
+    #[test]
+    fn lenient_loading_gives_no_account_to_an_entry_whose_session_name_is_unusable() {
+        let long = "x".repeat(200);
+        let mut no_session = entry("no session", 4, Value::Null);
+        no_session["string_session"] = "".into();
+        let text = Value::Array(vec![
+            entry("acc_1", 1, Value::Null),
+            entry("", 2, Value::Null),
+            entry("nul\u{0}here", 3, Value::Null),
+            entry(&long, 5, Value::Null),
+            entry("bad/name", 6, Value::Null),
+            no_session,
+        ])
+        .to_string();
+        let (config, errors) = AccountsConfig::parse_lenient(&text).unwrap();
+        assert_eq!(errors.len(), 5, "each is still reported: {errors:#?}");
+        // A name cut for display must not become a key either.
+        assert_eq!(config.session_names(), ["acc_1", "no session"]);
+        assert!(config.rejection("").is_none());
+        assert!(config.rejection(&long[..128]).is_none());
+        assert!(config.rejection("no session").is_some());
     }
 
     #[test]
