@@ -112,7 +112,7 @@ pub async fn check_locks(
 ) -> Result<CheckLocks, AdminError> {
     let local = || CheckLocks {
         locks: Arc::new(LocalLocks::default()),
-        description: "in-process (no worker may run meanwhile)".to_owned(),
+        description: "in-process, behind the database hold every process respects".to_owned(),
     };
     if mode == LeaseMode::Local {
         return Ok(local());
@@ -205,7 +205,9 @@ impl fmt::Display for Verdict {
             Verdict::Waiting { status, until } => {
                 write!(f, "not checked: {status} until {}", until.format("%Y-%m-%d %H:%M:%S UTC"))
             }
-            Verdict::Busy => f.write_str("not checked: in use by a worker (lease held)"),
+            Verdict::Busy => {
+                f.write_str("not checked: in use by another process (a join or a check holds it)")
+            }
             Verdict::NoConfig => f.write_str("no entry in the accounts file"),
             Verdict::Unknown => {
                 f.write_str("no such account in the database (run `accounts sync`)")
@@ -230,8 +232,9 @@ fn waiting(account: &Account, now: DateTime<Utc>) -> Option<Verdict> {
 }
 
 /// Connects each selected account once, one at a time, and reports whether its session is
-/// authorised. An account is connected only while its lease is held (so never next to a
-/// worker's connection) and never inside a FloodWait or cooldown. Writes nothing.
+/// authorised. An account is connected only while its lease and its database hold are taken
+/// (so never next to a worker's or a `run`'s connection) and never inside a FloodWait or
+/// cooldown. Writes nothing but the hold.
 pub async fn check_accounts(
     store: &Store,
     config: &AccountsConfig,
@@ -271,31 +274,61 @@ async fn check_one(
     }
     let Some(entry) = config.get(&account.session_name) else { return Ok(Verdict::NoConfig) };
     let Some(lease) = locks.try_acquire(account.id).await? else { return Ok(Verdict::Busy) };
-    // A worker may have received a FloodWait between the listing and the lease.
-    let fresh = match store.account(account.id).await {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = locks.release(&lease).await;
-            return Err(e.into());
-        }
-    };
-    let verdict = match fresh.as_ref().and_then(|a| waiting(a, Utc::now())) {
-        Some(v) => v,
-        None => match tokio::time::timeout(timeout, telegram.connect(entry)).await {
-            Ok(Ok(session)) => {
-                if tokio::time::timeout(timeout, session.disconnect()).await.is_err() {
-                    tracing::warn!(account = %account.session_name, "disconnect timed out");
-                }
-                Verdict::Authorised
-            }
-            Ok(Err(ConnectError::Unauthorized(why))) => Verdict::NotAuthorised(why),
-            Ok(Err(ConnectError::Banned(why))) => Verdict::Banned(why),
-            Ok(Err(ConnectError::Failed(why))) => Verdict::Failed(why),
-            Err(_) => Verdict::Failed(format!("no answer within {timeout:?}")),
-        },
-    };
+    let verdict = check_held(store, entry, telegram, account, timeout).await;
     let _ = locks.release(&lease).await;
-    Ok(verdict)
+    verdict
+}
+
+/// The part of a check that runs under the lease: the database hold first (the one lock
+/// every process respects, so a `run` or a worker connected to the account is never joined
+/// by a second connection), then the connection, then the hold ends after the disconnect.
+async fn check_held(
+    store: &Store,
+    entry: &crate::accounts_config::AccountConfig,
+    telegram: &dyn Telegram,
+    account: &Account,
+    timeout: Duration,
+) -> Result<Verdict, AdminError> {
+    // Connect and disconnect each run under the timeout; the hold outlives both.
+    let hold_until = Utc::now()
+        + chrono::Duration::from_std(timeout.saturating_mul(3) + Duration::from_secs(5))
+            .unwrap_or(chrono::Duration::MAX);
+    let Some(epoch) = store.take_hold(account.id, Utc::now(), hold_until).await? else {
+        return Ok(Verdict::Busy);
+    };
+    // A worker may have received a FloodWait between the listing and the hold.
+    let fresh = store.account(account.id).await;
+    let verdict = match fresh {
+        Err(e) => Err(e.into()),
+        Ok(fresh) => Ok(match fresh.as_ref().and_then(|a| waiting(a, Utc::now())) {
+            Some(v) => v,
+            None => connect_once(entry, telegram, account, timeout).await,
+        }),
+    };
+    if let Err(e) = store.release_hold(account.id, epoch).await {
+        tracing::warn!(account = %account.session_name, error = %e, "hold release failed; it expires by itself");
+    }
+    verdict
+}
+
+async fn connect_once(
+    entry: &crate::accounts_config::AccountConfig,
+    telegram: &dyn Telegram,
+    account: &Account,
+    timeout: Duration,
+) -> Verdict {
+    match tokio::time::timeout(timeout, telegram.connect(entry)).await {
+        Ok(Ok(session)) => {
+            if tokio::time::timeout(timeout, session.disconnect()).await.is_err() {
+                tracing::warn!(account = %account.session_name, "disconnect timed out");
+            }
+            Verdict::Authorised
+        }
+        Ok(Err(ConnectError::Unauthorized(why))) => Verdict::NotAuthorised(why),
+        Ok(Err(ConnectError::Banned(why))) => Verdict::Banned(why),
+        Ok(Err(ConnectError::Failed(why))) => Verdict::Failed(why),
+        Err(_) => Verdict::Failed(format!("no answer within {timeout:?}")),
+    }
 }
 
 #[cfg(test)]

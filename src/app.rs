@@ -49,6 +49,12 @@ impl RedisArgs {
     }
 }
 
+/// A session name as it is printed: control and invisible characters escaped (names are keys
+/// an operator wrote; see [`crate::accounts_config::display_name`]).
+pub fn shown(name: &str) -> String {
+    crate::accounts_config::display_name(name).to_string()
+}
+
 /// Parses a human duration (`500ms`, `90s`, `10m`, `24h`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))

@@ -28,6 +28,8 @@ pub const PICK_CANDIDATES: u64 = 4;
 const PICK_ROUNDS: usize = 4;
 /// A hold outlives the longest job (three calls under the call timeout) by this much.
 const HOLD_MARGIN: Duration = Duration::from_secs(5);
+/// When a target pinned to an account this process cannot connect is looked at again.
+const NOT_HERE_RETRY: Duration = Duration::from_secs(600);
 /// How long a decision that the database refused for a moment is tried again.
 const DECISION_RETRY_FOR: Duration = Duration::from_secs(10);
 /// When every eligible account is leased by others, look again after this long.
@@ -61,6 +63,8 @@ pub enum Settled {
     GivenBack,
     /// Our lease epoch was stale: nothing was written.
     Stale,
+    /// Pinned to an account this process has no valid config entry for: left pinned.
+    AccountNotHere,
 }
 
 /// An account taken for one attempt: its Redis lease, its fencing epoch, and when.
@@ -93,11 +97,39 @@ pub struct JoinDeps {
 #[derive(Clone)]
 pub struct JoinService {
     deps: Arc<JoinDeps>,
+    /// Accounts of the database this process has no valid config entry for: never eligible
+    /// here, and their status is left alone (a local problem is not Telegram's verdict).
+    unconfigured: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
 }
 
 impl JoinService {
     pub fn new(deps: JoinDeps) -> Self {
-        Self { deps: Arc::new(deps) }
+        Self { deps: Arc::new(deps), unconfigured: Arc::default() }
+    }
+
+    fn unconfigured(&self) -> Vec<i64> {
+        self.unconfigured.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect()
+    }
+
+    /// Whether this process can connect `account`; the first time it cannot, says why once.
+    fn configured(&self, account: &Account) -> bool {
+        let d = &*self.deps;
+        if d.accounts.get(&account.session_name).is_some() {
+            return true;
+        }
+        let first = self.unconfigured.lock().unwrap_or_else(|p| p.into_inner()).insert(account.id);
+        if first {
+            let name = crate::accounts_config::display_name(&account.session_name);
+            match d.accounts.rejection(&account.session_name) {
+                Some(problem) => {
+                    warn!(account = %name, "account not used by this process: its entry in the accounts file is invalid: {problem}")
+                }
+                None => {
+                    warn!(account = %name, "account not used by this process: the accounts file has no entry for it")
+                }
+            }
+        }
+        false
     }
 
     pub fn store(&self) -> &Store {
@@ -144,8 +176,9 @@ impl JoinService {
         let d = &*self.deps;
         // Accounts other jobs took between our pick and our lease are left out of the next
         // pick, so a crowd of jobs spreads over the pool instead of waiting for the first few.
-        let mut tried = job.excluded_accounts.clone();
-        let excluded = tried.len();
+        let mut not_here = job.excluded_accounts.clone();
+        not_here.extend(self.unconfigured());
+        let mut tried = not_here.clone();
         for _ in 0..PICK_ROUNDS {
             let candidates = d
                 .store
@@ -155,6 +188,11 @@ impl JoinService {
                 break;
             }
             for account in candidates {
+                if !self.configured(&account) {
+                    not_here.push(account.id);
+                    tried.push(account.id);
+                    continue;
+                }
                 // 3. Lease it; a busy or no-longer-eligible account means: next candidate.
                 match self.take(&account, target).await? {
                     Taken::Yes(held) => {
@@ -165,7 +203,7 @@ impl JoinService {
                 }
             }
         }
-        let any_candidate = tried.len() > excluded;
+        let any_candidate = tried.len() > not_here.len();
         let retry_at = now + chrono::Duration::from_std(BUSY_RETRY).unwrap_or_default();
         // Eligible accounts exist, other jobs took them first: look again shortly.
         let earliest = if any_candidate {
@@ -174,8 +212,7 @@ impl JoinService {
             // Nobody free now: wait for the earliest account, or give the target back. An
             // account mid-join is expected back after the shortest pause a decision writes.
             let held_rest = d.pacing.join_pause_min.min(d.pacing.error_pause);
-            let excluded = &job.excluded_accounts;
-            d.store.earliest_eligible_at(&job.pool, now, excluded, &d.limits, held_rest).await?
+            d.store.earliest_eligible_at(&job.pool, now, &not_here, &d.limits, held_rest).await?
         };
         match earliest {
             Some(at) => {
@@ -212,6 +249,14 @@ impl JoinService {
         if let Some(at) = account.next_allowed_action_time.filter(|t| *t > now) {
             d.store.touch_next_run(&[target.id], at).await?;
             return Ok(ExecutionOutcome::Reschedule { job: job.clone(), run_at: at });
+        }
+        if !self.configured(&account) {
+            // Pinned to an account this process cannot connect: it stays pinned, for a process
+            // that has the account's entry (the producer recovers it once it is overdue, `run`
+            // takes it as a leftover next time).
+            let later = now + chrono::Duration::from_std(NOT_HERE_RETRY).unwrap_or_default();
+            d.store.touch_next_run(&[target.id], later).await?;
+            return Ok(ExecutionOutcome::Done(Settled::AccountNotHere));
         }
         // A claim without a recorded in-doubt answer is a crash mid-join: in doubt as well.
         let previous = u32::try_from(target.in_doubt_tries).unwrap_or(0).max(1);
@@ -354,14 +399,9 @@ impl JoinService {
     async fn call_telegram(&self, account: &Account, target: &Target) -> JoinOutcome {
         let d = &*self.deps;
         let Some(config) = d.accounts.get(&account.session_name) else {
-            let reason = match d.accounts.rejection(&account.session_name) {
-                Some(problem) => {
-                    format!("Account config invalid: {}: {problem}", account.session_name)
-                }
-                None => format!("Account config not found: {}", account.session_name),
-            };
-            warn!("{reason}");
-            return ConnectError::Unauthorized(reason).into_outcome();
+            // Checked before the take; a local problem is never recorded as Telegram's verdict.
+            let reason = "no valid entry in this process's accounts file".to_owned();
+            return ConnectError::Failed(reason).into_outcome();
         };
         let session = match tokio::time::timeout(d.call_timeout, d.telegram.connect(config)).await {
             Ok(Ok(session)) => session,

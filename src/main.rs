@@ -99,9 +99,13 @@ enum AccountsAction {
     /// Make the database know every account of accounts_config.json (one transaction); report
     /// what was added, moved to the pool, and database rows the file lacks.
     Sync {
-        /// Pool new accounts join (and listed accounts move to).
+        /// Pool new accounts join.
         #[arg(long, env = "POOL", default_value = "default", value_parser = non_empty)]
         pool: String,
+        /// Also move accounts of the file that are in another pool to this one (each move is
+        /// reported). Without it they stay where they are.
+        #[arg(long = "move")]
+        move_existing: bool,
     },
     /// List accounts and their state.
     List {
@@ -269,9 +273,34 @@ async fn run_batch(
     max_wait: Duration,
     telegram: &TelegramArgs,
 ) -> anyhow::Result<()> {
-    let accounts = app::load_accounts_for_running(&settings.accounts_config)?;
+    // The whole file is validated before anything is written (as `accounts sync` does).
+    let accounts = AccountsConfig::load(&settings.accounts_config)?;
     let store = open_store(settings).await?;
-    store.sync_accounts(&accounts.session_names(), pool).await?;
+    // New accounts join the pool; known ones stay in theirs (moving is `accounts sync --move`).
+    let names = accounts.session_names();
+    let sync = store.sync_accounts_with(&names, pool, false).await?;
+    for name in &sync.repaired {
+        tracing::info!(account = %app::shown(name), "account made active again: it was marked unauthorized only for a missing config entry");
+    }
+    if !sync.in_other_pools.is_empty() {
+        let in_pool = names.len() - sync.in_other_pools.len();
+        let mut pools: Vec<&str> = sync.in_other_pools.iter().map(|(_, p)| p.as_str()).collect();
+        pools.sort_unstable();
+        pools.dedup();
+        if in_pool == 0 {
+            bail!(
+                "pool {pool:?} has none of the {} accounts of {}; they are in pool(s) {} (pass --pool, or move them with `smart-joiner accounts sync --pool {pool} --move`)",
+                names.len(),
+                settings.accounts_config.display(),
+                pools.join(", ")
+            );
+        }
+        tracing::warn!(
+            "{} accounts of the file are in other pools ({}) and are not used by this run",
+            sync.in_other_pools.len(),
+            pools.join(", ")
+        );
+    }
     let telegram = app::telegram(telegram, settings)?;
     let service = app::join_service(
         settings,
@@ -335,10 +364,10 @@ async fn migrate(settings: &Settings, action: MigrateAction, out: Out) -> anyhow
 async fn accounts(settings: &Settings, action: AccountsAction, out: Out) -> anyhow::Result<()> {
     let store = open_store(settings).await?;
     match action {
-        AccountsAction::Sync { pool } => {
+        AccountsAction::Sync { pool, move_existing } => {
             let accounts = AccountsConfig::load(&settings.accounts_config)?;
             let names: Vec<String> = accounts.iter().map(|a| a.session_name.clone()).collect();
-            let report = store.sync_accounts(&names, &pool).await?;
+            let report = store.sync_accounts_with(&names, &pool, move_existing).await?;
             if out.json {
                 out.json(json!({
                     "pool": pool,
@@ -346,24 +375,44 @@ async fn accounts(settings: &Settings, action: AccountsAction, out: Out) -> anyh
                     "added": report.added,
                     "moved_to_pool": report.moved_pool,
                     "in_database_not_in_file": report.missing_from_config,
+                    "in_other_pools": report.in_other_pools.iter().map(|(n, p)| json!({ "session_name": n, "pool": p })).collect::<Vec<_>>(),
+                    "repaired": report.repaired,
                 }));
             } else {
                 println!(
-                    "{} accounts in {}: added {}, moved to pool {pool} {}, unchanged {}",
+                    "{} accounts in {}: added {}, moved to pool {pool} {}, left in other pools {}, repaired {}, unchanged {}",
                     names.len(),
                     settings.accounts_config.display(),
                     report.added.len(),
                     report.moved_pool.len(),
-                    names.len() - report.added.len() - report.moved_pool.len(),
+                    report.in_other_pools.len(),
+                    report.repaired.len(),
+                    names.len()
+                        - report.added.len()
+                        - report.moved_pool.len()
+                        - report.in_other_pools.len(),
                 );
+                let shown = app::shown;
                 for name in &report.added {
-                    println!("  added: {name}");
+                    println!("  added: {}", shown(name));
                 }
                 for name in &report.moved_pool {
-                    println!("  moved to pool {pool}: {name}");
+                    println!("  moved to pool {pool}: {}", shown(name));
+                }
+                for (name, other) in &report.in_other_pools {
+                    println!(
+                        "  in pool {other}, not moved (pass --move to move it): {}",
+                        shown(name)
+                    );
+                }
+                for name in &report.repaired {
+                    println!(
+                        "  made active again (was unauthorized only for a missing config entry): {}",
+                        shown(name)
+                    );
                 }
                 for name in &report.missing_from_config {
-                    println!("  in the database but not in the file (kept): {name}");
+                    println!("  in the database but not in the file (kept): {}", shown(name));
                 }
             }
         }
@@ -389,7 +438,7 @@ async fn accounts(settings: &Settings, action: AccountsAction, out: Out) -> anyh
                 let mut t = Table::new(&["account", "pool", "status", "next action", "reason"]);
                 for a in list {
                     t.row(vec![
-                        a.session_name.into(),
+                        app::shown(&a.session_name).into(),
                         a.pool.into(),
                         Cell::colored(a.status.as_str(), account_color(a.status)),
                         when(a.next_allowed_action_time, now).into(),
@@ -419,7 +468,7 @@ async fn accounts(settings: &Settings, action: AccountsAction, out: Out) -> anyh
                 let mut t = Table::new(&["account", "result", "detail"]);
                 for r in &results {
                     t.row(vec![
-                        r.session_name.clone().into(),
+                        app::shown(&r.session_name).into(),
                         Cell::colored(r.verdict.kind(), r.verdict.color()),
                         r.verdict.to_string().into(),
                     ]);

@@ -236,7 +236,7 @@ impl StatusReport {
         for a in &self.accounts {
             let acc = &a.account;
             t.row(vec![
-                acc.session_name.clone().into(),
+                crate::accounts_config::display_name(&acc.session_name).to_string().into(),
                 acc.pool.clone().into(),
                 Cell::colored(acc.status.as_str(), account_color(acc.status)),
                 when(acc.next_allowed_action_time, self.now).into(),

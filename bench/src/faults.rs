@@ -53,6 +53,9 @@ pub struct FaultArgs {
     /// Keep the database and the work directory (logs) for inspection.
     #[arg(long)]
     pub keep: bool,
+    /// Run this many times in a row, stopping at the first run with a violation.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
 }
 
 impl FaultArgs {
@@ -198,7 +201,26 @@ impl Workers {
     }
 }
 
-pub async fn run(mut args: FaultArgs) -> anyhow::Result<bool> {
+pub async fn run(args: FaultArgs) -> anyhow::Result<bool> {
+    let repeat = args.repeat;
+    for i in 1..=repeat {
+        if repeat > 1 {
+            eprintln!("faults: run {i} of {repeat}");
+        }
+        if !run_once(args.clone()).await? {
+            if repeat > 1 {
+                eprintln!("faults: run {i} of {repeat} found violations; stopping");
+            }
+            return Ok(false);
+        }
+    }
+    if repeat > 1 {
+        eprintln!("faults: {repeat} runs in a row, no violation");
+    }
+    Ok(true)
+}
+
+async fn run_once(mut args: FaultArgs) -> anyhow::Result<bool> {
     args.apply_preset();
     let started = Instant::now();
     let bin_dir = env::bin_dir(args.bin_dir.as_deref())?;
@@ -259,6 +281,8 @@ pub async fn run(mut args: FaultArgs) -> anyhow::Result<bool> {
     let recover_after = format!("{}ms", (args.lease_ttl * 2).as_millis());
     let batch = (args.targets as u64 / 10).max(50);
     let mut injected = Injected::default();
+    // When each SIGKILL landed, on tgsim's clock.
+    let mut kills: Vec<Duration> = Vec::new();
     let mut pauses: Vec<(Duration, Duration)> = Vec::new();
     let mut rng = rand::rng();
     let fault_end = Instant::now() + args.fault_phase;
@@ -292,6 +316,7 @@ pub async fn run(mut args: FaultArgs) -> anyhow::Result<bool> {
                     let _ = workers.procs[w].wait();
                     workers.spawn(w)?;
                     injected.sigkill += 1;
+                    kills.push(tg_started.elapsed());
                 }
                 1 if !workers.is_stopped(w) => {
                     env::signal(workers.procs[w].id(), "STOP");
@@ -367,9 +392,33 @@ pub async fn run(mut args: FaultArgs) -> anyhow::Result<bool> {
 
     let violations = server.violations();
     let (mut tg_flood, mut tg_dup, mut tg_dup_paused, mut tg_pause) = (0, 0, 0, 0);
+    let mut tg_flood_unrecordable = 0;
+    let tg_start_wall = now - chrono::Duration::from_std(tg_started.elapsed()).unwrap_or_default();
     for v in &violations {
         match v {
-            Violation::RequestDuringFloodWait { .. } => tg_flood += 1,
+            Violation::RequestDuringFloodWait { account, at, remaining, .. } => {
+                match flood_lost_with_a_kill(
+                    &server,
+                    &store,
+                    account,
+                    *at,
+                    *remaining,
+                    &kills,
+                    tg_start_wall,
+                )
+                .await
+                {
+                    Some(grant) => {
+                        tg_flood_unrecordable += 1;
+                        eprintln!(
+                            "faults: {account}'s FloodWait at {:.3}s was answered to a worker SIGKILLed {:.0} ms later, before it could record it; the next connection met it (not counted as a violation)",
+                            grant.0.as_secs_f64(),
+                            grant.1.as_secs_f64() * 1e3
+                        );
+                    }
+                    None => tg_flood += 1,
+                }
+            }
             Violation::DuplicateConnection { at, .. } => {
                 tg_dup += 1;
                 let slack = Duration::from_secs(1);
@@ -421,7 +470,7 @@ pub async fn run(mut args: FaultArgs) -> anyhow::Result<bool> {
     let status_text: Vec<String> = by_status.iter().map(|(s, n)| format!("{s} {n}")).collect();
     let tg_text: Vec<String> = tg_faults.iter().map(|(k, n)| format!("{k} {n}")).collect();
     println!(
-        "faults: targets {} ({}; {} waiting on a long cooldown), attempts {}; faults injected: sigkill {}, sigstop {}, redis wipe {}, pg terminate {} ({} backends), {}; violations: inv1 binding {}, inv2 flood_wait {}, inv3 one_connection {} ({} while a worker was SIGSTOPped), inv4 lost {}, inv5 pacing {}, inv6 fencing {}; {:.0} s",
+        "faults: targets {} ({}; {} waiting on a long cooldown), attempts {}; faults injected: sigkill {}, sigstop {}, redis wipe {}, pg terminate {} ({} backends), {}; violations: inv1 binding {}, inv2 flood_wait {} ({} more answered to a worker killed before it could record them), inv3 one_connection {} ({} while a worker was SIGSTOPped), inv4 lost {}, inv5 pacing {}, inv6 fencing {}; {:.0} s",
         targets.len(),
         status_text.join(", "),
         waiting.len(),
@@ -434,6 +483,7 @@ pub async fn run(mut args: FaultArgs) -> anyhow::Result<bool> {
         tg_text.join(", "),
         inv[0],
         inv[1],
+        tg_flood_unrecordable,
         inv[2],
         tg_dup_paused,
         inv[3],
@@ -463,7 +513,6 @@ pub async fn run(mut args: FaultArgs) -> anyhow::Result<bool> {
     for v in violations.iter().take(20) {
         eprintln!("  tgsim violation: {v:?}");
     }
-    let tg_start_wall = now - chrono::Duration::from_std(tg_started.elapsed()).unwrap_or_default();
     let flagged = flagged_accounts(&violations, &report, &store).await;
     for account in flagged.iter().take(5) {
         explain_account(account, &violations, &server, &store, tg_start_wall, work.path()).await;
@@ -477,6 +526,39 @@ pub async fn run(mut args: FaultArgs) -> anyhow::Result<bool> {
         db.drop_db().await;
     }
     Ok(clean)
+}
+
+/// A FloodWait the account met again only because the worker it was answered to was SIGKILLed
+/// before it could write it down: tgsim answered it (the grant that started the window the
+/// violating request fell into), a SIGKILL landed within a second after, and no attempt row
+/// records a wait of that length near that moment. Telegram's answer died with the process; no
+/// code in another process can know it, and the next connection hears it again at its first
+/// request (and records it). Returns (when it was granted, how long before the kill).
+async fn flood_lost_with_a_kill(
+    server: &Server,
+    store: &smart_joiner::store::Store,
+    account: &str,
+    at: Duration,
+    remaining: Duration,
+    kills: &[Duration],
+    tg_start: chrono::DateTime<chrono::Utc>,
+) -> Option<(Duration, Duration)> {
+    let window_end = at + remaining;
+    let grant = server.requests_of(account).into_iter().rev().find_map(|r| {
+        let Outcome::RpcError { message, .. } = &r.outcome else { return None };
+        let secs: u64 = message.strip_prefix("FLOOD_WAIT_")?.parse().ok()?;
+        let end = r.at + Duration::from_secs(secs);
+        (r.at < at && end.abs_diff(window_end) <= Duration::from_secs(2)).then_some((r.at, secs))
+    })?;
+    let kill = kills.iter().find(|k| **k >= grant.0 && **k <= grant.0 + Duration::from_secs(1))?;
+    let row = store.accounts(None).await.ok()?.into_iter().find(|a| a.session_name == account)?;
+    let granted_wall = tg_start + chrono::Duration::from_std(grant.0).ok()?;
+    let recorded = store.attempts(None, Some(row.id)).await.ok()?.iter().any(|a| {
+        a.flood_wait_seconds
+            .is_some_and(|s| u64::try_from(s).is_ok_and(|s| s.abs_diff(grant.1) <= 1))
+            && (a.finished_at - granted_wall).num_milliseconds().abs() <= 2_000
+    });
+    (!recorded).then_some((grant.0, *kill - grant.0))
 }
 
 /// Session names of the accounts any violation names (tgsim's, then the database checks').

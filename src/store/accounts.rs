@@ -22,6 +22,11 @@ use crate::domain::AccountStatus;
 /// The window of the daily join cap.
 const DAY: Duration = Duration::hours(24);
 
+/// Reasons earlier versions wrote when the running process had no valid entry for an account.
+fn is_local_config_reason(reason: &str) -> bool {
+    reason.starts_with("Account config not found") || reason.starts_with("Account config invalid")
+}
+
 /// Statuses that may work without an operator (their wait, if any, ends by itself).
 fn working_statuses() -> Vec<&'static str> {
     AccountStatus::ALL.iter().filter(|s| s.can_work()).map(|s| s.as_str()).collect()
@@ -219,11 +224,25 @@ impl Store {
     /// Makes the accounts table know every session of the configuration file: missing ones
     /// are inserted as active accounts of `pool`, known ones are moved to `pool`. Nothing is
     /// deleted (attempts and bindings refer to accounts); the report lists rows the file no
-    /// longer has.
+    /// longer has. See [`sync_accounts_with`](Self::sync_accounts_with).
     pub async fn sync_accounts(
         &self,
         session_names: &[String],
         pool: &str,
+    ) -> Result<SyncReport, StoreError> {
+        self.sync_accounts_with(session_names, pool, true).await
+    }
+
+    /// [`sync_accounts`](Self::sync_accounts), moving known accounts of another pool to `pool`
+    /// only when `move_existing` (an operator's explicit choice); otherwise they stay where they
+    /// are and the report lists them. Either way, accounts that earlier versions marked
+    /// `unauthorized` only because the running process had no valid entry for them (a local
+    /// problem, not Telegram's verdict) are made active again: the file has them now.
+    pub async fn sync_accounts_with(
+        &self,
+        session_names: &[String],
+        pool: &str,
+        move_existing: bool,
     ) -> Result<SyncReport, StoreError> {
         // In the file's order, each name once.
         let mut wanted: Vec<&str> = Vec::with_capacity(session_names.len());
@@ -243,8 +262,19 @@ impl Store {
         for name in &wanted {
             match known.get(*name) {
                 None => report.added.push((*name).to_owned()),
-                Some(a) if a.pool != pool => report.moved_pool.push((*name).to_owned()),
+                Some(a) if a.pool != pool && move_existing => {
+                    report.moved_pool.push((*name).to_owned())
+                }
+                Some(a) if a.pool != pool => {
+                    report.in_other_pools.push(((*name).to_owned(), a.pool.clone()))
+                }
                 Some(_) => {}
+            }
+            if let Some(a) = known.get(*name)
+                && a.status == AccountStatus::Unauthorized.as_str()
+                && a.status_reason.as_deref().is_some_and(is_local_config_reason)
+            {
+                report.repaired.push((*name).to_owned());
             }
         }
         report.missing_from_config = existing
@@ -272,8 +302,42 @@ impl Store {
                 .exec(&txn)
                 .await?;
         }
+        for chunk in report.repaired.chunks(super::CHUNK) {
+            accounts::Entity::update_many()
+                .col_expr(accounts::Column::Status, Expr::val(AccountStatus::Active.as_str()))
+                .col_expr(accounts::Column::StatusReason, Expr::val(None::<String>))
+                .col_expr(accounts::Column::UpdatedAt, Expr::val(now))
+                .filter(accounts::Column::SessionName.is_in(chunk.iter().cloned()))
+                .filter(accounts::Column::Status.eq(AccountStatus::Unauthorized.as_str()))
+                .exec(&txn)
+                .await?;
+        }
         txn.commit().await?;
         Ok(report)
+    }
+
+    /// Takes the account's hold for a connection that is not a join (`accounts check`): one
+    /// conditional update that succeeds only when no other process holds the account, bumps
+    /// the epoch and sets `held_until`. `None` when the account is held elsewhere or unknown.
+    /// End it with [`release_hold`](Self::release_hold).
+    pub async fn take_hold(
+        &self,
+        account_id: i64,
+        now: DateTime<Utc>,
+        hold_until: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError> {
+        let taken = accounts::Entity::update_many()
+            .col_expr(accounts::Column::LeaseEpoch, Expr::col(accounts::Column::LeaseEpoch).add(1))
+            .col_expr(accounts::Column::HeldUntil, Expr::val(hold_until))
+            .filter(accounts::Column::Id.eq(account_id))
+            .filter(
+                Condition::any()
+                    .add(accounts::Column::HeldUntil.is_null())
+                    .add(accounts::Column::HeldUntil.lte(now)),
+            )
+            .exec_with_returning(&self.db)
+            .await?;
+        Ok(taken.first().map(|a| a.lease_epoch))
     }
 
     pub async fn account(&self, id: i64) -> Result<Option<Account>, StoreError> {

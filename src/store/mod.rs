@@ -137,6 +137,11 @@ pub struct SyncReport {
     pub moved_pool: Vec<String>,
     /// Accounts in the database whose session name is not in the configuration (kept).
     pub missing_from_config: Vec<String>,
+    /// Accounts of the file that belong to another pool and were left there: (name, pool).
+    pub in_other_pools: Vec<(String, String)>,
+    /// Accounts of the file made active again: an earlier version had marked them
+    /// `unauthorized` only because its process had no valid entry for them.
+    pub repaired: Vec<String>,
 }
 
 /// What [`Store::import_targets`] did.
