@@ -371,7 +371,18 @@ impl JoinService {
 
         // 6. Decide and write, fenced by the epoch.
         let jitter: f64 = rand::rng().random();
-        let ctx = DecideCtx { pacing: &d.pacing, now: finished_at, jitter, previous_in_doubt };
+        let connect_failures = if previous_in_doubt > 0 {
+            u32::try_from(target.attempts - target.in_doubt_tries).unwrap_or(0)
+        } else {
+            0
+        };
+        let ctx = DecideCtx {
+            pacing: &d.pacing,
+            now: finished_at,
+            jitter,
+            previous_in_doubt,
+            connect_failures,
+        };
         let decision = decide(&outcome, &ctx);
         let attempt = Attempt { started_at, finished_at, worker: d.worker_name.clone() };
         match self.write_decision(target, account, epoch, &outcome, &decision, &attempt).await? {
@@ -532,7 +543,7 @@ fn finished_status(decision: &Decision) -> TargetStatus {
         Requested => TargetStatus::Requested,
         Fail { status, .. } => *status,
         Requeue { .. } => TargetStatus::Queued,
-        KeepClaim { .. } => TargetStatus::Joining,
+        KeepClaim { .. } | AwaitAccount { .. } => TargetStatus::Joining,
     }
 }
 
@@ -553,6 +564,9 @@ fn log_decision(account: &str, target: &Target, outcome: &JoinOutcome, decision:
         }
         KeepClaim { run_at } => {
             warn!(account, target = %target.link, outcome = %outcome, "{} in doubt, retry with {account} at {run_at}", target.link)
+        }
+        AwaitAccount { run_at } => {
+            warn!(account, target = %target.link, outcome = %outcome, "{} waits for {account} until {run_at}: {outcome}", target.link)
         }
     }
 }

@@ -62,6 +62,8 @@ pub struct DecideCtx<'a> {
     /// In-doubt answers this target already had under its current claim. Non-zero means this
     /// attempt is an in-doubt retry, pinned to the claimed account.
     pub previous_in_doubt: u32,
+    /// Connects that already failed on this pinned retry (the backoff of the next wait).
+    pub connect_failures: u32,
 }
 
 /// The whole effect of one answer, applied in one fenced transaction.
@@ -84,6 +86,9 @@ pub enum TargetChange {
     Fail { status: TargetStatus, code: String, message: String },
     /// In doubt: stays `joining` with its claim, retried by the same account at `run_at`.
     KeepClaim { run_at: DateTime<Utc> },
+    /// An in-doubt retry whose account could not even connect: nothing was sent, so the try
+    /// does not count; stays `joining`, pinned, and waits for its account until `run_at`.
+    AwaitAccount { run_at: DateTime<Utc> },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -238,7 +243,17 @@ pub fn decide(outcome: &JoinOutcome, ctx: &DecideCtx<'_>) -> Decision {
         }
         // Nothing reached Telegram: a fresh target may move on; a pinned one must not, and the
         // failure counts towards its in-doubt limit so a dead account cannot hold it forever.
-        JoinOutcome::ConnectFailed { reason } if pinned => in_doubt(reason),
+        // Nothing reached Telegram: the pin and the budget of in-doubt tries stay, and the
+        // target waits for its account, longer after each failure (an outage, a dead proxy).
+        JoinOutcome::ConnectFailed { .. } if pinned => {
+            let backoff = p.error_pause.saturating_mul(1 << ctx.connect_failures.min(4));
+            let run_at = plus(now, backoff);
+            Decision {
+                target: TargetChange::AwaitAccount { run_at },
+                account: error_pace,
+                next: Next::RetrySameAccount { run_at },
+            }
+        }
         JoinOutcome::ConnectFailed { .. } => requeue_elsewhere(error_pace),
         JoinOutcome::InDoubt { reason } => in_doubt(reason),
     }
@@ -260,7 +275,14 @@ mod tests {
 
     fn decide_with(outcome: JoinOutcome, previous_in_doubt: u32) -> Decision {
         let pacing = Pacing::default();
-        decide(&outcome, &DecideCtx { pacing: &pacing, now: now(), jitter: 0.5, previous_in_doubt })
+        let ctx = DecideCtx {
+            pacing: &pacing,
+            now: now(),
+            jitter: 0.5,
+            previous_in_doubt,
+            connect_failures: 0,
+        };
+        decide(&outcome, &ctx)
     }
 
     #[track_caller]
@@ -487,14 +509,33 @@ mod tests {
         let slow = decide_with(JoinOutcome::SlowmodeWait { seconds: 5 }, 1);
         assert_eq!(slow.next, Next::RetrySameAccount { run_at: at(5) });
 
-        let connect = decide_with(JoinOutcome::ConnectFailed { reason: s("refused") }, 1);
-        assert_eq!(connect.next, Next::RetrySameAccount { run_at: at(450) });
+        // A connect that failed sent nothing: no try is counted, even at the last one.
         let last = decide_with(JoinOutcome::ConnectFailed { reason: s("refused") }, 2);
-        assert!(matches!(last.target, TargetChange::Fail { .. }));
+        assert_eq!(last.target, TargetChange::AwaitAccount { run_at: at(60) });
+        assert_eq!(last.next, Next::RetrySameAccount { run_at: at(60) });
 
         // A long wait releases the pin: the account is out for long.
         let long = decide_with(JoinOutcome::FloodWait { seconds: 601 }, 1);
         assert_eq!(long.next, elsewhere());
+    }
+
+    #[test]
+    fn a_pinned_account_that_cannot_connect_is_waited_for_longer_each_time() {
+        let pacing = Pacing::default();
+        let wait = |failures| {
+            let ctx = DecideCtx {
+                pacing: &pacing,
+                now: now(),
+                jitter: 0.5,
+                previous_in_doubt: 1,
+                connect_failures: failures,
+            };
+            match decide(&JoinOutcome::ConnectFailed { reason: s("refused") }, &ctx).target {
+                TargetChange::AwaitAccount { run_at } => (run_at - now()).num_seconds(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!([wait(0), wait(1), wait(2), wait(4), wait(9)], [60, 120, 240, 960, 960]);
     }
 
     #[test]

@@ -344,6 +344,9 @@ fn target_change(
             (C::InDoubtTries, Expr::col(C::InDoubtTries).add(1)),
             (C::ClaimEpoch, Expr::val(None::<i64>)),
         ],
+        TargetChange::AwaitAccount { run_at } => {
+            vec![(C::NextRunAt, Expr::val(*run_at)), (C::ClaimEpoch, Expr::val(None::<i64>))]
+        }
     })
 }
 

@@ -26,7 +26,8 @@ on_both_backends!(
     a_leased_account_is_skipped_for_the_next_one,
     a_target_no_account_can_ever_take_goes_back_to_new,
     when_every_account_rests_the_job_waits_for_the_first_to_wake,
-    an_account_with_a_broken_session_ends_unauthorized_and_the_batch_goes_on,
+    an_account_without_a_valid_entry_here_is_not_used_and_keeps_its_status,
+    a_pinned_retry_through_an_outage_keeps_its_pin_and_its_tries,
     a_worker_that_dies_after_sending_a_join_still_holds_the_account_back,
     a_flood_wait_answered_while_the_lease_ran_out_still_cools_the_account_down,
 );
@@ -338,20 +339,23 @@ fn outcomes_name_smartjoiners_client_failure() {
     assert!(matches!(o, JoinOutcome::ConnectFailed { .. }));
 }
 
-async fn an_account_with_a_broken_session_ends_unauthorized_and_the_batch_goes_on(store: Store) {
+async fn an_account_without_a_valid_entry_here_is_not_used_and_keeps_its_status(store: Store) {
     let targets = links("broken", 4);
-    seed(&store, 2, &targets, "cars").await;
+    seed(&store, 3, &targets, "cars").await;
     let mut entries: serde_json::Value =
-        serde_json::from_str(&crate::harness::accounts_json(&crate::harness::account_names(2)))
+        serde_json::from_str(&crate::harness::accounts_json(&crate::harness::account_names(3)))
             .unwrap();
+    // acc_00's session is broken; acc_02 is not in this process's file at all.
     entries[0]["string_session"] = "1AAAA".into();
+    entries.as_array_mut().unwrap().pop();
     let (accounts, errors) =
         smart_joiner::accounts_config::AccountsConfig::parse_lenient(&entries.to_string()).unwrap();
     assert_eq!(errors.len(), 1);
+    let fake = ScriptedTelegram::new(Script::default());
     let svc = service(
         &store,
         Arc::new(LocalLocks::default()),
-        Arc::new(ScriptedTelegram::new(Script::default())),
+        Arc::new(fake.clone()),
         accounts,
         fast_pacing(),
         LIMITS,
@@ -360,11 +364,90 @@ async fn an_account_with_a_broken_session_ends_unauthorized_and_the_batch_goes_o
         .run_batch("cars", 4)
         .await
         .unwrap();
-    assert_eq!(report.by_status.get("joined"), Some(&4), "the other account joins them all");
-    let broken = account_named(&store, "acc_00").await;
-    assert_eq!(broken.status, AccountStatus::Unauthorized);
-    let reason = broken.status_reason.unwrap_or_default();
-    assert!(reason.starts_with("Account config invalid: acc_00: field string_session"), "{reason}");
+    assert_eq!(report.by_status.get("joined"), Some(&4), "the configured account joins them all");
+    // A local problem is not Telegram's verdict: both stay as they were, never connected.
+    for name in ["acc_00", "acc_02"] {
+        let a = account_named(&store, name).await;
+        assert_eq!((a.status, a.status_reason), (AccountStatus::Active, None), "{name}");
+        assert!(fake.events().iter().all(|e| e.account != name), "{name} was connected");
+    }
+}
+
+/// Connects fail for acc_00 while `down` is set: an outage between an in-doubt join and its
+/// retry.
+struct Outage {
+    inner: ScriptedTelegram,
+    down: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl Telegram for Outage {
+    async fn connect(
+        &self,
+        account: &AccountConfig,
+    ) -> Result<Box<dyn TelegramSession>, ConnectError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ConnectError::Failed("connection refused".into()));
+        }
+        self.inner.connect(account).await
+    }
+}
+
+async fn a_pinned_retry_through_an_outage_keeps_its_pin_and_its_tries(store: Store) {
+    let targets = links("outage", 1);
+    let accounts = seed(&store, 2, &targets, "cars").await;
+    let script = Script {
+        targets: HashMap::from([(targets[0].to_string(), answers(&["timeout", "joined"]))]),
+        ..Script::default()
+    };
+    let fake = ScriptedTelegram::new(script);
+    let outage = Arc::new(Outage { inner: fake.clone(), down: false.into() });
+    let svc = service(
+        &store,
+        Arc::new(LocalLocks::default()),
+        outage.clone(),
+        accounts,
+        fast_pacing(),
+        LIMITS,
+    );
+    let queued = store.queue_new_targets("cars", 1, Utc::now()).await.unwrap();
+    let job = JoinTask::new(queued[0].id, "default").into_current();
+    // The join is left in doubt, then Telegram is unreachable for longer than the budget of
+    // in-doubt tries (IN_DOUBT_MAX_TRIES is 3 by default).
+    let ExecutionOutcome::Reschedule { job: mut job, .. } = svc.execute(&job).await.unwrap() else {
+        panic!("in doubt: retried")
+    };
+    let pinned = status_of(&store, &targets[0]).await.claimed_account_id.expect("pinned");
+    outage.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..5 {
+        let t = status_of(&store, &targets[0]).await;
+        let wait = t.next_run_at.map(|at| (at - Utc::now()).to_std().unwrap_or_default());
+        tokio::time::sleep(wait.unwrap_or_default()).await;
+        match svc.execute(&job).await.unwrap() {
+            ExecutionOutcome::Reschedule { job: next, .. } => job = next,
+            other => panic!("still waiting for its account: {other:?}"),
+        }
+        let t = status_of(&store, &targets[0]).await;
+        assert_eq!(
+            (t.status, t.claimed_account_id, t.in_doubt_tries),
+            (TargetStatus::Joining, Some(pinned), 1)
+        );
+    }
+    let account = store.account(pinned).await.unwrap().unwrap();
+    assert_eq!(account.status, AccountStatus::Active, "an outage is no verdict");
+    // Telegram is back: the same account joins (idempotently) and the group is bound to it.
+    outage.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let outcome = loop {
+        let t = status_of(&store, &targets[0]).await;
+        let wait = t.next_run_at.map(|at| (at - Utc::now()).to_std().unwrap_or_default());
+        tokio::time::sleep(wait.unwrap_or_default()).await;
+        match svc.execute(&job).await.unwrap() {
+            ExecutionOutcome::Reschedule { job: next, .. } => job = next,
+            done => break done,
+        }
+    };
+    assert_eq!(outcome, ExecutionOutcome::Done(Settled::Finished(TargetStatus::Joined)));
+    assert_eq!(status_of(&store, &targets[0]).await.assigned_account_id, Some(pinned));
 }
 
 /// Sends the join, then dies before the answer is recorded.

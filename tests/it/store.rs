@@ -19,6 +19,8 @@ use crate::on_both_backends;
 on_both_backends!(
     migrations_go_up_down_and_up_again,
     sync_accounts_adds_moves_and_reports_missing_names,
+    sync_without_move_leaves_other_pools_alone_and_repairs_local_config_marks,
+    take_hold_keeps_every_other_process_out_until_released,
     import_counts_duplicates_in_the_database_and_in_the_input,
     queue_new_targets_takes_the_oldest_new_targets_of_the_niche,
     concurrent_producers_never_take_the_same_target,
@@ -192,6 +194,53 @@ async fn sync_accounts_adds_moves_and_reports_missing_names(store: Store) {
 
     let r = store.sync_accounts(&names(&["boris", "carl"]), "vip").await.unwrap();
     assert!(r.added.is_empty() && r.moved_pool.is_empty());
+}
+
+async fn sync_without_move_leaves_other_pools_alone_and_repairs_local_config_marks(store: Store) {
+    let a = accounts(&store, &["anna", "boris", "vera"], "default").await;
+    for (acc, reason) in [(&a[0], "Account config not found: anna"), (&a[2], "SESSION_REVOKED")] {
+        store
+            .set_account_status(acc.id, AccountStatus::Unauthorized, Some(reason), None)
+            .await
+            .unwrap();
+    }
+    let names: Vec<String> = ["anna", "boris", "vera", "gleb"].map(String::from).into();
+    let report = store.sync_accounts_with(&names, "typo", false).await.unwrap();
+    assert_eq!(report.added, ["gleb"]);
+    assert!(report.moved_pool.is_empty());
+    let others: Vec<(&str, &str)> =
+        report.in_other_pools.iter().map(|(n, p)| (n.as_str(), p.as_str())).collect();
+    assert_eq!(others, [("anna", "default"), ("boris", "default"), ("vera", "default")]);
+    assert_eq!(report.repaired, ["anna"], "only a local-config mark is repaired");
+    let now = store.accounts(None).await.unwrap();
+    let find = |n: &str| now.iter().find(|x| x.session_name == n).unwrap().clone();
+    assert_eq!(
+        (find("anna").pool.as_str(), find("anna").status),
+        ("default", AccountStatus::Active)
+    );
+    assert_eq!(find("vera").status, AccountStatus::Unauthorized, "Telegram's verdict stays");
+    assert_eq!(find("gleb").pool, "typo");
+    // With the explicit move, they move and are reported.
+    let moved = store.sync_accounts_with(&names, "typo", true).await.unwrap();
+    assert_eq!(moved.moved_pool, ["anna", "boris", "vera"]);
+}
+
+async fn take_hold_keeps_every_other_process_out_until_released(store: Store) {
+    let a = accounts(&store, &["anna"], "default").await;
+    let t = targets(&store, &["@target_01"]).await;
+    store.queue_new_targets("cars", 10, t0()).await.unwrap();
+    let id = a[0].id;
+    let epoch = store.take_hold(id, t0(), t0() + mins(2)).await.unwrap().expect("free");
+    // A check holds it: no other check, no join takes it before the hold ends.
+    assert_eq!(store.take_hold(id, t0() + mins(1), t0() + mins(3)).await.unwrap(), None);
+    let take =
+        store.take_for_join(id, t[0].id, t0() + mins(1), t0() + mins(3), t0() + mins(1)).await;
+    assert_eq!(take.unwrap(), Take::AccountBusy);
+    store.release_hold(id, epoch).await.unwrap();
+    let next = store.take_hold(id, t0() + mins(1), t0() + mins(3)).await.unwrap();
+    assert_eq!(next, Some(epoch + 1));
+    // A hold whose holder vanished expires by itself.
+    assert!(store.take_hold(id, t0() + mins(4), t0() + mins(5)).await.unwrap().is_some());
 }
 
 async fn bump_lease_epoch_counts_up_and_rejects_unknown_accounts(store: Store) {
