@@ -151,6 +151,16 @@ impl Cluster {
         cmd
     }
 
+    /// The `smart-joiner` admin binary with this deployment's settings, plus `env`.
+    pub fn admin(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut cmd = self.command(Path::new(env!("CARGO_BIN_EXE_smart-joiner")));
+        cmd.args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
     pub fn events_path(&self) -> PathBuf {
         self.dir.path().join("telegram_events.jsonl")
     }

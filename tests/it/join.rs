@@ -414,7 +414,7 @@ async fn a_pinned_retry_through_an_outage_keeps_its_pin_and_its_tries(store: Sto
     let job = JoinTask::new(queued[0].id, "default").into_current();
     // The join is left in doubt, then Telegram is unreachable for longer than the budget of
     // in-doubt tries (IN_DOUBT_MAX_TRIES is 3 by default).
-    let ExecutionOutcome::Reschedule { job: mut job, .. } = svc.execute(&job).await.unwrap() else {
+    let ExecutionOutcome::Reschedule { mut job, .. } = svc.execute(&job).await.unwrap() else {
         panic!("in doubt: retried")
     };
     let pinned = status_of(&store, &targets[0]).await.claimed_account_id.expect("pinned");
