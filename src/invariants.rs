@@ -1,6 +1,7 @@
-//! The design's invariants, checked after the fact from the database and the attempt trail.
+//! The invariants of docs/design.md, checked after the fact from the database and the attempt
+//! trail.
 //!
-//! Used by the integration tests, the fault-injection run and operators (`smart-joiner check`).
+//! Used by the integration tests and the fault-injection run.
 //! Invariant 3 (one live connection per account) can only be seen from Telegram's side: the fake
 //! and the loopback DC check it from their own records.
 

@@ -1,4 +1,5 @@
-//! The one join procedure (design, "The join, step by step"), shared by the worker and `run`.
+//! The one join procedure (docs/design.md, "One join, step by step"), shared by the worker and
+//! `run`.
 //!
 //! [`JoinService::execute`] runs one job to the end of one step and says what should happen
 //! next; it never sleeps for pacing and never relies on the queue's retries. Every domain outcome
@@ -140,7 +141,7 @@ impl JoinService {
         &self.deps.pacing
     }
 
-    /// Runs one job (steps 1-7 of the design).
+    /// Runs one job (the steps of docs/design.md).
     pub async fn execute(&self, job: &JoinJobV1) -> Result<ExecutionOutcome, JoinError> {
         let d = &*self.deps;
         let now = Utc::now();

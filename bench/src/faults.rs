@@ -75,7 +75,7 @@ impl FaultArgs {
 
 const NICHE: &str = "faults";
 const POOL: &str = "default";
-/// FloodWaits above this go to another account (the design's threshold, unscaled).
+/// FloodWaits above this go to another account (the FloodWait threshold, unscaled).
 const LONG_FLOOD: u32 = 700;
 
 /// What the driver did, counted.

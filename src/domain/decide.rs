@@ -1,7 +1,7 @@
 //! The join policy: one pure function from a Telegram answer to what happens next.
 //!
 //! No clock, no RNG, no I/O: the caller passes `now` and a `jitter` in [0, 1]. Every row of the
-//! design's decision table is one arm of [`decide`], and the tests below walk the table.
+//! decision table of docs/design.md is one arm of [`decide`], and the tests below walk the table.
 
 use std::time::Duration;
 
@@ -125,7 +125,7 @@ fn plus(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
-/// The decision table of the design, as code.
+/// The decision table (docs/design.md, "Decisions"), as code.
 pub fn decide(outcome: &JoinOutcome, ctx: &DecideCtx<'_>) -> Decision {
     let p = ctx.pacing;
     let now = ctx.now;

@@ -1,6 +1,7 @@
 //! The job queue: apalis-redis storage of [`JoinTask`]s, and how jobs are pushed.
 //!
-//! apalis-redis 1.0 has defaults that lose or duplicate work (see the design notes): this module
+//! apalis-redis 1.0 has defaults that lose or duplicate work (each is named where it is set,
+//! below): this module
 //! is the one place that sets them right. Jobs are pushed with an idempotency key derived from
 //! the target and the moment it is due (`targets.next_run_at`), so pushing the same schedule
 //! twice (two producers recovering the same target, a retry after a lost answer) leaves one job,
