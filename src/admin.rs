@@ -54,6 +54,15 @@ pub fn parse_targets(text: &str) -> TargetsFile {
     file
 }
 
+/// A rejected line as it may be printed: quoted, except a service link, whose rest can be a
+/// login code, a gift code or a proxy secret (the error already names what it is).
+pub fn shown_line(text: &str, why: &LinkError) -> String {
+    match why {
+        LinkError::ServiceLink { .. } => "(line not shown)".to_owned(),
+        _ => format!("{text:?}"),
+    }
+}
+
 /// Reads and parses a targets file.
 pub fn read_targets_file(path: &Path) -> std::io::Result<TargetsFile> {
     let text = std::fs::read_to_string(path)?;
@@ -352,6 +361,15 @@ mod tests {
         assert_eq!(file.rejected.len(), 1);
         assert_eq!(file.rejected[0].0, 7);
         assert!(file.rejected[0].2.to_string().contains("unsupported link host"));
+    }
+
+    #[test]
+    fn a_rejected_service_link_is_reported_without_its_secret() {
+        let file = parse_targets("t.me/login/83920\nhttps://example.com/x\n");
+        let shown: Vec<String> =
+            file.rejected.iter().map(|(_, text, why)| shown_line(text, why)).collect();
+        assert_eq!(shown, ["(line not shown)", "\"https://example.com/x\""]);
+        assert!(!file.rejected[0].2.to_string().contains("83920"));
     }
 
     #[test]

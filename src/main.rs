@@ -493,7 +493,7 @@ async fn targets(settings: &Settings, action: TargetsAction, out: Out) -> anyhow
             }
             if !parsed.rejected.is_empty() && !skip_invalid {
                 for (line, text, why) in &parsed.rejected {
-                    eprintln!("{}:{line}: rejected {text:?}: {why}", file.display());
+                    eprintln!("{}:{line}: rejected {}: {why}", file.display(), admin::shown_line(text, why));
                 }
                 bail!(
                     "{} invalid line(s) in {}: nothing imported (fix them or pass --skip-invalid)",
@@ -509,7 +509,7 @@ async fn targets(settings: &Settings, action: TargetsAction, out: Out) -> anyhow
                 let rejected: Vec<_> = parsed
                     .rejected
                     .iter()
-                    .map(|(line, text, why)| json!({ "line": line, "text": text, "reason": why.to_string() }))
+                    .map(|(line, text, why)| json!({ "line": line, "text": admin::shown_line(text, why), "reason": why.to_string() }))
                     .collect();
                 out.json(json!({
                     "niche": niche,
@@ -520,7 +520,7 @@ async fn targets(settings: &Settings, action: TargetsAction, out: Out) -> anyhow
                 }));
             } else {
                 for (line, text, why) in &parsed.rejected {
-                    eprintln!("{}:{line}: rejected {text:?}: {why}", file.display());
+                    eprintln!("{}:{line}: rejected {}: {why}", file.display(), admin::shown_line(text, why));
                 }
                 println!(
                     "accepted {}, duplicates {} ({} already stored, {} repeated in the file), rejected {}",
