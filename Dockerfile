@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Builds the three binaries: smart-joiner (admin CLI and single-machine mode), producer, worker.
 #
 #   docker build -t smart-joiner .
