@@ -16,7 +16,7 @@ use smart_joiner::domain::TargetStatus;
 use smart_joiner::lease::LocalLocks;
 use smart_joiner::runner::SmartJoiner;
 use smart_joiner::status::{Cell, Style, Table, account_color, target_color, when};
-use smart_joiner::store::Store;
+use smart_joiner::store::{Store, StoreError};
 use smart_joiner::telemetry;
 
 #[derive(Debug, Parser)]
@@ -85,10 +85,14 @@ enum Command {
 enum MigrateAction {
     /// Apply every pending migration.
     Up,
-    /// Roll back the last `n` migrations.
+    /// Roll back the last `n` applied migrations. Refuses while a table the rollback would
+    /// drop holds rows (rolling back the first migration drops every table), unless --yes.
     Down {
         #[arg(default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         n: u32,
+        /// Drop those tables anyway: every row in them is lost.
+        #[arg(long)]
+        yes: bool,
     },
     /// List migrations and whether they are applied.
     Status,
@@ -272,12 +276,22 @@ async fn migrate(settings: &Settings, action: MigrateAction, out: Out) -> anyhow
                 println!("migrations applied: {}", pending.len());
             }
         }
-        MigrateAction::Down { n } => {
-            store.migrate_down(n).await?;
+        MigrateAction::Down { n, yes } => {
+            let rolled_back = match store.migrate_down(n, yes).await {
+                Err(e @ StoreError::WouldDropRows { .. }) => {
+                    bail!("{e}. Back the database up, then pass --yes to drop them with every row")
+                }
+                other => other?,
+            };
             if out.json {
-                out.json(json!({ "rolled_back": n }));
+                out.json(json!({ "rolled_back": rolled_back }));
+            } else if rolled_back.is_empty() {
+                println!("nothing rolled back: no migration is applied");
             } else {
-                println!("rolled back {n} migration(s)");
+                println!("rolled back {} migration(s), newest first:", rolled_back.len());
+                for name in &rolled_back {
+                    println!("  {name}");
+                }
             }
         }
         MigrateAction::Status => {

@@ -40,6 +40,18 @@ pub enum StoreError {
     /// The caller asked for something the data model forbids (a programming error).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// `migrate_down` was not allowed to drop tables that hold rows: nothing was rolled back.
+    #[error("rolling back would drop {}: nothing was rolled back", tables_and_rows(.tables))]
+    WouldDropRows { tables: Vec<(String, u64)> },
+    /// A rollback failed part way: `done` were rolled back before it.
+    #[error("rolling back failed after rolling back [{}]: {message}", done.join(", "))]
+    RollbackFailed { done: Vec<String>, message: String },
+}
+
+fn tables_and_rows(tables: &[(String, u64)]) -> String {
+    let rows = |n: u64| if n == 1 { "1 row".to_owned() } else { format!("{n} rows") };
+    let parts: Vec<String> = tables.iter().map(|(t, n)| format!("{t} ({})", rows(*n))).collect();
+    parts.join(", ")
 }
 
 /// An account of the pool, as stored.
