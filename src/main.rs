@@ -14,6 +14,7 @@ use smart_joiner::app::{self, TelegramArgs, parse_duration};
 use smart_joiner::config::{Settings, SettingsArgs};
 use smart_joiner::domain::TargetStatus;
 use smart_joiner::lease::LocalLocks;
+use smart_joiner::redact::Redactor;
 use smart_joiner::runner::SmartJoiner;
 use smart_joiner::status::{Cell, Style, Table, account_color, target_color, when};
 use smart_joiner::store::{Store, StoreError};
@@ -172,10 +173,13 @@ fn target_status(s: &str) -> Result<TargetStatus, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli).await {
+    let mut redactor = Redactor::default();
+    match run(cli, &mut redactor).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Every error is built without secrets; scrubbing the final text as well keeps a
+            // mistake in some error path from printing one.
+            eprintln!("error: {}", redactor.scrub(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -194,8 +198,9 @@ impl Out {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli, redactor: &mut Redactor) -> anyhow::Result<()> {
     let settings = cli.settings.into_settings()?;
+    *redactor = settings.redactor();
     let mut logs = telemetry::LogSettings::from_settings(&settings);
     if !matches!(cli.command, Command::Run { .. } | Command::Demo) {
         logs = logs.for_admin_command();
@@ -226,8 +231,7 @@ async fn demo() -> anyhow::Result<()> {
 }
 
 async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
-    let store =
-        Store::connect(settings.database_url.expose()).await.context("cannot open the database")?;
+    let store = Store::connect(settings.database_url.expose()).await?;
     let pending = store.pending_migrations().await?;
     if !pending.is_empty() {
         bail!(
@@ -264,8 +268,7 @@ async fn run_batch(
 }
 
 async fn migrate(settings: &Settings, action: MigrateAction, out: Out) -> anyhow::Result<()> {
-    let store =
-        Store::connect(settings.database_url.expose()).await.context("cannot open the database")?;
+    let store = Store::connect(settings.database_url.expose()).await?;
     match action {
         MigrateAction::Up => {
             let pending = store.pending_migrations().await?;

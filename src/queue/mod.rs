@@ -25,10 +25,54 @@ pub const DEFAULT_QUEUE: &str = "smart_joiner:join:v1";
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(RedisFailure),
     #[error("cannot push job for target {target_id}: {message}")]
     Push { target_id: i64, message: String },
 }
+
+impl From<redis::RedisError> for QueueError {
+    fn from(e: redis::RedisError) -> Self {
+        QueueError::Redis(RedisFailure::new(&e, None))
+    }
+}
+
+impl QueueError {
+    /// The text without the `redis: ` prefix, for messages that already say it is Redis.
+    pub fn detail(&self) -> String {
+        match self {
+            QueueError::Redis(failure) => failure.to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// A Redis error as it is reported: the driver's text with each cause once and no password
+/// (`RedisError` repeats its I/O source in its own message).
+/// It has no `source()`, so an error chain prints the text once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisFailure {
+    message: String,
+}
+
+impl RedisFailure {
+    /// Describes `e`; `url`, when known, has its password cut out of the text as well.
+    pub fn new(e: &redis::RedisError, url: Option<&str>) -> Self {
+        let text = crate::redact::flatten(e);
+        let message = match url {
+            Some(url) => crate::redact::scrub(&text, url),
+            None => crate::redact::scrub_url_credentials(&text),
+        };
+        RedisFailure { message }
+    }
+}
+
+impl std::fmt::Display for RedisFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for RedisFailure {}
 
 /// How the queue behaves; the defaults suit production.
 #[derive(Debug, Clone)]
@@ -70,14 +114,15 @@ impl QueueSettings {
 }
 
 /// Connects to Redis with timeouts that tolerate a busy server (apalis' own helper gives up
-/// after 500 ms).
+/// after 500 ms). Errors never hold the URL's password.
 pub async fn connect_redis(url: &str) -> Result<ConnectionManager, QueueError> {
-    let client = redis::Client::open(url)?;
+    let fail = |e: redis::RedisError| QueueError::Redis(RedisFailure::new(&e, Some(url)));
+    let client = redis::Client::open(url).map_err(fail)?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_response_timeout(Some(Duration::from_secs(10)))
         .set_number_of_retries(3);
-    Ok(ConnectionManager::new_with_config(client, config).await?)
+    ConnectionManager::new_with_config(client, config).await.map_err(fail)
 }
 
 /// The idempotency key of a job: one target, one schedule.
@@ -208,5 +253,29 @@ impl JobQueue {
             target_id: first,
             message: format!("batch of {count} jobs: {e}"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(e: redis::RedisError) -> RedisFailure {
+        RedisFailure::new(&e, Some("redis://:secretpw@127.0.0.1:1/"))
+    }
+
+    #[test]
+    fn the_text_holds_each_cause_once_and_no_password() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let f = failure(refused.into());
+        let text = f.to_string();
+        assert_eq!(text.matches("refused").count(), 1, "{text}");
+        let echoed = redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "bad URL",
+            "redis://:secretpw@127.0.0.1:1/ and secretpw".to_owned(),
+        ));
+        let text = failure(echoed).to_string();
+        assert!(!text.contains("secretpw"), "{text}");
     }
 }

@@ -25,12 +25,20 @@ use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
 
 use crate::domain::{AccountStatus, LinkKind, TargetLink, TargetStatus};
+use crate::redact;
 
 /// What can go wrong in the store.
+///
+/// The driver's errors arrive as text, flattened (each cause once) and without any password
+/// (see [`crate::redact`]): none of these variants has a `source()`, so `{e}` and `{e:#}` print
+/// the same line.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Db(#[from] sea_orm::DbErr),
+    Db(String),
+    /// The database could not be opened; `url` has its password redacted.
+    #[error("cannot connect to the database {url}: {message}")]
+    Connect { url: String, message: String },
     /// A row holds a value the code cannot read (an unknown status, a bad link, ...).
     #[error("corrupt row {table}#{id}: {problem}")]
     Corrupt { table: &'static str, id: i64, problem: String },
@@ -46,6 +54,12 @@ pub enum StoreError {
     /// A rollback failed part way: `done` were rolled back before it.
     #[error("rolling back failed after rolling back [{}]: {message}", done.join(", "))]
     RollbackFailed { done: Vec<String>, message: String },
+}
+
+impl From<sea_orm::DbErr> for StoreError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        StoreError::Db(redact::scrub_url_credentials(&redact::flatten(&e)))
+    }
 }
 
 fn tables_and_rows(tables: &[(String, u64)]) -> String {
@@ -174,17 +188,34 @@ pub struct Store {
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Postgres pool size of one process (a worker runs a handful of jobs at once).
 const PG_MAX_CONNECTIONS: u32 = 10;
+/// How long the first Postgres connection may take (TCP, TLS, authentication).
+const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Store {
     /// Connects to `url` (`postgres://...` or `sqlite://path`).
     ///
+    /// Postgres: one connection is opened first, on its own, so a refused connection, an
+    /// unknown host or a rejected password is reported as such at once; the pool would retry
+    /// until its acquire timeout and then only say that it timed out.
+    ///
     /// SQLite: the file is created if missing, in WAL mode with a busy timeout. The pool keeps
     /// one connection, so the tasks of one process take turns and never meet SQLITE_BUSY in the
     /// middle of a transaction; the busy timeout covers other processes (the admin CLI).
+    ///
+    /// Errors name the URL with its password redacted, and carry no password anywhere.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let fail = |message: String| StoreError::Connect {
+            url: redact::redact_url(url),
+            message: redact::scrub(&message, url),
+        };
+        // sea-orm would quote the whole URL, password included, in its own parse error.
+        if let Err(e) = url::Url::parse(url) {
+            return Err(fail(format!("not a valid URL: {e}")));
+        }
+        let sqlite = url.starts_with("sqlite:");
         let mut opts = ConnectOptions::new(url.to_owned());
         opts.sqlx_logging(false).connect_timeout(Duration::from_secs(10));
-        if url.starts_with("sqlite:") {
+        if sqlite {
             use sea_orm::sqlx::sqlite::SqliteJournalMode;
             opts.max_connections(1).min_connections(1).map_sqlx_sqlite_opts(|o| {
                 o.create_if_missing(true)
@@ -193,11 +224,12 @@ impl Store {
                     .foreign_keys(true)
             });
         } else {
+            probe_postgres(url).await.map_err(fail)?;
             opts.max_connections(PG_MAX_CONNECTIONS)
                 .min_connections(0)
                 .acquire_timeout(Duration::from_secs(30));
         }
-        let db = Database::connect(opts).await?;
+        let db = Database::connect(opts).await.map_err(|e| fail(redact::flatten(&e)))?;
         Ok(Store { db })
     }
 
@@ -219,6 +251,22 @@ impl Store {
 
     fn is_postgres(&self) -> bool {
         self.db.get_database_backend() == DbBackend::Postgres
+    }
+}
+
+/// Opens one Postgres connection and closes it again: the real cause of a failure, fast.
+async fn probe_postgres(url: &str) -> Result<(), String> {
+    use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection};
+    use sea_orm::sqlx::{ConnectOptions as _, Connection as _};
+    let opts: PgConnectOptions = url.parse().map_err(|e| redact::flatten(&e))?;
+    match tokio::time::timeout(PG_CONNECT_TIMEOUT, opts.connect()).await {
+        Ok(Ok(conn)) => {
+            let conn: PgConnection = conn;
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(redact::flatten(&e)),
+        Err(_) => Err(format!("no answer within {PG_CONNECT_TIMEOUT:?}")),
     }
 }
 

@@ -1,20 +1,119 @@
-//! Operator safety, over the real binaries where the operator meets it: `migrate down` does not
-//! drop rows unasked.
+//! Operator safety, over the real binaries where the operator meets it: no password in any
+//! output, each cause of an error printed once and soon, and `migrate down` does not drop rows
+//! unasked.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use smart_joiner::domain::TargetLink;
 use smart_joiner::store::{Store, StoreError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OnceCell;
 
+use crate::cluster::binaries;
 use crate::on_both_backends;
+use crate::support::pg_database;
 
 on_both_backends!(migrate_down_refuses_to_drop_rows_and_reports_what_it_rolled_back);
 
+/// The password in every URL below, as written (percent-encoded) and as the server knows it.
+const SECRET: &str = "s3cr%40t-pw-7781";
+const SECRET_DECODED: &str = "s3cr@t-pw-7781";
+
 // ---------------------------------------------------------------------------------------------
 // helpers
+
+/// A port nothing listens on (bound once by the OS, then released).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A private redis-server that wants `password`; killed on drop.
+struct PasswordRedis {
+    child: Child,
+    port: u16,
+}
+
+impl PasswordRedis {
+    fn start(password: &str) -> Self {
+        let port = closed_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--requirepass", password, "--save", "", "--appendonly", "no"])
+            .args(["--daemonize", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (see .ci/services.sh)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "private redis-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, port }
+    }
+}
+
+impl Drop for PasswordRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A server speaking just enough of the Postgres protocol to ask for a password and reject it
+/// (SQLSTATE 28P01), as a Postgres with password authentication does. The Postgres of the
+/// tests trusts every local connection, so it cannot show a wrong password.
+async fn postgres_rejecting_passwords() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = reject_password(&mut socket).await;
+            });
+        }
+    });
+    port
+}
+
+async fn reject_password(socket: &mut tokio::net::TcpStream) -> std::io::Result<()> {
+    // SSLRequest / GSSENCRequest come before the startup message: "N", no encryption here.
+    loop {
+        let len = socket.read_i32().await? as usize;
+        let code = socket.read_i32().await?;
+        let mut rest = vec![0; len.saturating_sub(8)];
+        socket.read_exact(&mut rest).await?;
+        if code == 80877103 || code == 80877104 {
+            socket.write_all(b"N").await?;
+            continue;
+        }
+        break;
+    }
+    // AuthenticationCleartextPassword, then read the PasswordMessage.
+    socket.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3]).await?;
+    let _tag = socket.read_u8().await?;
+    let len = socket.read_i32().await? as usize;
+    let mut password = vec![0; len.saturating_sub(4)];
+    socket.read_exact(&mut password).await?;
+    let mut fields = Vec::new();
+    for (key, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', "28P01"),
+        (b'M', "password authentication failed for user \"u\""),
+    ] {
+        fields.push(key);
+        fields.extend_from_slice(value.as_bytes());
+        fields.push(0);
+    }
+    fields.push(0);
+    let mut message = vec![b'E'];
+    message.extend_from_slice(&((fields.len() + 4) as i32).to_be_bytes());
+    message.extend_from_slice(&fields);
+    socket.write_all(&message).await?;
+    socket.shutdown().await
+}
 
 /// The `migration` binary, built once (it belongs to another package).
 async fn migration_binary() -> &'static PathBuf {
@@ -47,6 +146,7 @@ struct Ran {
     code: Option<i32>,
     stdout: String,
     stderr: String,
+    elapsed: Duration,
 }
 
 impl Ran {
@@ -61,7 +161,11 @@ async fn run(bin: &Path, args: &[&str], env: &[(&str, String)], dir: &Path) -> R
         "{} {} [{}]",
         bin.file_name().unwrap().to_string_lossy(),
         args.join(" "),
-        env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+        // The description goes into failure messages, which must not hold the password either.
+        env.iter()
+            .map(|(k, v)| format!("{k}={}", smart_joiner::redact::redact_url(v)))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     let mut cmd = Command::new(bin);
     cmd.args(args)
@@ -75,6 +179,7 @@ async fn run(bin: &Path, args: &[&str], env: &[(&str, String)], dir: &Path) -> R
         cmd.env(k, v);
     }
     tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
         let child = cmd.spawn().expect("spawn");
         let pid = child.id();
         // The watchdog ends a run that hangs, so the test fails instead of hanging.
@@ -92,10 +197,126 @@ async fn run(bin: &Path, args: &[&str], env: &[(&str, String)], dir: &Path) -> R
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            elapsed: start.elapsed(),
         }
     })
     .await
     .unwrap()
+}
+
+/// A clean failure: exit status 1-100 (not a panic's 101, not a signal), no panic message,
+/// no password in any form, and `cause` exactly once on stderr.
+fn assert_clean_failure(ran: &Ran, cause: &str) {
+    let all = ran.all();
+    assert!(!all.contains(SECRET) && !all.contains(SECRET_DECODED), "password printed: {all}");
+    assert!(matches!(ran.code, Some(1..=100)), "not a clean error exit ({:?}): {all}", ran.code);
+    assert!(!all.contains("panicked"), "panic: {all}");
+    assert_eq!(ran.stderr.matches(cause).count(), 1, "{cause:?} not exactly once: {all}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// no secret in any output; each cause once; a refused connection said at once
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_database_and_redis_urls_fail_cleanly_in_every_binary_without_printing_the_password() {
+    let (producer, worker) = binaries().await;
+    let migration = migration_binary().await;
+    let sj = smart_joiner();
+    let (_store, good_db) = pg_database().await;
+    let wrong_pw_pg = postgres_rejecting_passwords().await;
+    let redis = PasswordRedis::start("the-right-one");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("accounts_config.json"), "[]").unwrap();
+    let closed = closed_port();
+
+    let base = |db: &str, redis: &str| {
+        vec![
+            ("DATABASE_URL", db.to_owned()),
+            ("REDIS_URL", redis.to_owned()),
+            ("ACCOUNTS_CONFIG", dir.path().join("accounts_config.json").display().to_string()),
+            ("LOG_DIR", dir.path().join("logs").display().to_string()),
+            ("METRICS_PORT", "0".to_owned()),
+        ]
+    };
+    let unused_redis = format!("redis://:{SECRET}@127.0.0.1:{closed}/");
+
+    // Database URLs: unparseable, unreachable, wrong password. The cause each must name once.
+    let databases = [
+        (format!("postgres://u:{SECRET}@host:99999/db"), "invalid port number", true),
+        (format!("postgres://u:{SECRET}@/db"), "empty host", true),
+        (format!("postgres://u:{SECRET}@127.0.0.1:{closed}/db"), "Connection refused", false),
+        (
+            format!("postgres://u:{SECRET}@127.0.0.1:{wrong_pw_pg}/db"),
+            "password authentication failed",
+            true,
+        ),
+    ];
+    for (db, cause, with_migration_binary) in &databases {
+        let env = base(db, &unused_redis);
+        let mut runs = Vec::new();
+        for args in [
+            &["status"][..],
+            &["migrate", "up"],
+            &["--json", "migrate", "down", "--yes"],
+            &["accounts", "check", "--leases", "redis"],
+            &["run", "cars", "1"],
+        ] {
+            runs.push(run(&sj, args, &env, dir.path()).await);
+        }
+        runs.push(run(producer, &["cars", "1"], &env, dir.path()).await);
+        runs.push(run(worker, &["--metrics-port", "0"], &env, dir.path()).await);
+        // The schema crate's own tool waits out its pool on a refused connection; its text
+        // is checked where it fails at once.
+        for ran in &runs {
+            assert_clean_failure(ran, cause);
+            assert!(
+                ran.elapsed < Duration::from_secs(10),
+                "too slow ({:?}): {}",
+                ran.elapsed,
+                ran.all()
+            );
+        }
+        // It reports sea-orm's text (which, for a URL it cannot parse, names no cause).
+        if *with_migration_binary {
+            let ran = run(migration, &["status"], &env, dir.path()).await;
+            assert_clean_failure(&ran, "cannot connect to the database");
+        }
+    }
+
+    // Redis URLs, with a good database: unparseable, unreachable (plain and TLS), wrong
+    // password. `accounts check` is the admin command that talks to Redis.
+    let redises = [
+        (format!("redis://:{SECRET}@127.0.0.1:99999/"), "did not parse"),
+        (format!("redis://:{SECRET}@/"), "did not parse"),
+        (format!("redis://:{SECRET}@127.0.0.1:{closed}/"), "Connection refused"),
+        (format!("rediss://:{SECRET}@127.0.0.1:{closed}/"), "TLS"),
+        (format!("redis://:{SECRET}@127.0.0.1:{}/", redis.port), "authentication failed"),
+    ];
+    for (url, cause) in &redises {
+        let env = base(&good_db, url);
+        let runs = vec![
+            run(&sj, &["accounts", "check", "--leases", "redis"], &env, dir.path()).await,
+            run(producer, &["cars", "1"], &env, dir.path()).await,
+            run(worker, &["--metrics-port", "0"], &env, dir.path()).await,
+        ];
+        for ran in &runs {
+            assert_clean_failure(ran, cause);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_postgres_connection_is_reported_as_refused_within_seconds() {
+    let url = format!("postgres://u:{SECRET}@127.0.0.1:{}/db", closed_port());
+    let start = Instant::now();
+    let err = Store::connect(&url).await.unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Connect { .. }), "{err:?}");
+    assert_eq!(text.matches("Connection refused").count(), 1, "{text}");
+    assert!(text.contains("127.0.0.1") && !text.contains(SECRET), "{text}");
+    // No source: a `{:#}` chain prints the line once.
+    assert!(std::error::Error::source(&err).is_none());
 }
 
 // ---------------------------------------------------------------------------------------------
