@@ -1,6 +1,6 @@
 //! Operator safety, over the real binaries where the operator meets it: no password in any
-//! output, each cause of an error printed once and soon, and `migrate down` does not drop rows
-//! unasked.
+//! output, each cause of an error printed once and soon, a log file that cannot be opened does
+//! not stop a command, and `migrate down` does not drop rows unasked.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,7 +11,7 @@ use smart_joiner::store::{Store, StoreError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OnceCell;
 
-use crate::cluster::binaries;
+use crate::cluster::{PrivateRedis, binaries};
 use crate::on_both_backends;
 use crate::support::pg_database;
 
@@ -317,6 +317,48 @@ async fn a_refused_postgres_connection_is_reported_as_refused_within_seconds() {
     assert!(text.contains("127.0.0.1") && !text.contains(SECRET), "{text}");
     // No source: a `{:#}` chain prints the line once.
     assert!(std::error::Error::source(&err).is_none());
+}
+
+// ---------------------------------------------------------------------------------------------
+// a log file that cannot be opened
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_file_that_cannot_be_opened_is_named_once_and_logging_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    // A regular file where the log directory should be: no log file can be made under it,
+    // even for root.
+    let not_a_dir = dir.path().join("logs_is_a_file");
+    std::fs::write(&not_a_dir, "").unwrap();
+    let log_file = not_a_dir.join("smart_joiner.log").display().to_string();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("smart_joiner.db").display());
+    let env = [("DATABASE_URL", db), ("LOG_DIR", not_a_dir.display().to_string())];
+    let sj = smart_joiner();
+
+    for args in [&["migrate", "up"][..], &["status"]] {
+        let ran = run(&sj, args, &env, dir.path()).await;
+        assert_eq!(ran.code, Some(0), "{}", ran.all());
+        assert_eq!(ran.stderr.matches("cannot open the log file").count(), 1, "{}", ran.all());
+        assert!(ran.stderr.contains(&log_file), "the path is not named: {}", ran.all());
+        assert!(ran.stderr.contains("logging to stderr only"), "{}", ran.all());
+    }
+    let status = run(&sj, &["status"], &env, dir.path()).await;
+    assert!(!status.stdout.is_empty(), "{}", status.all());
+
+    // A binary whose log lines go to stdout keeps writing them there.
+    let (producer, _) = binaries().await;
+    let (_store, pg) = pg_database().await;
+    let redis = PrivateRedis::start();
+    let env = [
+        ("DATABASE_URL", pg),
+        ("REDIS_URL", redis.url.clone()),
+        ("LOG_DIR", not_a_dir.display().to_string()),
+        ("REDIS_PREFIX", "optest:".to_owned()),
+    ];
+    let ran = run(producer, &["cars", "1"], &env, dir.path()).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.all());
+    assert_eq!(ran.stdout.matches("cannot open the log file").count(), 1, "{}", ran.all());
+    assert!(ran.stdout.contains(&log_file) && ran.stdout.contains("logging to stdout only"));
+    assert!(ran.stdout.contains("producer: niche cars"), "{}", ran.all());
 }
 
 // ---------------------------------------------------------------------------------------------
