@@ -124,7 +124,9 @@ enum AccountsAction {
         #[arg(long = "account", value_name = "SESSION_NAME")]
         accounts: Vec<String>,
         /// Where leases are taken: `redis` (shared with the workers), `local` (only this
-        /// process: use it when nothing else runs), or `auto` (redis when REDIS_URL answers).
+        /// process: use it when nothing else runs), or `auto` (redis when REDIS_URL answers;
+        /// local only when nothing listens there or the host is unknown, never when Redis
+        /// answers with an error).
         #[arg(long, env = "CHECK_LEASES", default_value = "auto")]
         leases: LeaseMode,
         /// Prefix of the Redis keys of the deployment (as the workers').

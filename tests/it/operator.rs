@@ -1,11 +1,14 @@
 //! Operator safety, over the real binaries where the operator meets it: no password in any
 //! output, each cause of an error printed once and soon, a log file that cannot be opened does
-//! not stop a command, and `migrate down` does not drop rows unasked.
+//! not stop a command, `migrate down` does not drop rows unasked, and `accounts check` never
+//! takes a Redis that answers with an error for "no Redis".
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use smart_joiner::admin::{LeaseMode, check_locks};
+use smart_joiner::config::Settings;
 use smart_joiner::domain::TargetLink;
 use smart_joiner::store::{Store, StoreError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -113,6 +116,23 @@ async fn reject_password(socket: &mut tokio::net::TcpStream) -> std::io::Result<
     message.extend_from_slice(&fields);
     socket.write_all(&message).await?;
     socket.shutdown().await
+}
+
+/// A server that is not Redis: it answers anything with an HTTP error and hangs up.
+async fn not_redis() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 256];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    port
 }
 
 /// The `migration` binary, built once (it belongs to another package).
@@ -294,11 +314,15 @@ async fn bad_database_and_redis_urls_fail_cleanly_in_every_binary_without_printi
     ];
     for (url, cause) in &redises {
         let env = base(&good_db, url);
-        let runs = vec![
+        let mut runs = vec![
             run(&sj, &["accounts", "check", "--leases", "redis"], &env, dir.path()).await,
             run(producer, &["cars", "1"], &env, dir.path()).await,
             run(worker, &["--metrics-port", "0"], &env, dir.path()).await,
         ];
+        if *cause == "authentication failed" {
+            // `auto` must not take a Redis that rejected the password for "no Redis".
+            runs.push(run(&sj, &["accounts", "check"], &env, dir.path()).await);
+        }
         for ran in &runs {
             assert_clean_failure(ran, cause);
         }
@@ -440,4 +464,57 @@ async fn migrate_down_on_the_command_line_names_tables_rows_and_rollbacks() {
     assert_eq!(ran.code, Some(0), "{}", ran.all());
     let json: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
     assert_eq!(json, serde_json::json!({ "rolled_back": newest_first }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// accounts check: which Redis answers count as "no Redis"
+
+fn settings_with_redis(url: &str) -> Settings {
+    Settings::from_env_lookup(|k| (k == "REDIS_URL").then(|| url.to_owned())).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_check_falls_back_to_local_leases_only_when_nothing_answers() {
+    let redis = PasswordRedis::start(SECRET_DECODED);
+    let garbage = not_redis().await;
+    let closed = closed_port();
+    let prefix = "optest:";
+    let describe = |r: Result<smart_joiner::admin::CheckLocks, _>| match r {
+        Ok(locks) => Ok(locks.describe().to_owned()),
+        Err(e) => Err(e),
+    };
+
+    // Nothing listening: single-machine mode, in-process leases.
+    let refused = settings_with_redis(&format!("redis://127.0.0.1:{closed}/"));
+    let local = describe(check_locks(LeaseMode::Auto, &refused, prefix).await).unwrap();
+    assert!(local.starts_with("in-process"), "{local}");
+    // ... but not when Redis leases were asked for.
+    let err = check_locks(LeaseMode::Redis, &refused, prefix).await.err().unwrap();
+    assert!(err.to_string().contains("refused"), "{err}");
+
+    // Something answered, with an error: never "no Redis".
+    let answered_badly = [
+        (format!("redis://:wrong@127.0.0.1:{}/", redis.port), "authentication failed"),
+        (format!("redis://127.0.0.1:{}/", redis.port), "NOAUTH"),
+        (format!("redis://127.0.0.1:{garbage}/"), ""),
+        (format!("rediss://127.0.0.1:{}/", redis.port), "TLS"),
+    ];
+    for (url, cause) in &answered_badly {
+        let settings = settings_with_redis(url);
+        for mode in [LeaseMode::Auto, LeaseMode::Redis] {
+            match describe(check_locks(mode, &settings, prefix).await) {
+                Ok(d) => panic!("{url} ({mode:?}) was taken for usable: {d}"),
+                Err(e) => {
+                    let text = e.to_string();
+                    assert!(text.contains(cause), "{url}: {text}");
+                    assert!(text.contains("--leases local"), "{url}: {text}");
+                }
+            }
+        }
+    }
+
+    // The right password: the workers' leases.
+    let good = settings_with_redis(&format!("redis://:{SECRET}@127.0.0.1:{}/", redis.port));
+    let shared = describe(check_locks(LeaseMode::Auto, &good, prefix).await).unwrap();
+    assert!(shared.starts_with("Redis"), "{shared}");
 }
