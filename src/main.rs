@@ -232,16 +232,31 @@ async fn demo() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Opens the database for a command that needs the current schema.
 async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     let store = Store::connect(settings.database_url.expose()).await?;
-    let pending = store.pending_migrations().await?;
+    let pending = match store.pending_migrations().await {
+        Ok(pending) => pending,
+        Err(e) => return finish(store, Err(e.into())).await,
+    };
     if !pending.is_empty() {
-        bail!(
-            "the database has {} pending migrations: run `smart-joiner migrate up` first",
-            pending.len()
-        );
+        let n = pending.len();
+        let result = Err(anyhow::anyhow!(
+            "the database has {n} pending migrations: run `smart-joiner migrate up` first"
+        ));
+        return finish(store, result).await;
     }
     Ok(store)
+}
+
+/// Ends a command that used `store`: the store is closed (on SQLite its WAL is checkpointed
+/// into the database file, so a copy of that file is a complete backup) whether the command
+/// succeeded or not. A failed close is reported unless the command failed first.
+async fn finish<T>(store: Store, result: anyhow::Result<T>) -> anyhow::Result<T> {
+    let closed = store.close().await;
+    let value = result?;
+    closed.context("cannot close the database cleanly")?;
+    Ok(value)
 }
 
 async fn run_batch(
@@ -271,6 +286,11 @@ async fn run_batch(
 
 async fn migrate(settings: &Settings, action: MigrateAction, out: Out) -> anyhow::Result<()> {
     let store = Store::connect(settings.database_url.expose()).await?;
+    let result = migrate_with(&store, action, out).await;
+    finish(store, result).await
+}
+
+async fn migrate_with(store: &Store, action: MigrateAction, out: Out) -> anyhow::Result<()> {
     match action {
         MigrateAction::Up => {
             let pending = store.pending_migrations().await?;
@@ -320,6 +340,16 @@ async fn migrate(settings: &Settings, action: MigrateAction, out: Out) -> anyhow
 
 async fn accounts(settings: &Settings, action: AccountsAction, out: Out) -> anyhow::Result<()> {
     let store = open_store(settings).await?;
+    let result = accounts_with(&store, settings, action, out).await;
+    finish(store, result).await
+}
+
+async fn accounts_with(
+    store: &Store,
+    settings: &Settings,
+    action: AccountsAction,
+    out: Out,
+) -> anyhow::Result<()> {
     match action {
         AccountsAction::Sync { pool } => {
             let accounts = AccountsConfig::load(&settings.accounts_config)?;
@@ -394,7 +424,7 @@ async fn accounts(settings: &Settings, action: AccountsAction, out: Out) -> anyh
             }
             let opts = CheckOptions { pool, accounts: only, call_timeout: settings.call_timeout };
             let results =
-                admin::check_accounts(&store, &config, tg.as_ref(), locks.locks(), &opts).await?;
+                admin::check_accounts(store, &config, tg.as_ref(), locks.locks(), &opts).await?;
             if out.json {
                 let rows: Vec<_> = results
                     .iter()
@@ -440,7 +470,8 @@ async fn targets(settings: &Settings, action: TargetsAction, out: Out) -> anyhow
             }
             let store = open_store(settings).await?;
             let links: Vec<_> = parsed.links.iter().map(|(_, l)| l.clone()).collect();
-            let report = store.import_targets(&links, &niche).await?;
+            let report = store.import_targets(&links, &niche).await;
+            let report = finish(store, report.map_err(anyhow::Error::from)).await?;
             let in_file = parsed.duplicate_lines.len() as u64;
             if out.json {
                 let rejected: Vec<_> = parsed
@@ -471,7 +502,8 @@ async fn targets(settings: &Settings, action: TargetsAction, out: Out) -> anyhow
         }
         TargetsAction::List { niche, status } => {
             let store = open_store(settings).await?;
-            let list = store.targets(niche.as_deref(), status).await?;
+            let list = store.targets(niche.as_deref(), status).await;
+            let list = finish(store, list.map_err(anyhow::Error::from)).await?;
             if out.json {
                 let rows: Vec<_> = list
                     .iter()
@@ -522,14 +554,18 @@ async fn status(
 ) -> anyhow::Result<()> {
     let store = open_store(settings).await?;
     let now = chrono::Utc::now();
-    let report = smart_joiner::status::StatusReport {
-        now,
-        accounts: store.account_overview(pool.as_deref(), now).await?,
-        targets: store.target_counts().await?,
-        ready: store.ready_groups(now, ready_limit).await?,
-        channel_limit: settings.channel_limit,
-        daily_join_cap: settings.daily_join_cap,
+    let read = async {
+        Ok::<_, StoreError>(smart_joiner::status::StatusReport {
+            now,
+            accounts: store.account_overview(pool.as_deref(), now).await?,
+            targets: store.target_counts().await?,
+            ready: store.ready_groups(now, ready_limit).await?,
+            channel_limit: settings.channel_limit,
+            daily_join_cap: settings.daily_join_cap,
+        })
     };
+    let report = read.await;
+    let report = finish(store, report.map_err(anyhow::Error::from)).await?;
     if out.json {
         out.json(report.to_json());
     } else {

@@ -18,11 +18,15 @@ mod targets;
 pub use reports::{AccountOverview, ReadyGroup, TargetCount};
 pub use targets::NO_AVAILABLE_ACCOUNTS;
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
+};
 
 use crate::domain::{AccountStatus, LinkKind, TargetLink, TargetStatus};
 use crate::redact;
@@ -54,6 +58,9 @@ pub enum StoreError {
     /// A rollback failed part way: `done` were rolled back before it.
     #[error("rolling back failed after rolling back [{}]: {message}", done.join(", "))]
     RollbackFailed { done: Vec<String>, message: String },
+    /// The SQLite file this store opened was deleted, moved or replaced.
+    #[error("the database file {} {problem}", path.display())]
+    File { path: std::path::PathBuf, problem: String },
 }
 
 impl From<sea_orm::DbErr> for StoreError {
@@ -182,6 +189,16 @@ pub const COUNTED_OUTCOMES: [&str; 3] = ["joined", "already_participant", "reque
 #[derive(Debug, Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    /// The SQLite file opened, as found at connect time (`None` for Postgres and in-memory).
+    file: Option<Arc<DbFile>>,
+}
+
+/// A SQLite database file and the identity it had when it was opened.
+#[derive(Debug)]
+struct DbFile {
+    path: PathBuf,
+    /// Device and inode on Unix: a file put in its place has other ones.
+    identity: Option<(u64, u64)>,
 }
 
 /// How long a SQLite writer waits for another process's lock before giving up.
@@ -230,12 +247,14 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(30));
         }
         let db = Database::connect(opts).await.map_err(|e| fail(redact::flatten(&e)))?;
-        Ok(Store { db })
+        let file =
+            if sqlite { sqlite_file(&db).await.map_err(|e| fail(e.to_string()))? } else { None };
+        Ok(Store { db, file: file.map(Arc::new) })
     }
 
     /// Wraps an existing connection.
     pub fn from_connection(db: DatabaseConnection) -> Store {
-        Store { db }
+        Store { db, file: None }
     }
 
     /// Applies every pending migration.
@@ -251,6 +270,49 @@ impl Store {
 
     fn is_postgres(&self) -> bool {
         self.db.get_database_backend() == DbBackend::Postgres
+    }
+
+    /// Ends the use of the database; call it last, on the way out of a command.
+    ///
+    /// SQLite keeps recent writes in the `-wal` file beside the database until a checkpoint
+    /// copies them in, so a copy of the `.db` file alone (the obvious backup) would miss them.
+    /// This checkpoints the whole WAL into the file and truncates it, then closes the pool
+    /// (which closes it for every clone of this store). When another process has the database
+    /// open the checkpoint may not finish; that is logged, not an error.
+    pub async fn close(self) -> Result<(), StoreError> {
+        if self.db.get_database_backend() == DbBackend::Sqlite {
+            let stmt = Statement::from_string(DbBackend::Sqlite, "PRAGMA wal_checkpoint(TRUNCATE)");
+            if let Some(row) = self.db.query_one_raw(stmt).await? {
+                let busy: i32 = row.try_get_by_index(0).unwrap_or(0);
+                if busy != 0 {
+                    let path = self.file.as_ref().map(|f| f.path.display().to_string());
+                    tracing::warn!(
+                        file = path.as_deref().unwrap_or(":memory:"),
+                        "the SQLite WAL could not be fully checkpointed: another process has the \
+                         database open; a copy of the .db file alone may miss recent writes"
+                    );
+                }
+            }
+        }
+        self.db.close().await?;
+        Ok(())
+    }
+
+    /// Checks that the SQLite file this store opened is still there and is the same file
+    /// (same device and inode on Unix). A deleted, moved or replaced file is an error naming
+    /// its path: SQLite would go on writing to the unlinked file, and every write would be
+    /// lost when the process ends. Always `Ok` on Postgres.
+    pub fn check_file(&self) -> Result<(), StoreError> {
+        let Some(file) = &self.file else { return Ok(()) };
+        let fail = |problem: String| StoreError::File { path: file.path.clone(), problem };
+        match std::fs::metadata(&file.path) {
+            Ok(meta) if file_identity(&meta) == file.identity => Ok(()),
+            Ok(_) => Err(fail("was replaced by another file since it was opened".to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(fail("no longer exists (deleted or moved since it was opened)".to_owned()))
+            }
+            Err(e) => Err(fail(format!("cannot be examined: {e}"))),
+        }
     }
 }
 
@@ -268,6 +330,37 @@ async fn probe_postgres(url: &str) -> Result<(), String> {
         Ok(Err(e)) => Err(redact::flatten(&e)),
         Err(_) => Err(format!("no answer within {PG_CONNECT_TIMEOUT:?}")),
     }
+}
+
+/// The file behind the `main` database of a SQLite connection, as SQLite itself reports it
+/// (an absolute path; empty for an in-memory database).
+async fn sqlite_file(db: &DatabaseConnection) -> Result<Option<DbFile>, StoreError> {
+    let stmt = Statement::from_string(DbBackend::Sqlite, "PRAGMA database_list");
+    let rows = db.query_all_raw(stmt).await?;
+    for row in rows {
+        let name: String = row.try_get("", "name")?;
+        let file: String = row.try_get("", "file")?;
+        if name == "main" && !file.is_empty() {
+            let path = PathBuf::from(file);
+            let meta = std::fs::metadata(&path).map_err(|e| StoreError::File {
+                path: path.clone(),
+                problem: format!("cannot be examined: {e}"),
+            })?;
+            return Ok(Some(DbFile { identity: file_identity(&meta), path }));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(unix)]
+fn file_identity(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_identity(_meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    None
 }
 
 fn corrupt(table: &'static str, id: i64, problem: impl Into<String>) -> StoreError {

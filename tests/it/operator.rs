@@ -1,7 +1,7 @@
 //! Operator safety, over the real binaries where the operator meets it: no password in any
 //! output, each cause of an error printed once and soon, a log file that cannot be opened does
-//! not stop a command, `migrate down` does not drop rows unasked, and `accounts check` never
-//! takes a Redis that answers with an error for "no Redis".
+//! not stop a command, `migrate down` does not drop rows unasked, `accounts check` never takes
+//! a Redis that answers with an error for "no Redis", and SQLite is left whole on disk.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -441,7 +441,7 @@ async fn migrate_down_on_the_command_line_names_tables_rows_and_rollbacks() {
     assert_eq!(run(&sj, &["migrate", "up"], &env, dir.path()).await.code, Some(0));
     let store = Store::connect(&db).await.unwrap();
     store.sync_accounts(&["a1".into(), "a2".into(), "a3".into()], "default").await.unwrap();
-    drop(store);
+    store.close().await.unwrap();
 
     let ran = run(&sj, &["migrate", "down", "3"], &env, dir.path()).await;
     assert_eq!(ran.code, Some(1), "{}", ran.all());
@@ -517,4 +517,74 @@ async fn accounts_check_falls_back_to_local_leases_only_when_nothing_answers() {
     let good = settings_with_redis(&format!("redis://:{SECRET}@127.0.0.1:{}/", redis.port));
     let shared = describe(check_locks(LeaseMode::Auto, &good, prefix).await).unwrap();
     assert!(shared.starts_with("Redis"), "{shared}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQLite: closing leaves a complete file; a vanished file is noticed
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_close_the_sqlite_file_alone_holds_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("smart_joiner.db");
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let names: Vec<String> = (0..5).map(|i| format!("acc_{i}")).collect();
+    store.sync_accounts(&names, "default").await.unwrap();
+    let links: Vec<TargetLink> =
+        (0..7).map(|i| TargetLink::parse(&format!("@group_{i}")).unwrap()).collect();
+    store.import_targets(&links, "cars").await.unwrap();
+
+    // Copies of the .db file alone, the obvious backup, opened on their own.
+    let copy = |name: &str| {
+        let copy_dir = dir.path().join(name);
+        std::fs::create_dir(&copy_dir).unwrap();
+        let target = copy_dir.join("smart_joiner.db");
+        std::fs::copy(&path, &target).unwrap();
+        format!("sqlite://{}", target.display())
+    };
+    // While the store is open, recent writes live in the -wal file only: the copy lacks them.
+    let early = Store::connect(&copy("early")).await.unwrap();
+    let early_rows = early.accounts(None).await.map(|a| a.len()).unwrap_or(0);
+    assert!(early_rows < names.len(), "the WAL was already checkpointed; the test shows nothing");
+    early.close().await.unwrap();
+
+    store.close().await.unwrap();
+    let wal = dir.path().join("smart_joiner.db-wal");
+    assert!(std::fs::metadata(&wal).map_or(true, |m| m.len() == 0), "WAL left behind");
+    let late = Store::connect(&copy("late")).await.unwrap();
+    assert_eq!(late.accounts(None).await.unwrap().len(), names.len());
+    assert_eq!(late.targets(None, None).await.unwrap().len(), links.len());
+    late.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_file_notices_a_deleted_or_replaced_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("smart_joiner.db");
+    let store = Store::connect(&format!("sqlite://{}?mode=rwc", path.display())).await.unwrap();
+    store.migrate().await.unwrap();
+    store.check_file().unwrap();
+
+    std::fs::remove_file(&path).unwrap();
+    let err = store.check_file().unwrap_err();
+    assert!(matches!(err, StoreError::File { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&path.display().to_string()) && text.contains("no longer exists"),
+        "{text}"
+    );
+
+    // Another file put in its place (a restored backup, a careless copy) is not the one open.
+    let other = dir.path().join("other.db");
+    let second = Store::connect(&format!("sqlite://{}?mode=rwc", other.display())).await.unwrap();
+    second.check_file().unwrap();
+    std::fs::write(dir.path().join("impostor"), b"").unwrap();
+    std::fs::rename(dir.path().join("impostor"), &other).unwrap();
+    let text = second.check_file().unwrap_err().to_string();
+    assert!(text.contains("other.db") && text.contains("replaced"), "{text}");
+
+    // Nothing to watch on Postgres or in memory.
+    crate::support::pg_store().await.check_file().unwrap();
+    Store::connect("sqlite::memory:").await.unwrap().check_file().unwrap();
 }
