@@ -169,7 +169,7 @@ impl AccountsConfig {
     pub fn load(path: impl AsRef<Path>) -> Result<Self, AccountsConfigError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
-            .map_err(|source| AccountsConfigError::Io { path: path.to_owned(), source })?;
+            .map_err(|error| AccountsConfigError::Io { path: path.to_owned(), error })?;
         Self::parse(&text)
     }
 
@@ -182,7 +182,7 @@ impl AccountsConfig {
     ) -> Result<(Self, Vec<EntryError>), AccountsConfigError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
-            .map_err(|source| AccountsConfigError::Io { path: path.to_owned(), source })?;
+            .map_err(|error| AccountsConfigError::Io { path: path.to_owned(), error })?;
         Self::parse_lenient(&text)
     }
 
@@ -325,12 +325,13 @@ impl<'a> IntoIterator for &'a AccountsConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum AccountsConfigError {
     /// The file cannot be read.
-    #[error("cannot read the accounts file {}: {source}", path.display())]
+    #[error("cannot read the accounts file {}: {error}", path.display())]
     Io {
         /// The path that was read.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error. In the message and deliberately not a `source()`, so an error chain
+        /// prints it once.
+        error: std::io::Error,
     },
     /// The file is not valid JSON.
     #[error("the accounts file is not valid JSON: {message} at line {line}, column {column}")]

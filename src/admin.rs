@@ -102,49 +102,55 @@ pub enum AdminError {
         "REDIS_URL does not answer ({0}); start Redis or pass --leases local when no worker runs"
     )]
     RedisDown(String),
+    /// Redis (or whatever listens there) answered with an error, or the URL cannot work: not
+    /// the absence of Redis, and workers may be using this one.
+    #[error(
+        "Redis at {url} is not usable ({message}); in-process leases would be unsafe if \
+         workers use it: fix REDIS_URL, or pass --leases local when no worker runs"
+    )]
+    RedisFailed { url: String, message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Lease(#[from] LeaseError),
 }
 
-/// How long `accounts check` waits for Redis before `auto` falls back to local leases.
+/// How long `accounts check` waits for Redis before it gives up.
 const REDIS_PROBE: Duration = Duration::from_secs(3);
 
 /// Builds the leases `mode` asks for. `auto` uses the workers' Redis leases when Redis answers,
-/// so a check never opens a second connection next to a worker's; without Redis (single-machine
-/// mode) it uses in-process leases.
+/// so a check never opens a second connection next to a worker's; only when nothing is there
+/// (connection refused, no such host: single-machine mode) does it use in-process leases.
+/// A Redis that answers with an error (wrong password, NOAUTH, a protocol or TLS failure) or
+/// does not answer in time is an error in every mode: workers may be using it.
 pub async fn check_locks(
     mode: LeaseMode,
     settings: &Settings,
     prefix: &str,
 ) -> Result<CheckLocks, AdminError> {
-    let local = || CheckLocks {
+    let local = |why: &str| CheckLocks {
         locks: Arc::new(LocalLocks::default()),
-        description: "in-process, behind the database hold every process respects".to_owned(),
+        description: format!("in-process{why}, behind the database hold every process respects"),
     };
     if mode == LeaseMode::Local {
-        return Ok(local());
+        return Ok(local(""));
     }
-    let redis = async {
-        let conn = crate::queue::connect_redis(settings.redis_url.expose())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut probe = conn.clone();
-        redis::cmd("PING").query_async::<String>(&mut probe).await.map_err(|e| e.to_string())?;
-        Ok::<_, String>(conn)
-    };
-    let redis = match tokio::time::timeout(REDIS_PROBE, redis).await {
+    let url = settings.redis_url.expose();
+    let shown = crate::redact::redact_url(url);
+    let redis = match tokio::time::timeout(REDIS_PROBE, crate::queue::connect_redis(url)).await {
         Ok(r) => r,
-        Err(_) => Err(format!("no answer within {REDIS_PROBE:?}")),
+        Err(_) => return Err(AdminError::RedisDown(format!("no answer within {REDIS_PROBE:?}"))),
     };
-    match (redis, mode) {
-        (Ok(conn), _) => Ok(CheckLocks {
+    match redis {
+        Ok(conn) => Ok(CheckLocks {
             locks: Arc::new(RedisLocks::new(conn, prefix, settings.lease_ttl)),
             description: format!("Redis, prefix {prefix:?} (shared with the workers)"),
         }),
-        (Err(e), LeaseMode::Redis) => Err(AdminError::RedisDown(e)),
-        (Err(_), _) => Ok(local()),
+        Err(e) if e.is_unreachable() && mode == LeaseMode::Auto => {
+            Ok(local(&format!(": no Redis at {shown} ({})", e.detail())))
+        }
+        Err(e) if e.is_unreachable() => Err(AdminError::RedisDown(e.detail())),
+        Err(e) => Err(AdminError::RedisFailed { url: shown, message: e.detail() }),
     }
 }
 

@@ -73,8 +73,11 @@ pub async fn connect_backends(
     redis: &RedisArgs,
 ) -> Result<Backends, AppError> {
     let store = Store::connect(settings.database_url.expose()).await.map_err(AppError::Database)?;
-    let conn =
-        crate::queue::connect_redis(settings.redis_url.expose()).await.map_err(AppError::Redis)?;
+    let redis_url = settings.redis_url.expose();
+    let conn = crate::queue::connect_redis(redis_url).await.map_err(|e| AppError::Redis {
+        url: crate::redact::redact_url(redis_url),
+        message: e.detail(),
+    })?;
     let locks =
         crate::lease::RedisLocks::new(conn.clone(), redis.redis_prefix.clone(), settings.lease_ttl);
     let queue = crate::queue::JobQueue::new(conn, &redis.queue_settings());
@@ -83,10 +86,12 @@ pub async fn connect_backends(
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("cannot connect to the database: {0}")]
+    /// Names the database (password redacted) itself.
+    #[error(transparent)]
     Database(crate::store::StoreError),
-    #[error("cannot connect to Redis: {0}")]
-    Redis(crate::queue::QueueError),
+    /// `url` has its password redacted.
+    #[error("cannot connect to Redis {url}: {message}")]
+    Redis { url: String, message: String },
     #[error(transparent)]
     Accounts(#[from] AccountsConfigError),
     #[error("{0}")]

@@ -315,6 +315,14 @@ impl Settings {
     ) -> Result<Settings, ConfigError> {
         SettingsArgs::from_env_lookup(lookup)?.into_settings()
     }
+
+    /// Scrubs the passwords of the database and Redis URLs from any text, for the places a
+    /// binary prints an error (a password from POSTGRES_PASSWORD is inside the database URL).
+    pub fn redactor(&self) -> crate::redact::Redactor {
+        crate::redact::Redactor::default()
+            .url(self.database_url.expose())
+            .url(self.redis_url.expose())
+    }
 }
 
 impl SettingsArgs {

@@ -72,7 +72,7 @@ impl Probes {
         }
         match redis {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => down.push(format!("redis: {e}")),
+            Ok(Err(e)) => down.push(format!("redis: {}", e.detail())),
             Err(_) => down.push(format!("redis: no answer within {CHECK_TIMEOUT:?}")),
         }
         down

@@ -23,7 +23,14 @@ pub struct Lease {
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
     #[error("lease store unavailable: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(crate::queue::RedisFailure),
+}
+
+// Through `RedisFailure`, so the text holds each cause once and no password.
+impl From<redis::RedisError> for LeaseError {
+    fn from(e: redis::RedisError) -> Self {
+        LeaseError::Redis(crate::queue::RedisFailure::new(&e, None))
+    }
 }
 
 /// Where leases live.

@@ -15,6 +15,7 @@ pub mod lease;
 pub mod metrics;
 pub mod producer;
 pub mod queue;
+pub mod redact;
 pub mod runner;
 pub mod status;
 pub mod store;

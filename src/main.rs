@@ -14,9 +14,10 @@ use smart_joiner::app::{self, TelegramArgs, parse_duration};
 use smart_joiner::config::{Settings, SettingsArgs};
 use smart_joiner::domain::TargetStatus;
 use smart_joiner::lease::LocalLocks;
+use smart_joiner::redact::Redactor;
 use smart_joiner::runner::SmartJoiner;
 use smart_joiner::status::{Cell, Style, Table, account_color, target_color, when};
-use smart_joiner::store::Store;
+use smart_joiner::store::{Store, StoreError};
 use smart_joiner::telemetry;
 
 #[derive(Debug, Parser)]
@@ -85,10 +86,14 @@ enum Command {
 enum MigrateAction {
     /// Apply every pending migration.
     Up,
-    /// Roll back the last `n` migrations.
+    /// Roll back the last `n` applied migrations. Refuses while a table the rollback would
+    /// drop holds rows (rolling back the first migration drops every table), unless --yes.
     Down {
         #[arg(default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         n: u32,
+        /// Drop those tables anyway: every row in them is lost.
+        #[arg(long)]
+        yes: bool,
     },
     /// List migrations and whether they are applied.
     Status,
@@ -123,7 +128,9 @@ enum AccountsAction {
         #[arg(long = "account", value_name = "SESSION_NAME")]
         accounts: Vec<String>,
         /// Where leases are taken: `redis` (shared with the workers), `local` (only this
-        /// process: use it when nothing else runs), or `auto` (redis when REDIS_URL answers).
+        /// process: use it when nothing else runs), or `auto` (redis when REDIS_URL answers;
+        /// local only when nothing listens there or the host is unknown, never when Redis
+        /// answers with an error).
         #[arg(long, env = "CHECK_LEASES", default_value = "auto")]
         leases: LeaseMode,
         /// Prefix of the Redis keys of the deployment (as the workers').
@@ -172,7 +179,8 @@ fn target_status(s: &str) -> Result<TargetStatus, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli).await {
+    let mut redactor = Redactor::default();
+    match run(cli, &mut redactor).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<Interrupted>() => {
             eprintln!("{e}");
@@ -180,7 +188,9 @@ async fn main() -> ExitCode {
             ExitCode::from(130)
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Every error is built without secrets; scrubbing the final text as well keeps a
+            // mistake in some error path from printing one.
+            eprintln!("error: {}", redactor.scrub(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -217,8 +227,9 @@ impl Out {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli, redactor: &mut Redactor) -> anyhow::Result<()> {
     let settings = cli.settings.into_settings()?;
+    *redactor = settings.redactor();
     let mut logs = telemetry::LogSettings::from_settings(&settings);
     if !matches!(cli.command, Command::Run { .. } | Command::Demo) {
         logs = logs.for_admin_command();
@@ -252,17 +263,31 @@ async fn demo() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Opens the database for a command that needs the current schema.
 async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
-    let store =
-        Store::connect(settings.database_url.expose()).await.context("cannot open the database")?;
-    let pending = store.pending_migrations().await?;
+    let store = Store::connect(settings.database_url.expose()).await?;
+    let pending = match store.pending_migrations().await {
+        Ok(pending) => pending,
+        Err(e) => return finish(store, Err(e.into())).await,
+    };
     if !pending.is_empty() {
-        bail!(
-            "the database has {} pending migrations: run `smart-joiner migrate up` first",
-            pending.len()
-        );
+        let n = pending.len();
+        let result = Err(anyhow::anyhow!(
+            "the database has {n} pending migrations: run `smart-joiner migrate up` first"
+        ));
+        return finish(store, result).await;
     }
     Ok(store)
+}
+
+/// Ends a command that used `store`: the store is closed (on SQLite its WAL is checkpointed
+/// into the database file, so a copy of that file is a complete backup) whether the command
+/// succeeded or not. A failed close is reported unless the command failed first.
+async fn finish<T>(store: Store, result: anyhow::Result<T>) -> anyhow::Result<T> {
+    let closed = store.close().await;
+    let value = result?;
+    closed.context("cannot close the database cleanly")?;
+    Ok(value)
 }
 
 async fn run_batch(
@@ -302,6 +327,9 @@ async fn run_batch(
         );
     }
     let telegram = app::telegram(telegram, settings)?;
+    // Closed at the end, whatever happened: on SQLite that checkpoints the WAL into the file,
+    // so a copy of smart_joiner.db is a whole backup.
+    let closing = store.clone();
     let service = app::join_service(
         settings,
         store,
@@ -313,7 +341,10 @@ async fn run_batch(
     let report = SmartJoiner::new(service, pool, max_wait)
         .with_stop(stop_on_signal())
         .run_batch(niche, batch_size)
-        .await?;
+        .await;
+    let closed = closing.close().await;
+    let report = report?;
+    closed?;
     println!("{report}");
     if report.interrupted {
         return Err(Interrupted.into());
@@ -322,8 +353,12 @@ async fn run_batch(
 }
 
 async fn migrate(settings: &Settings, action: MigrateAction, out: Out) -> anyhow::Result<()> {
-    let store =
-        Store::connect(settings.database_url.expose()).await.context("cannot open the database")?;
+    let store = Store::connect(settings.database_url.expose()).await?;
+    let result = migrate_with(&store, action, out).await;
+    finish(store, result).await
+}
+
+async fn migrate_with(store: &Store, action: MigrateAction, out: Out) -> anyhow::Result<()> {
     match action {
         MigrateAction::Up => {
             let pending = store.pending_migrations().await?;
@@ -334,12 +369,22 @@ async fn migrate(settings: &Settings, action: MigrateAction, out: Out) -> anyhow
                 println!("migrations applied: {}", pending.len());
             }
         }
-        MigrateAction::Down { n } => {
-            store.migrate_down(n).await?;
+        MigrateAction::Down { n, yes } => {
+            let rolled_back = match store.migrate_down(n, yes).await {
+                Err(e @ StoreError::WouldDropRows { .. }) => {
+                    bail!("{e}. Back the database up, then pass --yes to drop them with every row")
+                }
+                other => other?,
+            };
             if out.json {
-                out.json(json!({ "rolled_back": n }));
+                out.json(json!({ "rolled_back": rolled_back }));
+            } else if rolled_back.is_empty() {
+                println!("nothing rolled back: no migration is applied");
             } else {
-                println!("rolled back {n} migration(s)");
+                println!("rolled back {} migration(s), newest first:", rolled_back.len());
+                for name in &rolled_back {
+                    println!("  {name}");
+                }
             }
         }
         MigrateAction::Status => {
@@ -363,6 +408,16 @@ async fn migrate(settings: &Settings, action: MigrateAction, out: Out) -> anyhow
 
 async fn accounts(settings: &Settings, action: AccountsAction, out: Out) -> anyhow::Result<()> {
     let store = open_store(settings).await?;
+    let result = accounts_with(&store, settings, action, out).await;
+    finish(store, result).await
+}
+
+async fn accounts_with(
+    store: &Store,
+    settings: &Settings,
+    action: AccountsAction,
+    out: Out,
+) -> anyhow::Result<()> {
     match action {
         AccountsAction::Sync { pool, move_existing } => {
             let accounts = AccountsConfig::load(&settings.accounts_config)?;
@@ -457,7 +512,7 @@ async fn accounts(settings: &Settings, action: AccountsAction, out: Out) -> anyh
             }
             let opts = CheckOptions { pool, accounts: only, call_timeout: settings.call_timeout };
             let results =
-                admin::check_accounts(&store, &config, tg.as_ref(), locks.locks(), &opts).await?;
+                admin::check_accounts(store, &config, tg.as_ref(), locks.locks(), &opts).await?;
             if out.json {
                 let rows: Vec<_> = results
                     .iter()
@@ -493,7 +548,11 @@ async fn targets(settings: &Settings, action: TargetsAction, out: Out) -> anyhow
             }
             if !parsed.rejected.is_empty() && !skip_invalid {
                 for (line, text, why) in &parsed.rejected {
-                    eprintln!("{}:{line}: rejected {}: {why}", file.display(), admin::shown_line(text, why));
+                    eprintln!(
+                        "{}:{line}: rejected {}: {why}",
+                        file.display(),
+                        admin::shown_line(text, why)
+                    );
                 }
                 bail!(
                     "{} invalid line(s) in {}: nothing imported (fix them or pass --skip-invalid)",
@@ -503,7 +562,8 @@ async fn targets(settings: &Settings, action: TargetsAction, out: Out) -> anyhow
             }
             let store = open_store(settings).await?;
             let links: Vec<_> = parsed.links.iter().map(|(_, l)| l.clone()).collect();
-            let report = store.import_targets(&links, &niche).await?;
+            let report = store.import_targets(&links, &niche).await;
+            let report = finish(store, report.map_err(anyhow::Error::from)).await?;
             let in_file = parsed.duplicate_lines.len() as u64;
             if out.json {
                 let rejected: Vec<_> = parsed
@@ -520,7 +580,11 @@ async fn targets(settings: &Settings, action: TargetsAction, out: Out) -> anyhow
                 }));
             } else {
                 for (line, text, why) in &parsed.rejected {
-                    eprintln!("{}:{line}: rejected {}: {why}", file.display(), admin::shown_line(text, why));
+                    eprintln!(
+                        "{}:{line}: rejected {}: {why}",
+                        file.display(),
+                        admin::shown_line(text, why)
+                    );
                 }
                 println!(
                     "accepted {}, duplicates {} ({} already stored, {} repeated in the file), rejected {}",
@@ -534,7 +598,8 @@ async fn targets(settings: &Settings, action: TargetsAction, out: Out) -> anyhow
         }
         TargetsAction::List { niche, status } => {
             let store = open_store(settings).await?;
-            let list = store.targets(niche.as_deref(), status).await?;
+            let list = store.targets(niche.as_deref(), status).await;
+            let list = finish(store, list.map_err(anyhow::Error::from)).await?;
             if out.json {
                 let rows: Vec<_> = list
                     .iter()
@@ -585,14 +650,18 @@ async fn status(
 ) -> anyhow::Result<()> {
     let store = open_store(settings).await?;
     let now = chrono::Utc::now();
-    let report = smart_joiner::status::StatusReport {
-        now,
-        accounts: store.account_overview(pool.as_deref(), now).await?,
-        targets: store.target_counts().await?,
-        ready: store.ready_groups(now, ready_limit).await?,
-        channel_limit: settings.channel_limit,
-        daily_join_cap: settings.daily_join_cap,
+    let read = async {
+        Ok::<_, StoreError>(smart_joiner::status::StatusReport {
+            now,
+            accounts: store.account_overview(pool.as_deref(), now).await?,
+            targets: store.target_counts().await?,
+            ready: store.ready_groups(now, ready_limit).await?,
+            channel_limit: settings.channel_limit,
+            daily_join_cap: settings.daily_join_cap,
+        })
     };
+    let report = read.await;
+    let report = finish(store, report.map_err(anyhow::Error::from)).await?;
     if out.json {
         out.json(report.to_json());
     } else {

@@ -19,6 +19,9 @@ use crate::domain::{JoinTask, TargetStatus};
 use crate::join::{ExecutionOutcome, JoinError, JoinService};
 use crate::store::{Store, StoreError, Target};
 
+/// How often a batch checks that its SQLite file is still the one it opened.
+const FILE_CHECK_EVERY: Duration = Duration::from_secs(2);
+
 /// What one batch came to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchReport {
@@ -108,9 +111,29 @@ impl SmartJoiner {
                 settle(&service, job, max_wait, &stop).await
             });
         }
-        while let Some(joined) = tasks.join_next().await {
-            joined.map_err(|e| RunError::Task(e.to_string()))??;
+        // The database file is watched while the batch runs: SQLite goes on writing to a file
+        // that was deleted or replaced, and everything would be lost at exit.
+        let mut watch = tokio::time::interval(FILE_CHECK_EVERY);
+        let mut file_error = None;
+        loop {
+            tokio::select! {
+                joined = tasks.join_next() => match joined {
+                    Some(joined) => joined.map_err(|e| RunError::Task(e.to_string()))??,
+                    None => break,
+                },
+                _ = watch.tick(), if file_error.is_none() => {
+                    if let Err(e) = store.check_file() {
+                        warn!(error = %e, "stopping the batch");
+                        self.stop.cancel();
+                        file_error = Some(e);
+                    }
+                }
+            }
         }
+        if let Some(e) = file_error {
+            return Err(e.into());
+        }
+        store.check_file()?;
         let interrupted = self.stop.is_cancelled();
         if interrupted {
             warn!(

@@ -4,6 +4,8 @@
 //! `logs/smart_joiner.log`: `2026-01-12 10:00:01 - INFO - [1/5] group @autobazar_com_ua`,
 //! followed by the event's fields (`account=acc_1 target=@name`). `LOG_FORMAT=json` writes one
 //! JSON object per line instead, for clusters. `RUST_LOG` filters as usual (default `info`).
+//! When the log file cannot be opened, one warning names it and the lines go to the console
+//! only.
 //!
 //! OpenTelemetry: when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the per-signal
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`) is set, spans
@@ -75,8 +77,9 @@ pub struct LogSettings {
 /// What can stop telemetry from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
-    #[error("cannot open the log file: {0}")]
-    LogFile(#[from] std::io::Error),
+    /// Not fatal: [`init`] logs it as a warning and goes on with the console only.
+    #[error("cannot open the log file {}: {message}", path.display())]
+    LogFile { path: std::path::PathBuf, message: String },
     #[error(
         "{variable}={value:?} is not supported: only http/protobuf is (unset it or set http/protobuf)"
     )]
@@ -190,7 +193,7 @@ pub fn init(settings: &LogSettings, service: &str) -> Result<Telemetry, Telemetr
         None => (None, Metrics::new(resource(service))),
     };
     let metrics = metrics.install();
-    install_subscriber(settings, tracer.as_ref())?;
+    install_subscriber(settings, tracer.as_ref());
     Ok(Telemetry { tracer, metrics })
 }
 
@@ -201,15 +204,18 @@ fn resource(service_name: &str) -> Resource {
         .build()
 }
 
-fn install_subscriber(
-    settings: &LogSettings,
-    tracer: Option<&SdkTracerProvider>,
-) -> std::io::Result<()> {
+/// A log file that cannot be opened (a read-only directory, a full disk, a path that is a
+/// file) does not stop the process: losing the file copy of the log is better than not
+/// running, and the console still gets every line. One warning says so.
+fn install_subscriber(settings: &LogSettings, tracer: Option<&SdkTracerProvider>) {
     let default = settings.default_filter;
     let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let file = match &settings.dir {
-        Some(dir) => Some(open_log_file(dir)?),
-        None => None,
+    let (file, file_problem) = match &settings.dir {
+        Some(dir) => match open_log_file(dir) {
+            Ok(file) => (Some(file), None),
+            Err(problem) => (None, Some(problem)),
+        },
+        None => (None, None),
     };
     let console = if settings.stderr { Console::Stderr } else { Console::Stdout };
     let otel = tracer.map(|t| {
@@ -250,7 +256,9 @@ fn install_subscriber(
             registry.with(stdout).with(file).try_init().ok();
         }
     }
-    Ok(())
+    if let Some(problem) = file_problem {
+        tracing::warn!("{problem}; logging to {} only", console.name());
+    }
 }
 
 /// Where console log lines go.
@@ -261,6 +269,13 @@ enum Console {
 }
 
 impl Console {
+    fn name(self) -> &'static str {
+        match self {
+            Console::Stdout => "stdout",
+            Console::Stderr => "stderr",
+        }
+    }
+
     fn is_terminal(self) -> bool {
         match self {
             Console::Stdout => std::io::stdout().is_terminal(),
@@ -290,9 +305,14 @@ impl<'a> MakeWriter<'a> for LogFile {
     }
 }
 
-fn open_log_file(dir: &Path) -> std::io::Result<LogFile> {
-    std::fs::create_dir_all(dir)?;
-    let file = OpenOptions::new().create(true).append(true).open(dir.join("smart_joiner.log"))?;
+/// Opens `dir/smart_joiner.log` for appending, creating the directory if needed; the error
+/// names the file.
+fn open_log_file(dir: &Path) -> Result<LogFile, TelemetryError> {
+    let path = dir.join("smart_joiner.log");
+    let fail =
+        |e: std::io::Error| TelemetryError::LogFile { path: path.clone(), message: e.to_string() };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let file = OpenOptions::new().create(true).append(true).open(&path).map_err(fail)?;
     Ok(LogFile(Arc::new(file)))
 }
 

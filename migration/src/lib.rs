@@ -4,6 +4,7 @@
 //! Every migration has a working `down`.
 
 pub use sea_orm_migration::prelude::*;
+use sea_orm_migration::sea_orm::Statement;
 
 mod m20260112_000001_create_tables;
 mod m20261123_000002_account_hold;
@@ -20,5 +21,112 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_account_hold::Migration),
             Box::new(m20261124_000003_leaner_indexes::Migration),
         ]
+    }
+}
+
+/// The tables a migration's `down` drops, with every row in them, by migration name.
+///
+/// `migrate down` counts the rows of these tables before it rolls anything back and refuses
+/// while they hold any, unless told to go on. A new migration whose `down` drops a table must
+/// be listed here (the crate's tests check every `down` against this list).
+pub fn tables_dropped_by(migration: &str) -> &'static [&'static str] {
+    match migration {
+        "m20260112_000001_create_tables" => &["join_attempts", "targets", "accounts"],
+        _ => &[],
+    }
+}
+
+/// What rolling back the last `n` applied migrations would do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollback {
+    /// The migrations that would be rolled back, newest first: at most `n`, fewer when fewer
+    /// are applied.
+    pub migrations: Vec<String>,
+    /// The tables they drop that hold rows, with the row counts.
+    pub tables_with_rows: Vec<(String, u64)>,
+}
+
+/// Plans rolling back the last `n` applied migrations without changing anything (not even
+/// creating the migrations table on a database that was never migrated).
+pub async fn plan_rollback<C: ConnectionTrait>(db: &C, n: u32) -> Result<Rollback, DbErr> {
+    let applied = Migrator::get_applied_migrations_read_only(db).await?;
+    let migrations: Vec<String> =
+        applied.iter().rev().take(n as usize).map(|m| m.name().to_owned()).collect();
+    let backend = db.get_database_backend();
+    let mut tables_with_rows = Vec::new();
+    for migration in &migrations {
+        for table in tables_dropped_by(migration) {
+            // The names come from the list above, never from input.
+            let sql = format!("SELECT COUNT(*) AS n FROM \"{table}\"");
+            let row = db.query_one_raw(Statement::from_string(backend, sql)).await?;
+            let rows: i64 = match row {
+                Some(row) => row.try_get("", "n")?,
+                None => 0,
+            };
+            if rows > 0 {
+                tables_with_rows.push(((*table).to_owned(), rows as u64));
+            }
+        }
+    }
+    Ok(Rollback { migrations, tables_with_rows })
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm_migration::sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
+
+    use super::*;
+
+    async fn sqlite() -> DatabaseConnection {
+        // One connection: every statement sees the same in-memory database.
+        let mut opts = ConnectOptions::new("sqlite::memory:");
+        opts.max_connections(1).min_connections(1).sqlx_logging(false);
+        Database::connect(opts).await.unwrap()
+    }
+
+    async fn tables(db: &DatabaseConnection) -> Vec<String> {
+        let sql = "SELECT name FROM sqlite_master WHERE type = 'table' \
+                   AND name NOT LIKE 'sqlite_%' AND name <> 'seaql_migrations' ORDER BY name";
+        let rows = db.query_all_raw(Statement::from_string(DbBackend::Sqlite, sql)).await.unwrap();
+        rows.iter().map(|r| r.try_get::<String>("", "name").unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn every_down_drops_exactly_the_tables_it_is_listed_with() {
+        let db = sqlite().await;
+        Migrator::up(&db, None).await.unwrap();
+        for migration in Migrator::migrations().iter().rev() {
+            let before = tables(&db).await;
+            Migrator::down(&db, Some(1)).await.unwrap();
+            let after = tables(&db).await;
+            let mut dropped: Vec<String> =
+                before.iter().filter(|t| !after.contains(t)).cloned().collect();
+            let mut listed: Vec<String> =
+                tables_dropped_by(migration.name()).iter().map(|t| (*t).to_owned()).collect();
+            dropped.sort();
+            listed.sort();
+            assert_eq!(dropped, listed, "tables dropped by {}", migration.name());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_plan_names_only_applied_migrations_and_counts_rows() {
+        let db = sqlite().await;
+        let never = plan_rollback(&db, 5).await.unwrap();
+        assert_eq!(never, Rollback { migrations: vec![], tables_with_rows: vec![] });
+        Migrator::up(&db, None).await.unwrap();
+        let all: Vec<String> =
+            Migrator::migrations().iter().rev().map(|m| m.name().to_owned()).collect();
+        let empty = plan_rollback(&db, 99).await.unwrap();
+        assert_eq!(empty.migrations, all);
+        assert!(empty.tables_with_rows.is_empty());
+        db.execute_unprepared("INSERT INTO accounts (session_name) VALUES ('a'), ('b')")
+            .await
+            .unwrap();
+        let last = plan_rollback(&db, 1).await.unwrap();
+        assert_eq!(last.migrations, all[..1].to_vec());
+        assert!(last.tables_with_rows.is_empty());
+        let full = plan_rollback(&db, 99).await.unwrap();
+        assert_eq!(full.tables_with_rows, vec![("accounts".to_owned(), 2)]);
     }
 }

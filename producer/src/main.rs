@@ -47,6 +47,7 @@ async fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+    let redactor = settings.redactor();
     let result = run(cli, settings).await;
     // The run's spans go out before the process ends.
     telemetry.shutdown().await;
@@ -54,7 +55,8 @@ async fn main() -> ExitCode {
         Ok(0) => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(3),
         Err(e) => {
-            eprintln!("producer: {e:#}");
+            // Errors are built without secrets; scrubbing the final text too is the backstop.
+            eprintln!("producer: {}", redactor.scrub(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

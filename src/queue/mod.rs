@@ -26,9 +26,75 @@ pub const DEFAULT_QUEUE: &str = "smart_joiner:join:v1";
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(RedisFailure),
     #[error("cannot push job for target {target_id}: {message}")]
     Push { target_id: i64, message: String },
+}
+
+impl From<redis::RedisError> for QueueError {
+    fn from(e: redis::RedisError) -> Self {
+        QueueError::Redis(RedisFailure::new(&e, None))
+    }
+}
+
+impl QueueError {
+    /// The text without the `redis: ` prefix, for messages that already say it is Redis.
+    pub fn detail(&self) -> String {
+        match self {
+            QueueError::Redis(failure) => failure.to_string(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Whether Redis was not there at all (see [`RedisFailure::is_unreachable`]).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, QueueError::Redis(f) if f.is_unreachable())
+    }
+}
+
+/// A Redis error as it is reported: the driver's text with each cause once and no password
+/// (`RedisError` repeats its I/O source in its own message), and whether Redis was reachable.
+/// It has no `source()`, so an error chain prints the text once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisFailure {
+    message: String,
+    unreachable: bool,
+}
+
+impl RedisFailure {
+    /// Describes `e`; `url`, when known, has its password cut out of the text as well.
+    pub fn new(e: &redis::RedisError, url: Option<&str>) -> Self {
+        let text = crate::redact::flatten(e);
+        let message = match url {
+            Some(url) => crate::redact::scrub(&text, url),
+            None => crate::redact::scrub_url_credentials(&text),
+        };
+        RedisFailure { message, unreachable: redis_unreachable(e, &text) }
+    }
+
+    /// True only when nothing answered: the connection was refused (or the Unix socket does
+    /// not exist), or the host name does not resolve. A Redis that answered with an error
+    /// (wrong password, NOAUTH, a protocol or TLS failure) and a timeout are not "unreachable":
+    /// something is there, and it may be the Redis the workers use.
+    pub fn is_unreachable(&self) -> bool {
+        self.unreachable
+    }
+}
+
+impl std::fmt::Display for RedisFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for RedisFailure {}
+
+fn redis_unreachable(e: &redis::RedisError, text: &str) -> bool {
+    if e.is_connection_refusal() {
+        return true;
+    }
+    // A failed name lookup has no io::ErrorKind of its own on stable Rust, only std's text.
+    e.is_io_error() && text.contains("failed to lookup address information")
 }
 
 /// How the queue behaves; the defaults suit production.
@@ -71,14 +137,20 @@ impl QueueSettings {
 }
 
 /// Connects to Redis with timeouts that tolerate a busy server (apalis' own helper gives up
-/// after 500 ms).
+/// after 500 ms), and sends one PING: a server that wants a password the URL lacks answers
+/// only the first command with NOAUTH, and that should stop a process at start, not at its
+/// first job. Errors never hold the URL's password.
 pub async fn connect_redis(url: &str) -> Result<ConnectionManager, QueueError> {
-    let client = redis::Client::open(url)?;
+    let fail = |e: redis::RedisError| QueueError::Redis(RedisFailure::new(&e, Some(url)));
+    let client = redis::Client::open(url).map_err(fail)?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_response_timeout(Some(Duration::from_secs(10)))
         .set_number_of_retries(3);
-    Ok(ConnectionManager::new_with_config(client, config).await?)
+    let conn = ConnectionManager::new_with_config(client, config).await.map_err(fail)?;
+    let mut probe = conn.clone();
+    redis::cmd("PING").query_async::<String>(&mut probe).await.map_err(fail)?;
+    Ok(conn)
 }
 
 /// The idempotency key of a job: one target, one schedule.
@@ -209,5 +281,49 @@ impl JobQueue {
             target_id: first,
             message: format!("batch of {count} jobs: {e}"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(e: redis::RedisError) -> RedisFailure {
+        RedisFailure::new(&e, Some("redis://:secretpw@127.0.0.1:1/"))
+    }
+
+    #[test]
+    fn only_a_refused_connection_or_an_unknown_host_is_unreachable() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(failure(refused.into()).is_unreachable());
+        let no_host = std::io::Error::other(
+            "failed to lookup address information: Name or service not known",
+        );
+        assert!(failure(no_host.into()).is_unreachable());
+        let timeout = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        assert!(!failure(timeout.into()).is_unreachable());
+        let auth = redis::RedisError::from((
+            redis::ErrorKind::AuthenticationFailed,
+            "Password authentication failed",
+        ));
+        assert!(!failure(auth).is_unreachable());
+        let config =
+            redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "TLS not enabled"));
+        assert!(!failure(config).is_unreachable());
+    }
+
+    #[test]
+    fn the_text_holds_each_cause_once_and_no_password() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let f = failure(refused.into());
+        let text = f.to_string();
+        assert_eq!(text.matches("refused").count(), 1, "{text}");
+        let echoed = redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "bad URL",
+            "redis://:secretpw@127.0.0.1:1/ and secretpw".to_owned(),
+        ));
+        let text = failure(echoed).to_string();
+        assert!(!text.contains("secretpw"), "{text}");
     }
 }

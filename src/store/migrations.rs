@@ -6,9 +6,10 @@ use migration::{Migrator, MigratorTrait};
 use super::{Store, StoreError};
 
 impl Store {
-    /// Names of migrations not yet applied.
+    /// Names of migrations not yet applied. Reads only: on a database that was never
+    /// migrated it does not create the migrations table (a `status` must not change anything).
     pub async fn pending_migrations(&self) -> Result<Vec<String>, StoreError> {
-        let pending = Migrator::get_pending_migrations(self.connection()).await?;
+        let pending = Migrator::get_pending_migrations_read_only(self.connection()).await?;
         Ok(pending.iter().map(|m| m.name().to_owned()).collect())
     }
 
@@ -21,9 +22,32 @@ impl Store {
             .collect())
     }
 
-    /// Rolls back the last `n` applied migrations.
-    pub async fn migrate_down(&self, n: u32) -> Result<(), StoreError> {
-        Migrator::down(self.connection(), Some(n)).await?;
-        Ok(())
+    /// Rolls back the last `n` applied migrations (fewer when fewer are applied) and returns
+    /// the names of those it rolled back, newest first.
+    ///
+    /// Rolling back the first migration drops the tables with every row in them. Unless
+    /// `drop_rows` is set, nothing is rolled back while a table the rollback would drop holds
+    /// a row: the error names each such table and its row count.
+    pub async fn migrate_down(&self, n: u32, drop_rows: bool) -> Result<Vec<String>, StoreError> {
+        let db = self.connection();
+        let plan = migration::plan_rollback(db, n).await?;
+        if !plan.tables_with_rows.is_empty() && !drop_rows {
+            return Err(StoreError::WouldDropRows { tables: plan.tables_with_rows });
+        }
+        if plan.migrations.is_empty() {
+            return Ok(Vec::new());
+        }
+        let steps = u32::try_from(plan.migrations.len()).unwrap_or(u32::MAX);
+        if let Err(e) = Migrator::down(db, Some(steps)).await {
+            // Each migration is rolled back on its own: say which ones went before the failure.
+            let message = StoreError::from(e).to_string();
+            let still = migration::plan_rollback(db, n).await.map(|p| p.migrations);
+            let done = match still {
+                Ok(still) => plan.migrations.into_iter().filter(|m| !still.contains(m)).collect(),
+                Err(_) => vec!["unknown".to_owned()],
+            };
+            return Err(StoreError::RollbackFailed { done, message });
+        }
+        Ok(plan.migrations)
     }
 }

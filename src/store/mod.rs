@@ -18,19 +18,32 @@ mod targets;
 pub use reports::{AccountOverview, ReadyGroup, TargetCount};
 pub use targets::NO_AVAILABLE_ACCOUNTS;
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
+};
 
 use crate::domain::{AccountStatus, LinkKind, TargetLink, TargetStatus};
+use crate::redact;
 
 /// What can go wrong in the store.
+///
+/// The driver's errors arrive as text, flattened (each cause once) and without any password
+/// (see [`crate::redact`]): none of these variants has a `source()`, so `{e}` and `{e:#}` print
+/// the same line.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database error: {0}")]
-    Db(#[from] sea_orm::DbErr),
+    /// `transient`: the database failed for a moment (see [`StoreError::is_transient`]).
+    #[error("database error: {message}")]
+    Db { message: String, transient: bool },
+    /// The database could not be opened; `url` has its password redacted.
+    #[error("cannot connect to the database {url}: {message}")]
+    Connect { url: String, message: String },
     /// A row holds a value the code cannot read (an unknown status, a bad link, ...).
     #[error("corrupt row {table}#{id}: {problem}")]
     Corrupt { table: &'static str, id: i64, problem: String },
@@ -40,31 +53,58 @@ pub enum StoreError {
     /// The caller asked for something the data model forbids (a programming error).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// `migrate_down` was not allowed to drop tables that hold rows: nothing was rolled back.
+    #[error("rolling back would drop {}: nothing was rolled back", tables_and_rows(.tables))]
+    WouldDropRows { tables: Vec<(String, u64)> },
+    /// A rollback failed part way: `done` were rolled back before it.
+    #[error("rolling back failed after rolling back [{}]: {message}", done.join(", "))]
+    RollbackFailed { done: Vec<String>, message: String },
+    /// The SQLite file this store opened was deleted, moved or replaced.
+    #[error("the database file {} {problem}", path.display())]
+    File { path: std::path::PathBuf, problem: String },
+}
+
+impl From<sea_orm::DbErr> for StoreError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        let transient = is_transient_db_err(&e);
+        StoreError::Db { message: redact::scrub_url_credentials(&redact::flatten(&e)), transient }
+    }
+}
+
+fn tables_and_rows(tables: &[(String, u64)]) -> String {
+    let rows = |n: u64| if n == 1 { "1 row".to_owned() } else { format!("{n} rows") };
+    let parts: Vec<String> = tables.iter().map(|(t, n)| format!("{t} ({})", rows(*n))).collect();
+    parts.join(", ")
 }
 
 impl StoreError {
     /// Whether the database failed for a moment (a lost connection, a terminated backend, a
     /// server restarting, an exhausted pool), so the same statement may succeed if tried again.
     pub fn is_transient(&self) -> bool {
-        use sea_orm::{DbErr, RuntimeErr};
-        let runtime = match self {
-            StoreError::Db(DbErr::ConnectionAcquire(_)) => return true,
-            StoreError::Db(DbErr::Conn(e) | DbErr::Exec(e) | DbErr::Query(e)) => e,
-            _ => return false,
-        };
-        let RuntimeErr::SqlxError(e) = runtime else { return false };
-        match e.as_ref() {
-            sea_orm::sqlx::Error::Io(_)
-            | sea_orm::sqlx::Error::PoolTimedOut
-            | sea_orm::sqlx::Error::WorkerCrashed
-            | sea_orm::sqlx::Error::Protocol(_) => true,
-            // Class 08: connection exception; 57P01-57P03: the server is shutting down or
-            // starting, or terminated this backend; 40001/40P01: serialisation, deadlock.
-            sea_orm::sqlx::Error::Database(db) => db.code().is_some_and(|c| {
-                c.starts_with("08") || c.starts_with("57P0") || c == "40001" || c == "40P01"
-            }),
-            _ => false,
-        }
+        matches!(self, StoreError::Db { transient: true, .. })
+    }
+}
+
+/// Read off the driver's error before it is flattened to text.
+fn is_transient_db_err(e: &sea_orm::DbErr) -> bool {
+    use sea_orm::{DbErr, RuntimeErr};
+    let runtime = match e {
+        DbErr::ConnectionAcquire(_) => return true,
+        DbErr::Conn(e) | DbErr::Exec(e) | DbErr::Query(e) => e,
+        _ => return false,
+    };
+    let RuntimeErr::SqlxError(e) = runtime else { return false };
+    match e.as_ref() {
+        sea_orm::sqlx::Error::Io(_)
+        | sea_orm::sqlx::Error::PoolTimedOut
+        | sea_orm::sqlx::Error::WorkerCrashed
+        | sea_orm::sqlx::Error::Protocol(_) => true,
+        // Class 08: connection exception; 57P01-57P03: the server is shutting down or
+        // starting, or terminated this backend; 40001/40P01: serialisation, deadlock.
+        sea_orm::sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            c.starts_with("08") || c.starts_with("57P0") || c == "40001" || c == "40P01"
+        }),
+        _ => false,
     }
 }
 
@@ -187,23 +227,50 @@ pub const COUNTED_OUTCOMES: [&str; 3] = ["joined", "already_participant", "reque
 #[derive(Debug, Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    /// The SQLite file opened, as found at connect time (`None` for Postgres and in-memory).
+    file: Option<Arc<DbFile>>,
+}
+
+/// A SQLite database file and the identity it had when it was opened.
+#[derive(Debug)]
+struct DbFile {
+    path: PathBuf,
+    /// Device and inode on Unix: a file put in its place has other ones.
+    identity: Option<(u64, u64)>,
 }
 
 /// How long a SQLite writer waits for another process's lock before giving up.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Postgres pool size of one process (a worker runs a handful of jobs at once).
 const PG_MAX_CONNECTIONS: u32 = 10;
+/// How long the first Postgres connection may take (TCP, TLS, authentication).
+const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Store {
     /// Connects to `url` (`postgres://...` or `sqlite://path`).
     ///
+    /// Postgres: one connection is opened first, on its own, so a refused connection, an
+    /// unknown host or a rejected password is reported as such at once; the pool would retry
+    /// until its acquire timeout and then only say that it timed out.
+    ///
     /// SQLite: the file is created if missing, in WAL mode with a busy timeout. The pool keeps
     /// one connection, so the tasks of one process take turns and never meet SQLITE_BUSY in the
     /// middle of a transaction; the busy timeout covers other processes (the admin CLI).
+    ///
+    /// Errors name the URL with its password redacted, and carry no password anywhere.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let fail = |message: String| StoreError::Connect {
+            url: redact::redact_url(url),
+            message: redact::scrub(&message, url),
+        };
+        // sea-orm would quote the whole URL, password included, in its own parse error.
+        if let Err(e) = url::Url::parse(url) {
+            return Err(fail(format!("not a valid URL: {e}")));
+        }
+        let sqlite = url.starts_with("sqlite:");
         let mut opts = ConnectOptions::new(url.to_owned());
         opts.sqlx_logging(false).connect_timeout(Duration::from_secs(10));
-        if url.starts_with("sqlite:") {
+        if sqlite {
             use sea_orm::sqlx::sqlite::SqliteJournalMode;
             opts.max_connections(1).min_connections(1).map_sqlx_sqlite_opts(|o| {
                 o.create_if_missing(true)
@@ -212,17 +279,20 @@ impl Store {
                     .foreign_keys(true)
             });
         } else {
+            probe_postgres(url).await.map_err(fail)?;
             opts.max_connections(PG_MAX_CONNECTIONS)
                 .min_connections(0)
                 .acquire_timeout(Duration::from_secs(30));
         }
-        let db = Database::connect(opts).await?;
-        Ok(Store { db })
+        let db = Database::connect(opts).await.map_err(|e| fail(redact::flatten(&e)))?;
+        let file =
+            if sqlite { sqlite_file(&db).await.map_err(|e| fail(e.to_string()))? } else { None };
+        Ok(Store { db, file: file.map(Arc::new) })
     }
 
     /// Wraps an existing connection.
     pub fn from_connection(db: DatabaseConnection) -> Store {
-        Store { db }
+        Store { db, file: None }
     }
 
     /// Applies every pending migration.
@@ -239,6 +309,96 @@ impl Store {
     fn is_postgres(&self) -> bool {
         self.db.get_database_backend() == DbBackend::Postgres
     }
+
+    /// Ends the use of the database; call it last, on the way out of a command.
+    ///
+    /// SQLite keeps recent writes in the `-wal` file beside the database until a checkpoint
+    /// copies them in, so a copy of the `.db` file alone (the obvious backup) would miss them.
+    /// This checkpoints the whole WAL into the file and truncates it, then closes the pool
+    /// (which closes it for every clone of this store). When another process has the database
+    /// open the checkpoint may not finish; that is logged, not an error.
+    pub async fn close(self) -> Result<(), StoreError> {
+        if self.db.get_database_backend() == DbBackend::Sqlite {
+            let stmt = Statement::from_string(DbBackend::Sqlite, "PRAGMA wal_checkpoint(TRUNCATE)");
+            if let Some(row) = self.db.query_one_raw(stmt).await? {
+                let busy: i32 = row.try_get_by_index(0).unwrap_or(0);
+                if busy != 0 {
+                    let path = self.file.as_ref().map(|f| f.path.display().to_string());
+                    tracing::warn!(
+                        file = path.as_deref().unwrap_or(":memory:"),
+                        "the SQLite WAL could not be fully checkpointed: another process has the \
+                         database open; a copy of the .db file alone may miss recent writes"
+                    );
+                }
+            }
+        }
+        self.db.close().await?;
+        Ok(())
+    }
+
+    /// Checks that the SQLite file this store opened is still there and is the same file
+    /// (same device and inode on Unix). A deleted, moved or replaced file is an error naming
+    /// its path: SQLite would go on writing to the unlinked file, and every write would be
+    /// lost when the process ends. Always `Ok` on Postgres.
+    pub fn check_file(&self) -> Result<(), StoreError> {
+        let Some(file) = &self.file else { return Ok(()) };
+        let fail = |problem: String| StoreError::File { path: file.path.clone(), problem };
+        match std::fs::metadata(&file.path) {
+            Ok(meta) if file_identity(&meta) == file.identity => Ok(()),
+            Ok(_) => Err(fail("was replaced by another file since it was opened".to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(fail("no longer exists (deleted or moved since it was opened)".to_owned()))
+            }
+            Err(e) => Err(fail(format!("cannot be examined: {e}"))),
+        }
+    }
+}
+
+/// Opens one Postgres connection and closes it again: the real cause of a failure, fast.
+async fn probe_postgres(url: &str) -> Result<(), String> {
+    use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection};
+    use sea_orm::sqlx::{ConnectOptions as _, Connection as _};
+    let opts: PgConnectOptions = url.parse().map_err(|e| redact::flatten(&e))?;
+    match tokio::time::timeout(PG_CONNECT_TIMEOUT, opts.connect()).await {
+        Ok(Ok(conn)) => {
+            let conn: PgConnection = conn;
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(redact::flatten(&e)),
+        Err(_) => Err(format!("no answer within {PG_CONNECT_TIMEOUT:?}")),
+    }
+}
+
+/// The file behind the `main` database of a SQLite connection, as SQLite itself reports it
+/// (an absolute path; empty for an in-memory database).
+async fn sqlite_file(db: &DatabaseConnection) -> Result<Option<DbFile>, StoreError> {
+    let stmt = Statement::from_string(DbBackend::Sqlite, "PRAGMA database_list");
+    let rows = db.query_all_raw(stmt).await?;
+    for row in rows {
+        let name: String = row.try_get("", "name")?;
+        let file: String = row.try_get("", "file")?;
+        if name == "main" && !file.is_empty() {
+            let path = PathBuf::from(file);
+            let meta = std::fs::metadata(&path).map_err(|e| StoreError::File {
+                path: path.clone(),
+                problem: format!("cannot be examined: {e}"),
+            })?;
+            return Ok(Some(DbFile { identity: file_identity(&meta), path }));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(unix)]
+fn file_identity(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_identity(_meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    None
 }
 
 fn corrupt(table: &'static str, id: i64, problem: impl Into<String>) -> StoreError {
@@ -320,3 +480,28 @@ fn accounts_from(models: Vec<entity::accounts::Model>) -> Result<Vec<Account>, S
 
 /// Rows per statement when a list is bound as parameters (SQLite allows 32766 per statement).
 const CHUNK: usize = 500;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sea_orm::{ConnAcquireErr, DbErr, RuntimeErr};
+
+    use super::StoreError;
+
+    #[test]
+    fn a_lost_connection_is_transient_and_a_logic_error_is_not() {
+        let io = || std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let exec = DbErr::Exec(RuntimeErr::SqlxError(Arc::new(sea_orm::sqlx::Error::Io(io()))));
+        let cases = [
+            (DbErr::ConnectionAcquire(ConnAcquireErr::Timeout), true),
+            (exec, true),
+            (DbErr::RecordNotFound("x".into()), false),
+            (DbErr::Custom("constraint".into()), false),
+        ];
+        for (err, transient) in cases {
+            let shown = err.to_string();
+            assert_eq!(StoreError::from(err).is_transient(), transient, "{shown}");
+        }
+    }
+}

@@ -630,3 +630,35 @@ async fn a_flood_wait_answered_while_the_lease_ran_out_still_cools_the_account_d
     let inv = invariants::check(&store, fast_pacing().join_pause_min, &LIMITS).await.unwrap();
     assert!(inv.is_clean(), "{inv}: {inv:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_sqlite_file_is_deleted_stops_with_an_error_naming_it() {
+    let (store, dir) = crate::support::sqlite_store().await;
+    let targets = links("vanish", 6);
+    let accounts = seed(&store, 1, &targets, "cars").await;
+    // One account, a pause of seconds between joins: the batch is still running when the
+    // file goes.
+    let pacing = smart_joiner::domain::Pacing {
+        join_pause_min: Duration::from_secs(3),
+        join_pause_max: Duration::from_secs(3),
+        ..fast_pacing()
+    };
+    let svc = service(
+        &store,
+        Arc::new(LocalLocks::default()),
+        Arc::new(ScriptedTelegram::new(Script::default())),
+        accounts,
+        pacing,
+        LIMITS,
+    );
+    let run = tokio::spawn(async move {
+        SmartJoiner::new(svc, "default", Duration::from_secs(60)).run_batch("cars", 6).await
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let path = dir.path().join("smart_joiner.db");
+    std::fs::remove_file(&path).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(20), run).await.expect("stops").unwrap();
+    let err = result.expect_err("a vanished database file is an error");
+    let text = err.to_string();
+    assert!(text.contains("smart_joiner.db") && text.contains("no longer exists"), "{text}");
+}

@@ -9,6 +9,7 @@ mod demo;
 mod faults;
 mod harness;
 mod join;
+mod operator;
 mod ops;
 mod pipeline;
 mod store;

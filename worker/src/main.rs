@@ -1,6 +1,7 @@
 //! `worker`: leases accounts of one pool and runs join jobs from Redis until SIGTERM, serving
 //! `/healthz`, `/readyz` and `/metrics` on the operations port meanwhile.
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -43,13 +44,35 @@ struct Cli {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = cli.settings.clone().into_settings()?;
-    let telemetry = telemetry::init(&telemetry::LogSettings::from_settings(&settings), "worker")?;
+    let settings = match cli.settings.clone().into_settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("worker: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let telemetry =
+        match telemetry::init(&telemetry::LogSettings::from_settings(&settings), "worker") {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("worker: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    let redactor = settings.redactor();
     let result = run(cli, settings, telemetry.metrics()).await;
     telemetry.shutdown().await;
-    result
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, each cause once (returning the error from main would print its Debug
+            // form, with a backtrace when RUST_BACKTRACE is set); scrubbed as a backstop.
+            eprintln!("worker: {}", redactor.scrub(&format!("{e:#}")));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn run(
@@ -99,7 +122,8 @@ async fn run(
     sampler.abort();
     stop_ops.cancel();
     let _ = ops.await;
-    result.map_err(|e| anyhow::anyhow!(e))
+    // apalis' errors may repeat their source in their own text: flattened, each cause once.
+    result.map_err(|e| anyhow::anyhow!(smart_joiner::redact::flatten(e.as_ref())))
 }
 
 fn default_name() -> String {
