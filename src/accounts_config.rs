@@ -255,6 +255,10 @@ impl AccountsConfig {
         let mut errors = Vec::new();
         let mut accounts = Vec::with_capacity(entries.len());
         let mut first_index_of: HashMap<String, usize> = HashMap::new();
+        // One session under two names would be two accounts to the pool, each with its own
+        // hold, and their two connections would kill the session (AUTH_KEY_DUPLICATED).
+        let mut first_with_key: HashMap<[u8; crate::telegram::session::AUTH_KEY_LEN], usize> =
+            HashMap::new();
         let mut bad_name = HashSet::new();
         for (index, entry) in entries.iter().enumerate() {
             let before = errors.len();
@@ -272,6 +276,19 @@ impl AccountsConfig {
                     });
                 } else {
                     first_index_of.insert(account.session_name.clone(), index);
+                }
+                if let Some(&first) = first_with_key.get(account.session.auth_key()) {
+                    errors.push(EntryError {
+                        index,
+                        session_name: Some(account.session_name.clone()),
+                        field: "string_session",
+                        problem: format!(
+                            "the same session (auth key) as entry {first}: one session under two \
+                             names would be connected twice at once, which kills it"
+                        ),
+                    });
+                } else if errors.len() == before {
+                    first_with_key.insert(*account.session.auth_key(), index);
                 }
                 if errors.len() == before {
                     accounts.push(account);
@@ -1012,6 +1029,24 @@ mod tests {
             errors[0].to_string(),
             "entry 1 (session 'a'): field session_name: duplicate: entry 0 has the same session_name"
         );
+    }
+
+    #[test]
+    fn one_session_under_two_names_is_refused_naming_the_first_entry() {
+        let text =
+            Value::Array(vec![entry("acc1", 7, Value::Null), entry("acc1_copy", 7, Value::Null)]);
+        let errors = entry_errors(&text.to_string());
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let shown = errors[0].to_string();
+        assert!(
+            shown.starts_with("entry 1 (session 'acc1_copy'): field string_session: the same session (auth key) as entry 0"),
+            "{shown}"
+        );
+        assert!(!shown.contains(&session_string(7)), "the session is never echoed");
+        // Lenient loading keeps the first and leaves the copy out.
+        let (config, rejected) = AccountsConfig::parse_lenient(&text.to_string()).unwrap();
+        assert!(config.get("acc1").is_some() && config.get("acc1_copy").is_none());
+        assert_eq!(rejected.len(), 1);
     }
 
     #[test]

@@ -328,7 +328,34 @@ impl JoinService {
             }
         }
         self.release(&held.lease).await;
-        result
+        match result {
+            Ok(ExecutionOutcome::Done(Settled::Stale)) => {
+                self.after_stale(job, target.id, held.lease.account_id).await
+            }
+            other => other,
+        }
+    }
+
+    /// After a stale decision: a target still pinned to this account (another process took the
+    /// account meanwhile, a check or a join elsewhere) would otherwise wait, unscheduled, for
+    /// the producer's recovery under the schedule its consumed job carried. It gets a new
+    /// schedule and a follow-up job instead, which retries it with its account once free.
+    async fn after_stale(
+        &self,
+        job: &JoinJobV1,
+        target_id: i64,
+        account_id: i64,
+    ) -> Result<ExecutionOutcome, JoinError> {
+        let d = &*self.deps;
+        let Some(now) = d.store.target(target_id).await? else {
+            return Ok(ExecutionOutcome::Done(Settled::Stale));
+        };
+        if !(now.status == TargetStatus::Joining && now.claimed_account_id == Some(account_id)) {
+            return Ok(ExecutionOutcome::Done(Settled::Stale));
+        }
+        let run_at = Utc::now() + chrono::Duration::from_std(BUSY_RETRY).unwrap_or_default();
+        d.store.touch_next_run(&[target_id], run_at).await?;
+        Ok(ExecutionOutcome::Reschedule { job: job.follow_up(None), run_at })
     }
 
     async fn release(&self, lease: &Lease) {

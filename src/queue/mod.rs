@@ -153,7 +153,6 @@ pub async fn connect_redis(url: &str) -> Result<ConnectionManager, QueueError> {
     Ok(conn)
 }
 
-/// The idempotency key of a job: one target, one schedule.
 /// Jobs moved per call of [`PROMOTE_DUE`]: well below the 8,000 values one Lua `unpack` takes.
 const PROMOTE_CHUNK: usize = 1_000;
 
@@ -170,6 +169,7 @@ end
 return #ids
 "#;
 
+/// The idempotency key of a job: one target, one schedule.
 pub fn idempotency_key(target_id: i64, due: Option<DateTime<Utc>>) -> String {
     format!("t{target_id}:{}", due.map_or(0, |d| d.timestamp_millis()))
 }

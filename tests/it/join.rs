@@ -220,7 +220,8 @@ async fn a_write_under_a_stale_epoch_changes_nothing_and_the_retry_recovers(stor
 
     let outcome = svc.execute(&job).await.unwrap();
     let before = thief.snapshot.lock().unwrap().clone().expect("the thief struck");
-    assert_eq!(outcome, ExecutionOutcome::Done(Settled::Stale));
+    // Still pinned to acc_00: rescheduled under a new schedule rather than left for recovery.
+    let ExecutionOutcome::Reschedule { job, .. } = outcome else { panic!("{outcome:?}") };
     let t = status_of(&store, &targets[0]).await;
     assert_eq!(t.status, TargetStatus::Joining, "claimed, then nothing written");
     assert_eq!(t.assigned_account_id, None);
