@@ -387,7 +387,7 @@ impl JoinService {
         // resumed after a freeze sees both): Telegram's verdict must not be dropped.
         let outcome = tokio::select! {
             biased;
-            outcome = self.call_telegram(account, target) => outcome,
+            outcome = self.call_telegram(account, target, epoch) => outcome,
             lost = self.keep_held(lease, epoch) => {
                 warn!(account = %account.session_name, reason = %lost, "account lost: join aborted");
                 JoinOutcome::InDoubt { reason: format!("account lost: {lost}") }
@@ -435,7 +435,7 @@ impl JoinService {
         })
     }
 
-    async fn call_telegram(&self, account: &Account, target: &Target) -> JoinOutcome {
+    async fn call_telegram(&self, account: &Account, target: &Target, epoch: i64) -> JoinOutcome {
         let d = &*self.deps;
         let Some(config) = d.accounts.get(&account.session_name) else {
             // Checked before the take; a local problem is never recorded as Telegram's verdict.
@@ -456,6 +456,29 @@ impl JoinService {
             }
         };
         let mut session = session;
+        // The gate before the join is sent: the hold must still be this attempt's, and the
+        // account is reserved until a join pause after the hold's new end. A process frozen
+        // after its take (SIGSTOP, a stalled VM) that resumes once its hold ran out must not send
+        // a join another process may already have followed; and whoever takes the account next
+        // must wait for this hold to end, so the rest counted from there covers a join sent at
+        // any moment of it (invariant 5).
+        let hold_until = self.hold_until();
+        let rest = chrono::Duration::from_std(d.pacing.join_pause_min).unwrap_or_default();
+        let gate = d.store.gate_join(account.id, epoch, Utc::now(), hold_until, hold_until + rest);
+        let open = match gate.await {
+            Ok(open) => open,
+            Err(e) => {
+                warn!(account = %account.session_name, error = %e, "the hold could not be checked before the join");
+                false
+            }
+        };
+        if !open {
+            if tokio::time::timeout(d.call_timeout, session.disconnect()).await.is_err() {
+                warn!(account = %account.session_name, "disconnect timed out; connection torn down");
+            }
+            let reason = "the account's hold was no longer this attempt's: nothing was sent";
+            return ConnectError::Failed(reason.to_owned()).into_outcome();
+        }
         let outcome = match tokio::time::timeout(d.call_timeout, session.join(&target.link)).await {
             Ok(outcome) => outcome,
             Err(_) => {

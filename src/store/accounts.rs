@@ -316,6 +316,36 @@ impl Store {
         Ok(report)
     }
 
+    /// The last step before a join is sent: true only while the hold is still `epoch`'s and
+    /// has not run out at `now`. Then the hold is extended to `hold_until` and the account
+    /// reserved (never shortened) until `rest_until`.
+    pub async fn gate_join(
+        &self,
+        account_id: i64,
+        epoch: i64,
+        now: DateTime<Utc>,
+        hold_until: DateTime<Utc>,
+        rest_until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        use accounts::Column as C;
+        let later = Expr::case(
+            Condition::any()
+                .add(C::NextAllowedActionTime.is_null())
+                .add(C::NextAllowedActionTime.lt(rest_until)),
+            Expr::val(rest_until),
+        )
+        .finally(Expr::col(C::NextAllowedActionTime));
+        let res = accounts::Entity::update_many()
+            .col_expr(C::HeldUntil, Expr::val(hold_until))
+            .col_expr(C::NextAllowedActionTime, later.into())
+            .filter(C::Id.eq(account_id))
+            .filter(C::LeaseEpoch.eq(epoch))
+            .filter(C::HeldUntil.gt(now))
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected == 1)
+    }
+
     /// Takes the account's hold for a connection that is not a join (`accounts check`): one
     /// conditional update that succeeds only when no other process holds the account, bumps
     /// the epoch and sets `held_until`. `None` when the account is held elsewhere or unknown.

@@ -30,6 +30,7 @@ on_both_backends!(
     a_pinned_retry_through_an_outage_keeps_its_pin_and_its_tries,
     a_worker_that_dies_after_sending_a_join_still_holds_the_account_back,
     a_flood_wait_answered_while_the_lease_ran_out_still_cools_the_account_down,
+    a_worker_frozen_until_its_hold_ran_out_sends_no_join,
 );
 
 fn answers(list: &[&str]) -> Vec<Answer> {
@@ -662,4 +663,57 @@ async fn a_run_whose_sqlite_file_is_deleted_stops_with_an_error_naming_it() {
     let err = result.expect_err("a vanished database file is an error");
     let text = err.to_string();
     assert!(text.contains("smart_joiner.db") && text.contains("no longer exists"), "{text}");
+}
+
+/// Connects, then the process freezes until its hold has run out and another process has
+/// taken the account.
+struct FrozenAfterConnect {
+    inner: ScriptedTelegram,
+    store: Store,
+}
+
+#[async_trait]
+impl Telegram for FrozenAfterConnect {
+    async fn connect(
+        &self,
+        account: &AccountConfig,
+    ) -> Result<Box<dyn TelegramSession>, ConnectError> {
+        let session = self.inner.connect(account).await?;
+        let acc = account_named(&self.store, &account.session_name).await;
+        // The hold runs out under the frozen process, and someone else takes the account.
+        let past = Utc::now() - chrono::Duration::seconds(1);
+        let newer = self.store.take_hold(acc.id, Utc::now(), past).await.unwrap();
+        assert_eq!(newer, None, "held by the frozen attempt");
+        self.store.release_hold(acc.id, acc.lease_epoch).await.unwrap();
+        let other =
+            self.store.take_hold(acc.id, Utc::now(), Utc::now() + chrono::Duration::seconds(30));
+        assert!(other.await.unwrap().is_some());
+        Ok(session)
+    }
+}
+
+/// The long fault run's pacing violation: a worker frozen between its take and its join
+/// resumed after its hold ran out and sent the join next to another process's. The gate
+/// before the join sees the hold is no longer its own and sends nothing.
+async fn a_worker_frozen_until_its_hold_ran_out_sends_no_join(store: Store) {
+    let targets = links("gate", 1);
+    let accounts = seed(&store, 1, &targets, "cars").await;
+    let fake = ScriptedTelegram::new(Script::default());
+    let telegram = Arc::new(FrozenAfterConnect { inner: fake.clone(), store: store.clone() });
+    let svc =
+        service(&store, Arc::new(LocalLocks::default()), telegram, accounts, fast_pacing(), LIMITS);
+    let queued = store.queue_new_targets("cars", 1, Utc::now()).await.unwrap();
+    let out = svc.execute(&JoinTask::new(queued[0].id, "default").into_current()).await.unwrap();
+    assert!(
+        fake.events()
+            .iter()
+            .all(|e| !matches!(e.kind, smart_joiner::telegram::fake::EventKind::Join { .. })),
+        "a join was sent: {:?}",
+        fake.events()
+    );
+    assert!(
+        !matches!(out, ExecutionOutcome::Done(Settled::Finished(TargetStatus::Joined))),
+        "{out:?}"
+    );
+    assert_eq!(status_of(&store, &targets[0]).await.assigned_account_id, None);
 }

@@ -21,6 +21,7 @@ on_both_backends!(
     sync_accounts_adds_moves_and_reports_missing_names,
     sync_without_move_leaves_other_pools_alone_and_repairs_local_config_marks,
     take_hold_keeps_every_other_process_out_until_released,
+    the_gate_before_a_join_opens_only_for_a_live_hold_of_the_epoch,
     import_counts_duplicates_in_the_database_and_in_the_input,
     queue_new_targets_takes_the_oldest_new_targets_of_the_niche,
     concurrent_producers_never_take_the_same_target,
@@ -241,6 +242,27 @@ async fn take_hold_keeps_every_other_process_out_until_released(store: Store) {
     assert_eq!(next, Some(epoch + 1));
     // A hold whose holder vanished expires by itself.
     assert!(store.take_hold(id, t0() + mins(4), t0() + mins(5)).await.unwrap().is_some());
+}
+
+async fn the_gate_before_a_join_opens_only_for_a_live_hold_of_the_epoch(store: Store) {
+    let a = accounts(&store, &["anna"], "default").await;
+    let id = a[0].id;
+    let epoch = store.take_hold(id, t0(), t0() + mins(2)).await.unwrap().unwrap();
+    // A stale epoch, or a hold that ran out, keeps the gate shut and writes nothing.
+    assert!(!store.gate_join(id, epoch - 1, t0(), t0() + mins(3), t0() + mins(8)).await.unwrap());
+    assert!(
+        !store.gate_join(id, epoch, t0() + mins(2), t0() + mins(3), t0() + mins(8)).await.unwrap()
+    );
+    assert_eq!(account(&store, id).await.next_allowed_action_time, None);
+    // Open: the hold moves on and the account is reserved, never for less than before.
+    assert!(
+        store.gate_join(id, epoch, t0() + mins(1), t0() + mins(3), t0() + mins(8)).await.unwrap()
+    );
+    assert_eq!(account(&store, id).await.next_allowed_action_time, Some(t0() + mins(8)));
+    assert!(
+        store.gate_join(id, epoch, t0() + mins(2), t0() + mins(4), t0() + mins(5)).await.unwrap()
+    );
+    assert_eq!(account(&store, id).await.next_allowed_action_time, Some(t0() + mins(8)));
 }
 
 async fn bump_lease_epoch_counts_up_and_rejects_unknown_accounts(store: Store) {
