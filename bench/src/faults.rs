@@ -288,6 +288,7 @@ async fn run_once(mut args: FaultArgs) -> anyhow::Result<bool> {
     let fault_end = Instant::now() + args.fault_phase;
     let mut next_fault = Instant::now() + args.fault_every;
     let mut next_produce = Instant::now();
+    let mut producing: Option<tokio::task::JoinHandle<()>> = None;
     let mut kind = 0usize;
     eprintln!(
         "faults: {} targets, {} accounts, {} workers x {}, pause {:?}, lease {:?}, faults every {:?} for {:?}",
@@ -303,8 +304,13 @@ async fn run_once(mut args: FaultArgs) -> anyhow::Result<bool> {
 
     // Fault phase.
     while Instant::now() < fault_end {
-        if Instant::now() >= next_produce {
-            let _ = penv.produce(NICHE, batch, &recover_after).await;
+        // The producer runs beside the driver, so a SIGCONT is never late because a producer
+        // run was slow: a pause longer than intended would freeze a worker past its hold.
+        if Instant::now() >= next_produce && producing.as_ref().is_none_or(|p| p.is_finished()) {
+            let (env, after) = (penv.clone(), recover_after.clone());
+            producing = Some(tokio::spawn(async move {
+                let _ = env.produce(NICHE, batch, &after).await;
+            }));
             next_produce = Instant::now() + Duration::from_secs(1);
         }
         if Instant::now() >= next_fault {
@@ -342,6 +348,9 @@ async fn run_once(mut args: FaultArgs) -> anyhow::Result<bool> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     workers.cont_all();
+    if let Some(p) = producing.take() {
+        let _ = p.await;
+    }
 
     // Settle: workers run undisturbed, the producer recovers what the faults lost.
     let settle_end = Instant::now() + args.settle;
