@@ -328,16 +328,9 @@ impl Store {
         rest_until: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         use accounts::Column as C;
-        let later = Expr::case(
-            Condition::any()
-                .add(C::NextAllowedActionTime.is_null())
-                .add(C::NextAllowedActionTime.lt(rest_until)),
-            Expr::val(rest_until),
-        )
-        .finally(Expr::col(C::NextAllowedActionTime));
         let res = accounts::Entity::update_many()
             .col_expr(C::HeldUntil, Expr::val(hold_until))
-            .col_expr(C::NextAllowedActionTime, later.into())
+            .col_expr(C::NextAllowedActionTime, super::sql::rest_at_least(rest_until))
             .filter(C::Id.eq(account_id))
             .filter(C::LeaseEpoch.eq(epoch))
             .filter(C::HeldUntil.gt(now))

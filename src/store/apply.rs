@@ -219,17 +219,8 @@ impl Store {
             .filter(C::Id.eq(account_id));
         let mut changes = Condition::any().add(C::Status.is_in(milder));
         if let Some(until) = until {
-            let later = Expr::case(
-                Condition::any()
-                    .add(C::NextAllowedActionTime.is_null())
-                    .add(C::NextAllowedActionTime.lt(until)),
-                Expr::val(until),
-            )
-            .finally(Expr::col(C::NextAllowedActionTime));
-            update = update.col_expr(C::NextAllowedActionTime, later.into());
-            changes = changes
-                .add(C::NextAllowedActionTime.is_null())
-                .add(C::NextAllowedActionTime.lt(until));
+            update = update.col_expr(C::NextAllowedActionTime, super::sql::rest_at_least(until));
+            changes = changes.add(super::sql::rest_ends_before(until));
         }
         let res = update.filter(changes).exec(&self.db).await?;
         if res.rows_affected > 0 {

@@ -38,3 +38,18 @@ pub(super) fn locked_targets(cond: Condition) -> SelectStatement {
         .lock(LockType::Update)
         .take()
 }
+
+/// `next_allowed_action_time` is unset or earlier than `until`: a rest `until` would lengthen.
+pub(super) fn rest_ends_before(until: chrono::DateTime<chrono::Utc>) -> Condition {
+    use super::entity::accounts::Column as C;
+    use sea_orm::ColumnTrait;
+    Condition::any().add(C::NextAllowedActionTime.is_null()).add(C::NextAllowedActionTime.lt(until))
+}
+
+/// The later of `next_allowed_action_time` and `until`: a rest that is only ever lengthened.
+pub(super) fn rest_at_least(until: chrono::DateTime<chrono::Utc>) -> Expr {
+    use super::entity::accounts::Column as C;
+    Expr::case(rest_ends_before(until), Expr::val(until))
+        .finally(Expr::col(C::NextAllowedActionTime))
+        .into()
+}
