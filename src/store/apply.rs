@@ -36,7 +36,7 @@ impl Store {
             (accounts::Column::LastActionAt, Expr::val(attempt.finished_at)),
             (accounts::Column::UpdatedAt, Expr::val(now)),
         ];
-        account_sets.extend(account_change(&decision.account));
+        account_sets.extend(account_change(&decision.account, attempt.finished_at));
         // The decision ends the hold taken with the lease.
         account_sets
             .push((accounts::Column::HeldUntil, Expr::val(None::<chrono::DateTime<chrono::Utc>>)));
@@ -244,7 +244,10 @@ struct Writes {
     row: Sets<join_attempts::Column>,
 }
 
-fn account_change(change: &AccountChange) -> Sets<accounts::Column> {
+fn account_change(
+    change: &AccountChange,
+    finished_at: chrono::DateTime<chrono::Utc>,
+) -> Sets<accounts::Column> {
     use accounts::Column as C;
     match change {
         AccountChange::Pace { until } => vec![
@@ -261,7 +264,10 @@ fn account_change(change: &AccountChange) -> Sets<accounts::Column> {
             (C::Status, Expr::val(status.as_str())),
             (C::StatusReason, Expr::val(reason.as_str())),
         ],
-        AccountChange::Unchanged => vec![],
+        // Nothing happened to the account (slow mode limits the group): the rest reserved for a
+        // join that might have been made ends with the attempt. The account was free when it
+        // was taken, so no earlier rest of its own is cut short.
+        AccountChange::Unchanged => vec![(C::NextAllowedActionTime, Expr::val(finished_at))],
     }
 }
 

@@ -753,10 +753,10 @@ async fn in_doubt_keeps_the_claim_and_counts_the_try(store: Store) {
     );
     assert_eq!(t.next_run_at, Some(t0() + mins(1)));
     let a = account(&f.store, f.account).await;
-    // Unchanged: status and pacing stay, only the activity time moves.
+    // Unchanged: the status stays, the rest reserved for the attempt ends with it.
     assert_eq!(
         (a.status, a.next_allowed_action_time, a.last_action_at),
-        (AccountStatus::Active, None, Some(t0()))
+        (AccountStatus::Active, Some(t0()), Some(t0()))
     );
     // The same decision written again under the same epoch (a retry after a lost commit
     // reply) is stale: a decision is applied at most once per epoch.
