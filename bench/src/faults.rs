@@ -522,7 +522,46 @@ async fn run_once(mut args: FaultArgs) -> anyhow::Result<bool> {
     for v in violations.iter().take(20) {
         eprintln!("  tgsim violation: {v:?}");
     }
-    let flagged = flagged_accounts(&violations, &report, &store).await;
+    let mut flagged = flagged_accounts(&violations, &report, &store).await;
+    // A lost target: its row, and its claimed account's story below.
+    let names: BTreeMap<i64, String> = store
+        .accounts(None)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| (a.id, a.session_name))
+        .collect();
+    for t in targets.iter().filter(|t| unsettled(t) && t.next_run_at.is_none_or(|at| at <= now)) {
+        eprintln!(
+            "  lost target {} (id {}): {} claimed by {:?} (epoch {:?}), next run {:?}, attempts {}, in-doubt tries {}",
+            t.link,
+            t.id,
+            t.status,
+            t.claimed_account_id.and_then(|id| names.get(&id)),
+            t.claim_epoch,
+            t.next_run_at,
+            t.attempts,
+            t.in_doubt_tries
+        );
+        for a in store.attempts(Some(t.id), None).await.unwrap_or_default() {
+            eprintln!(
+                "     attempt {} by account {} epoch {} {} at {} ({})",
+                a.id, a.account_id, a.epoch, a.outcome, a.finished_at, a.worker
+            );
+        }
+        let log = std::fs::read_to_string(work.path().join("logs").join("smart_joiner.log"))
+            .unwrap_or_default();
+        let link = t.link.to_string();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(link.as_str())).collect();
+        for line in &lines[lines.len().saturating_sub(20)..] {
+            eprintln!("     log: {line}");
+        }
+        if let Some(name) = t.claimed_account_id.and_then(|id| names.get(&id))
+            && !flagged.contains(name)
+        {
+            flagged.push(name.clone());
+        }
+    }
     for account in flagged.iter().take(5) {
         explain_account(account, &violations, &server, &store, tg_start_wall, work.path()).await;
     }
