@@ -522,8 +522,6 @@ async fn run_once(mut args: FaultArgs) -> anyhow::Result<bool> {
     for v in violations.iter().take(20) {
         eprintln!("  tgsim violation: {v:?}");
     }
-    let mut flagged = flagged_accounts(&violations, &report, &store).await;
-    // A lost target: its row, and its claimed account's story below.
     let names: BTreeMap<i64, String> = store
         .accounts(None)
         .await
@@ -531,6 +529,8 @@ async fn run_once(mut args: FaultArgs) -> anyhow::Result<bool> {
         .into_iter()
         .map(|a| (a.id, a.session_name))
         .collect();
+    let mut flagged = flagged_accounts(&violations, &report, &names);
+    // A lost target: its row, and its claimed account's story below.
     for t in targets.iter().filter(|t| unsettled(t) && t.next_run_at.is_none_or(|at| at <= now)) {
         eprintln!(
             "  lost target {} (id {}): {} claimed by {:?} (epoch {:?}), next run {:?}, attempts {}, in-doubt tries {}",
@@ -610,10 +610,10 @@ async fn flood_lost_with_a_kill(
 }
 
 /// Session names of the accounts any violation names (tgsim's, then the database checks').
-async fn flagged_accounts(
+fn flagged_accounts(
     violations: &[Violation],
     report: &invariants::InvariantReport,
-    store: &smart_joiner::store::Store,
+    by_id: &BTreeMap<i64, String>,
 ) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     let mut add = |name: String| {
@@ -624,13 +624,6 @@ async fn flagged_accounts(
     for v in violations {
         add(v.account().to_owned());
     }
-    let by_id: BTreeMap<i64, String> = store
-        .accounts(None)
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .map(|a| (a.id, a.session_name))
-        .collect();
     let lines = report.flood_wait.iter().chain(&report.pacing).chain(&report.fencing);
     for line in lines {
         // The checks name accounts as `account <id>`.

@@ -62,7 +62,9 @@ pub struct DecideCtx<'a> {
     /// In-doubt answers this target already had under its current claim. Non-zero means this
     /// attempt is an in-doubt retry, pinned to the claimed account.
     pub previous_in_doubt: u32,
-    /// Connects that already failed on this pinned retry (the backoff of the next wait).
+    /// The exponent of the wait after a failed connect on a pinned retry: the target's attempts
+    /// that were not in doubt (connect failures since the pin, and any answer before it), an
+    /// approximation that only ever grows while the account stays unreachable.
     pub connect_failures: u32,
 }
 
