@@ -283,3 +283,74 @@ async fn the_producer_queues_a_batch_of_several_pages_exactly_once() {
     assert_eq!(queue.promote_due().await.unwrap(), 0);
     assert_eq!(queue.depth().await.unwrap(), (25_000, 1));
 }
+
+/// A job that ended without a follow-up (a worker whose retry push failed, say) leaves its
+/// target on the schedule that job carried, and the job's idempotency key lives on for an hour.
+/// The producer's recovery must push the target again instead of being swallowed by that key,
+/// and must still push nothing while the job is alive. Before `JobQueue::push_recovery` the
+/// push was a silent no-op (reported as a recovery) and the target waited for the key to expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_job_does_not_swallow_the_recovery_of_its_target() {
+    use apalis::prelude::{BackendExt, BoxDynError, WorkerBuilder};
+    use smart_joiner::domain::JoinTask;
+    use smart_joiner::lease::RedisLocks;
+    use smart_joiner::producer::{ProduceOptions, produce};
+    use smart_joiner::queue::{JobQueue, QueueSettings, connect_redis};
+
+    let (store, _url) = pg_database().await;
+    let redis = PrivateRedis::start();
+    let conn = connect_redis(&redis.url).await.unwrap();
+    let queue = JobQueue::new(conn.clone(), &QueueSettings::default());
+    let locks = RedisLocks::new(conn, "lost:", Duration::from_secs(30));
+    store.import_targets(&links("lost", 1), "lost").await.unwrap();
+    let opts = |recover_after| ProduceOptions {
+        niche: "lost".into(),
+        batch_size: 10,
+        pool: "default".into(),
+        recover_after,
+    };
+    let jobs =
+        || async { queue.depth().await.map(|(ready, scheduled)| ready + scheduled).unwrap() };
+
+    let report = produce(&store, &queue, &locks, &opts(Duration::from_secs(3600))).await.unwrap();
+    assert_eq!(report.queued, 1);
+    assert_eq!(jobs().await, 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    // While its job is alive, a recovery pass (everything counts as overdue) pushes nothing.
+    let report = produce(&store, &queue, &locks, &opts(Duration::ZERO)).await.unwrap();
+    assert_eq!((report.recovered_queued, report.push_failures), (0, 0), "{report}");
+    assert_eq!(jobs().await, 1, "a live job is never doubled");
+
+    // The job runs and ends without touching the target.
+    async fn ends_without_follow_up(_task: JoinTask) -> Result<(), BoxDynError> {
+        Ok(())
+    }
+    let worker = WorkerBuilder::new(format!("ack-{}", ulid::Ulid::new()))
+        .backend(queue.storage().poll_with_interval(Duration::from_millis(50)))
+        .build(ends_without_follow_up);
+    let watched = queue.clone();
+    let ran = async move {
+        while watched.depth().await.map(|(ready, scheduled)| ready + scheduled).unwrap() > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Let the worker acknowledge the job it ran.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        worker.run_until(async {
+            ran.await;
+            Ok::<(), std::io::Error>(())
+        }),
+    )
+    .await
+    .expect("the job ran within 30 s")
+    .unwrap();
+    let target = &store.targets(Some("lost"), None).await.unwrap()[0];
+    assert_eq!(target.status, TargetStatus::Queued, "the job left the target as it was");
+
+    let report = produce(&store, &queue, &locks, &opts(Duration::ZERO)).await.unwrap();
+    assert_eq!((report.recovered_queued, report.push_failures), (1, 0), "{report}");
+    assert_eq!(jobs().await, 1, "the target has a job again");
+}
