@@ -77,9 +77,19 @@ async fn several_workers_and_the_producer_settle_hundreds_of_targets_keeping_eve
     // In-doubt targets whose account then cooled down for 900 s wait for it, pinned.
     let accounts = cluster.store.accounts(None).await.unwrap();
     let pinned = cluster.store.targets(None, Some(TargetStatus::Joining)).await.unwrap();
+    let logs = cluster.worker_logs();
     for t in &pinned {
         let holder = accounts.iter().find(|a| Some(a.id) == t.claimed_account_id).unwrap();
-        assert_eq!(holder.status, smart_joiner::domain::AccountStatus::Cooldown, "{t:?}");
+        let story: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains(&t.link.to_string()) || l.contains(&holder.session_name))
+            .collect();
+        assert_eq!(
+            holder.status,
+            smart_joiner::domain::AccountStatus::Cooldown,
+            "{t:?}\n{holder:?}\n{}",
+            story.join("\n")
+        );
     }
     let joined = counts.get(&TargetStatus::Joined).copied().unwrap_or(0);
     assert_eq!(joined + pinned.len(), 180, "{counts:?}");
@@ -353,4 +363,64 @@ async fn a_finished_job_does_not_swallow_the_recovery_of_its_target() {
     let report = produce(&store, &queue, &locks, &opts(Duration::ZERO)).await.unwrap();
     assert_eq!((report.recovered_queued, report.push_failures), (1, 0), "{report}");
     assert_eq!(jobs().await, 1, "the target has a job again");
+}
+
+/// A Redis wiped mid-join ends the apalis worker that fetched the jobs ("worker not registered"
+/// at its next heartbeat), and apalis drops the handler futures that worker holds. Every join
+/// must still finish and record Telegram's answer, here a 700 s FloodWait arriving after the
+/// wipe: a dropped join loses it, and the account's next connection would meet the wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn joins_in_flight_when_redis_is_wiped_still_record_their_answers() {
+    use smart_joiner::domain::AccountStatus;
+
+    let (store, url) = pg_database().await;
+    let redis = PrivateRedis::start();
+    let names = account_names(3);
+    store.sync_accounts(&names, "default").await.unwrap();
+    store.import_targets(&links("wiped", 3), "cars").await.unwrap();
+    let script = Script {
+        default: "flood_wait:700".parse().unwrap(),
+        latency_ms: 3000,
+        ..Script::default()
+    };
+    let env = [("CALL_TIMEOUT", "6s"), ("QUEUE_HEARTBEAT", "200ms")];
+    let mut cluster =
+        Cluster::new(store, url, &redis.url, &accounts_json(&names), &script, &env).await;
+    cluster.spawn_worker("wiped").await;
+    cluster.produce("cars", 3, "1h").await;
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let joining = || async {
+        let targets = cluster.store.targets(None, Some(TargetStatus::Joining)).await.unwrap();
+        targets.len()
+    };
+    while joining().await < 3 {
+        assert!(std::time::Instant::now() < deadline, "never claimed\n{}", cluster.worker_logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    redis.flushall().await;
+
+    // The answers come about 3 s after the claims.
+    let recorded = || async {
+        let accounts = cluster.store.accounts(None).await.unwrap();
+        accounts.iter().filter(|a| a.status == AccountStatus::Cooldown).count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while recorded().await < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let logs = cluster.worker_logs();
+    cluster.stop_all();
+    assert!(
+        logs.contains("worker stopped on a backend error"),
+        "the wipe did not end the apalis worker, so nothing was tested\n{logs}"
+    );
+    let accounts = cluster.store.accounts(None).await.unwrap();
+    assert!(
+        accounts.iter().all(|a| a.status == AccountStatus::Cooldown),
+        "every FloodWait must be recorded: {accounts:#?}\n{logs}"
+    );
+    let attempts = cluster.store.attempts(None, None).await.unwrap();
+    let waits: Vec<_> = attempts.iter().map(|a| a.flood_wait_seconds).collect();
+    assert_eq!(waits, vec![Some(700); 3], "{attempts:#?}");
 }
