@@ -248,8 +248,14 @@ impl JoinService {
             });
         };
         if let Some(at) = account.next_allowed_action_time.filter(|t| *t > now) {
-            d.store.touch_next_run(&[target.id], at).await?;
-            return Ok(ExecutionOutcome::Reschedule { job: job.clone(), run_at: at });
+            // An account mid-join (another target's) is reserved until its hold could end, and
+            // that join's decision brings its rest back to one pause after the join: look again
+            // shortly instead of waiting out the whole reservation.
+            let busy = now + chrono::Duration::from_std(BUSY_RETRY).unwrap_or_default();
+            let run_at =
+                if account.held_until.is_some_and(|h| h > now) { at.min(busy) } else { at };
+            d.store.touch_next_run(&[target.id], run_at).await?;
+            return Ok(ExecutionOutcome::Reschedule { job: job.clone(), run_at });
         }
         if !self.configured(&account) {
             // Pinned to an account this process cannot connect: it stays pinned, for a process

@@ -120,6 +120,8 @@ pub struct Account {
     pub last_action_at: Option<DateTime<Utc>>,
     /// Fencing counter: bumped each time the account's lease is taken.
     pub lease_epoch: i64,
+    /// While a join holds the account: when that hold ends unless extended.
+    pub held_until: Option<DateTime<Utc>>,
 }
 
 /// A target group or channel, as stored.
@@ -419,6 +421,7 @@ impl TryFrom<entity::accounts::Model> for Account {
             next_allowed_action_time: m.next_allowed_action_time,
             last_action_at: m.last_action_at,
             lease_epoch: m.lease_epoch,
+            held_until: m.held_until,
         })
     }
 }
