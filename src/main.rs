@@ -97,6 +97,22 @@ enum MigrateAction {
     },
     /// List migrations and whether they are applied.
     Status,
+    /// Take over a SmartJoiner database in place: its accounts and targets (every row,
+    /// status, binding, timestamp and column) become smart-joiner's, in one transaction.
+    /// `migrate down` of the first migration gives them back in their original shape.
+    Adopt {
+        /// Print every change and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The column of `targets` holding the group (`@username` or a link); detected among
+        /// the usual names when not given.
+        #[arg(long, value_parser = non_empty)]
+        group_column: Option<String>,
+        /// The column of `accounts` holding the session name that keys accounts_config.json;
+        /// detected among the usual names when not given.
+        #[arg(long, value_parser = non_empty)]
+        session_column: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -387,6 +403,15 @@ async fn migrate_with(store: &Store, action: MigrateAction, out: Out) -> anyhow:
                 }
             }
         }
+        MigrateAction::Adopt { dry_run, group_column, session_column } => {
+            let opts = smart_joiner::store::AdoptOptions { group_column, session_column };
+            let plan = if dry_run {
+                store.plan_adoption(&opts).await?
+            } else {
+                store.adopt_smartjoiner(&opts).await?
+            };
+            print_adoption(&plan, dry_run, out);
+        }
         MigrateAction::Status => {
             let rows = store.migration_status().await?;
             if out.json {
@@ -404,6 +429,50 @@ async fn migrate_with(store: &Store, action: MigrateAction, out: Out) -> anyhow:
         }
     }
     Ok(())
+}
+
+fn print_adoption(plan: &smart_joiner::store::AdoptionPlan, dry_run: bool, out: Out) {
+    if out.json {
+        let unparsed: Vec<_> = plan
+            .unparsed
+            .iter()
+            .map(|u| json!({ "id": u.id, "status": u.status, "reason": u.reason }))
+            .collect();
+        out.json(json!({
+            "dry_run": dry_run,
+            "adopted": !dry_run,
+            "group_column": plan.group_column,
+            "session_column": plan.session_column,
+            "accounts": plan.accounts,
+            "targets": plan.targets,
+            "bound": plan.bound,
+            "changes": plan.changes,
+            "unparsed": unparsed,
+        }));
+        return;
+    }
+    let verb = if dry_run { "would adopt" } else { "adopted" };
+    println!(
+        "{verb} SmartJoiner's tables: {} accounts, {} targets ({} bound, kept bound); group column {}, session column {}",
+        plan.accounts, plan.targets, plan.bound, plan.group_column, plan.session_column
+    );
+    println!("{}:", if dry_run { "changes it would make, in order" } else { "changes made" });
+    for change in &plan.changes {
+        println!("  {change}");
+    }
+    if !plan.unparsed.is_empty() {
+        println!(
+            "{} target(s) whose {} is not a link smart-joiner can join (kept, never joined):",
+            plan.unparsed.len(),
+            plan.group_column
+        );
+        for u in &plan.unparsed {
+            println!("  targets#{} ({}): {}", u.id, u.status, u.reason);
+        }
+    }
+    if dry_run {
+        println!("nothing was changed (dry run)");
+    }
 }
 
 async fn accounts(settings: &Settings, action: AccountsAction, out: Out) -> anyhow::Result<()> {
