@@ -57,6 +57,10 @@ pub const SESSION_COLUMNS: &[&str] = &["session_name", "session", "name", "phone
 /// normalised column.
 pub const RENAMED_LINK: &str = "smartjoiner_link";
 
+/// `kind` of a target whose group value cannot be read as a link (its link is
+/// `unparsed:<id>`); smart-joiner never loads such a row as a target.
+pub const UNPARSED_KIND: &str = "unparsed";
+
 /// `error_code` of a target whose group value cannot be read as a link.
 pub const UNPARSED_CODE: &str = "unparsed_link";
 
@@ -154,8 +158,9 @@ struct Altered {
     column: String,
     /// `format_type` of the original type, when the type changed.
     original_type: Option<String>,
-    /// The original default expression (None: none), when the default changed.
-    original_default: Option<Option<String>>,
+    /// Whether the default changed; then `original_default` is the one to restore (None: none).
+    default_changed: bool,
+    original_default: Option<String>,
     /// The original NOT NULL, when it changed.
     original_not_null: Option<bool>,
 }
@@ -294,7 +299,14 @@ const fn spec(name: &'static str, kind: Kind) -> Spec {
 }
 
 const fn with_default(name: &'static str, kind: Kind, default: &'static str) -> Spec {
-    Spec { name, kind, not_null: true, default: Some(default), required: false, fill: Some(default) }
+    Spec {
+        name,
+        kind,
+        not_null: true,
+        default: Some(default),
+        required: false,
+        fill: Some(default),
+    }
 }
 
 const NOW: &str = "CURRENT_TIMESTAMP";
@@ -593,10 +605,8 @@ pub async fn plan<C: ConnectionTrait>(db: &C, opts: &Options<'_>) -> Result<Plan
     );
     let in_use = names_in_use(db, OUR_NAMES).await?;
     if !in_use.is_empty() {
-        problems.push(format!(
-            "names smart-joiner creates are taken already: {}",
-            in_use.join(", ")
-        ));
+        problems
+            .push(format!("names smart-joiner creates are taken already: {}", in_use.join(", ")));
     }
     let (Some(session_column), Some(group_column)) = (session_column, group_column) else {
         return Err(AdoptError::Refused(problems));
@@ -668,8 +678,7 @@ pub async fn plan<C: ConnectionTrait>(db: &C, opts: &Options<'_>) -> Result<Plan
     }
 
     // The data: statuses smart-joiner reads, session names, links, bindings.
-    for (table, known) in [("accounts", opts.account_statuses), ("targets", opts.target_statuses)]
-    {
+    for (table, known) in [("accounts", opts.account_statuses), ("targets", opts.target_statuses)] {
         let list: Vec<String> = known.iter().map(|s| literal(s)).collect();
         let sql = format!(
             "SELECT status::text AS s, COUNT(*) AS n FROM {table} \
@@ -713,14 +722,18 @@ pub async fn plan<C: ConnectionTrait>(db: &C, opts: &Options<'_>) -> Result<Plan
     )
     .await?;
     if tgt.iter().any(|c| c.name == "assigned_account_id") && orphans > 0 {
-        problems.push(format!("targets: {orphans} row(s) are bound to an account that does not exist"));
+        problems
+            .push(format!("targets: {orphans} row(s) are bound to an account that does not exist"));
     }
 
     let has_assigned = tgt.iter().any(|c| c.name == "assigned_account_id");
     let grp = ident(&group_column);
-    let assigned_sql = if has_assigned { "assigned_account_id" } else { "NULL::bigint" };
-    let em_sql =
-        if tgt.iter().any(|c| c.name == "error_message") { "error_message::text" } else { "NULL::text" };
+    let assigned_sql = if has_assigned { "assigned_account_id::bigint" } else { "NULL::bigint" };
+    let em_sql = if tgt.iter().any(|c| c.name == "error_message") {
+        "error_message::text"
+    } else {
+        "NULL::text"
+    };
     let rows_sql = format!(
         "SELECT id::bigint AS id, {grp}::text AS v, status::text AS s, \
          {assigned_sql} AS bound, {em_sql} AS em FROM targets ORDER BY id"
@@ -753,7 +766,11 @@ pub async fn plan<C: ConnectionTrait>(db: &C, opts: &Options<'_>) -> Result<Plan
                     _ => format!("{group_column} is NULL"),
                 };
                 if opts.workable_statuses.contains(&status.as_str()) {
-                    b.record.errored.push(Errored { id, status: status.clone(), error_message: em });
+                    b.record.errored.push(Errored {
+                        id,
+                        status: status.clone(),
+                        error_message: em,
+                    });
                 }
                 unparsed.push(Unparsed { id, reason, status });
             }
@@ -787,6 +804,21 @@ pub async fn plan<C: ConnectionTrait>(db: &C, opts: &Options<'_>) -> Result<Plan
     let accounts = count(db, "SELECT COUNT(*) AS n FROM accounts".to_owned()).await?;
     let targets = rows.len() as u64;
 
+    // Ids as bigint (smart-joiner reads them as i64), the referencing column with them.
+    for (table, cols) in [("accounts", &acc), ("targets", &tgt)] {
+        if let Some(c) = cols.iter().find(|c| c.name == "id")
+            && Kind::BigInt.needs_change(c) == Some(true)
+        {
+            let keep = c.default.clone();
+            b.change_type(table, c, Kind::BigInt, None);
+            // A serial's nextval() default goes back on at once (the sequence stays).
+            if let Some(d) = keep {
+                b.statements
+                    .push(pg(format!("ALTER TABLE {table} ALTER COLUMN id SET DEFAULT {d}")));
+            }
+        }
+    }
+
     // accounts
     if session_column != "session_name" {
         b.add_column("accounts", "session_name", Kind::Text, false, None);
@@ -814,7 +846,10 @@ pub async fn plan<C: ConnectionTrait>(db: &C, opts: &Options<'_>) -> Result<Plan
     }
     b.fit_columns(db, "accounts", &acc, ACCOUNT_COLUMNS, &session_column).await?;
     b.record.fillfactor = fillfactor(db).await?;
-    b.run("set accounts' fillfactor to 50 (smart-joiner's updates stay on the row's page)", "ALTER TABLE accounts SET (fillfactor = 50)");
+    b.run(
+        "set accounts' fillfactor to 50 (smart-joiner's updates stay on the row's page)",
+        "ALTER TABLE accounts SET (fillfactor = 50)",
+    );
 
     // targets
     let source = if group_column == "link" {
@@ -843,7 +878,12 @@ pub async fn plan<C: ConnectionTrait>(db: &C, opts: &Options<'_>) -> Result<Plan
         let mut values = Vec::with_capacity(chunk.len() * 3);
         let mut tuples = Vec::with_capacity(chunk.len());
         for (i, (id, link, kind)) in chunk.iter().enumerate() {
-            tuples.push(format!("(${}::bigint, ${}::text, ${}::text)", 3 * i + 1, 3 * i + 2, 3 * i + 3));
+            tuples.push(format!(
+                "(${}::bigint, ${}::text, ${}::text)",
+                3 * i + 1,
+                3 * i + 2,
+                3 * i + 3
+            ));
             values.push(Value::from(*id));
             values.push(Value::from(link.clone()));
             values.push(Value::from(kind.clone()));
@@ -863,7 +903,8 @@ pub async fn plan<C: ConnectionTrait>(db: &C, opts: &Options<'_>) -> Result<Plan
         let ids: Vec<String> = unparsed.iter().map(|u| u.id.to_string()).collect();
         for chunk in ids.chunks(1000) {
             b.statements.push(pg(format!(
-                "UPDATE targets SET link = 'unparsed:' || id::text, kind = 'unparsed' WHERE id IN ({})",
+                "UPDATE targets SET link = 'unparsed:' || id::text, kind = {} WHERE id IN ({})",
+                literal(UNPARSED_KIND),
                 chunk.join(", ")
             )));
         }
@@ -1023,6 +1064,7 @@ impl Builder {
             table: table.to_owned(),
             column: c.name.clone(),
             original_type: None,
+            default_changed: false,
             original_default: None,
             original_not_null: Some(c.not_null),
         });
@@ -1041,7 +1083,8 @@ impl Builder {
     fn change_type(&mut self, table: &str, c: &Column, kind: Kind, default: Option<&str>) {
         let col = ident(&c.name);
         if c.default.is_some() {
-            self.statements.push(pg(format!("ALTER TABLE {table} ALTER COLUMN {col} DROP DEFAULT")));
+            self.statements
+                .push(pg(format!("ALTER TABLE {table} ALTER COLUMN {col} DROP DEFAULT")));
         }
         self.run(
             format!(
@@ -1067,7 +1110,8 @@ impl Builder {
             table: table.to_owned(),
             column: c.name.clone(),
             original_type: Some(c.type_name.clone()),
-            original_default: Some(c.default.clone()),
+            default_changed: true,
+            original_default: c.default.clone(),
             original_not_null: None,
         });
     }
@@ -1112,7 +1156,8 @@ impl Builder {
                     table: table.to_owned(),
                     column: s.name.to_owned(),
                     original_type: None,
-                    original_default: Some(None),
+                    default_changed: true,
+                    original_default: None,
                     original_not_null: None,
                 });
             }
@@ -1171,6 +1216,10 @@ pub struct Adopted {
 /// Adopts the database: plans again under an exclusive lock on both tables and applies the
 /// plan in one transaction. On any error nothing is changed.
 pub async fn adopt(db: &DatabaseConnection, opts: &Options<'_>) -> Result<Plan, AdoptError> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        // The plan says why, changing nothing.
+        return plan(db, opts).await;
+    }
     let txn = db.begin().await?;
     // Refused right away if another command holds the tables: the adoption does not wait
     // behind a running batch.
@@ -1314,8 +1363,8 @@ pub async fn undo<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
             ))
             .await?;
         }
-        if let Some(default) = &a.original_default {
-            let sql = match default {
+        if a.default_changed {
+            let sql = match &a.original_default {
                 Some(d) => format!("ALTER TABLE {t} ALTER COLUMN {c} SET DEFAULT {d}"),
                 None => format!("ALTER TABLE {t} ALTER COLUMN {c} DROP DEFAULT"),
             };
@@ -1361,6 +1410,18 @@ pub async fn undo<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
     };
     db.execute_unprepared(&format!("DROP TABLE {RECORD_TABLE}")).await?;
     Ok(())
+}
+
+/// Why [`undo`] would fail now, if it would: it is tried in a transaction that is rolled
+/// back, so `migrate down` can refuse before rolling back any migration.
+pub async fn undo_blocker(db: &DatabaseConnection) -> Result<Option<String>, DbErr> {
+    let txn = db.begin().await?;
+    let tried = undo(&txn).await;
+    txn.rollback().await?;
+    Ok(tried.err().map(|e| match e {
+        DbErr::Custom(message) => message,
+        other => other.to_string(),
+    }))
 }
 
 /// Row counts per table that the undo would drop: only `join_attempts` (their tables stay).

@@ -66,9 +66,7 @@ pub async fn plan_rollback<C: ConnectionTrait>(db: &C, n: u32) -> Result<Rollbac
     let adopted = adopt::is_adopted(db).await?;
     for migration in &migrations {
         let dropped = match tables_dropped_by(migration) {
-            tables if adopted && migration == "m20260112_000001_create_tables" => {
-                &tables[..1]
-            }
+            tables if adopted && migration == "m20260112_000001_create_tables" => &tables[..1],
             tables => tables,
         };
         for table in dropped {

@@ -1,8 +1,8 @@
 //! Adopting a SmartJoiner database in place (`smart-joiner migrate adopt`): the schema work is
 //! `migration::adopt`; this side gives it the domain's statuses and link parsing.
 
-pub use migration::adopt::{GROUP_COLUMNS, Plan as AdoptionPlan, SESSION_COLUMNS, Unparsed};
 use migration::adopt::{self, AdoptError, Options};
+pub use migration::adopt::{GROUP_COLUMNS, Plan as AdoptionPlan, SESSION_COLUMNS, Unparsed};
 
 use super::{Store, StoreError};
 use crate::domain::{AccountStatus, TargetLink, TargetStatus};
@@ -55,10 +55,7 @@ impl Store {
 
     /// Adopts a SmartJoiner database in place, in one transaction (see `migration::adopt`).
     /// Refused with every problem named, changing nothing, when it cannot be adopted.
-    pub async fn adopt_smartjoiner(
-        &self,
-        opts: &AdoptOptions,
-    ) -> Result<AdoptionPlan, StoreError> {
+    pub async fn adopt_smartjoiner(&self, opts: &AdoptOptions) -> Result<AdoptionPlan, StoreError> {
         let (accounts, targets, workable) = statuses();
         let options = Options {
             group_column: opts.group_column.clone(),

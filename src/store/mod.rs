@@ -64,6 +64,10 @@ pub enum StoreError {
     /// A database `migrate adopt` cannot adopt as it is: every problem. Nothing was changed.
     #[error("this database cannot be adopted, nothing was changed: {}", problems.join("; "))]
     NotAdoptable { problems: Vec<String> },
+    /// `migrate down` would give an adopted SmartJoiner database back, but cannot now: why.
+    /// Nothing was rolled back.
+    #[error("the tables cannot go back to SmartJoiner's shape, nothing was rolled back: {message}")]
+    CannotUndoAdoption { message: String },
     /// The SQLite file this store opened was deleted, moved or replaced.
     #[error("the database file {} {problem}", path.display())]
     File { path: std::path::PathBuf, problem: String },

@@ -13,7 +13,7 @@ use sea_orm::{
 
 use super::entity::{accounts, join_attempts, targets};
 use super::{Account, COUNTED_OUTCOMES, Store, StoreError, accounts_from, corrupt};
-use crate::domain::{AccountStatus, LinkKind, TargetLink, TargetStatus};
+use crate::domain::{AccountStatus, TargetLink, TargetStatus};
 
 /// One account with what it has done.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,7 +114,7 @@ impl Store {
             .filter(targets::Column::Status.eq(TargetStatus::Joined.as_str()))
             .filter(targets::Column::WarmupEndsAt.lte(now))
             // An adopted row whose group was not a link (kind `unparsed`) is no group to post in.
-            .filter(targets::Column::Kind.is_in([LinkKind::Username.as_str(), LinkKind::Invite.as_str()]))
+            .filter(targets::Column::Kind.ne(migration::adopt::UNPARSED_KIND))
             .group_by(targets::Column::AssignedAccountId)
             .into_tuple()
             .all(&self.db)
