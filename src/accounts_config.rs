@@ -59,6 +59,8 @@ use serde_json::Value;
 
 use crate::config::Secret;
 use crate::telegram::session::TelethonSession;
+use crate::telegram::session_file;
+use crate::telegram::session_import::decode_string;
 
 /// Longest session name, in characters.
 const NAME_MAX_CHARS: usize = 128;
@@ -517,16 +519,7 @@ fn parse_entry(index: usize, entry: &Value, errors: &mut Vec<EntryError>) -> Opt
         }
     });
 
-    let session =
-        required_str(map.get("string_session"), "string_session", &mut fail).and_then(|s| {
-            match TelethonSession::decode(s) {
-                Ok(session) => Some(session),
-                Err(e) => {
-                    fail("string_session", e.to_string());
-                    None
-                }
-            }
-        });
+    let session = read_session(map, session_name.as_deref(), &mut fail);
 
     let proxy = match map.get("proxy") {
         None | Some(Value::Null) => Some(None),
@@ -551,6 +544,70 @@ fn parse_entry(index: usize, entry: &Value, errors: &mut Vec<EntryError>) -> Opt
         session: session?,
         proxy: proxy?,
     })
+}
+
+/// Where SmartJoiner-family tools keep an account's Telethon session file when its
+/// `string_session` is empty (relative to the current directory, as they resolve it).
+pub fn fallback_session_file(session_name: &str) -> PathBuf {
+    Path::new("sessions").join(format!("{session_name}.session"))
+}
+
+/// The entry's session: `string_session` (Telethon, GramJS or Pyrogram, told apart by its
+/// bytes) when it is a non-empty string, else the Telethon file `session_file`, else
+/// `sessions/{session_name}.session` when that file exists. Files are only read.
+fn read_session(
+    map: &serde_json::Map<String, Value>,
+    session_name: Option<&str>,
+    fail: &mut impl FnMut(&'static str, String),
+) -> Option<TelethonSession> {
+    match map.get("string_session") {
+        Some(Value::String(s)) if !s.trim().is_empty() => {
+            return match decode_string(s) {
+                Ok((session, _format)) => Some(session),
+                Err(e) => {
+                    fail("string_session", e.to_string());
+                    None
+                }
+            };
+        }
+        None | Some(Value::Null) | Some(Value::String(_)) => {}
+        Some(other) => {
+            fail("string_session", format!("expected a string, found {}", kind(other)));
+            return None;
+        }
+    }
+    let (field, path) = match map.get("session_file") {
+        Some(Value::String(p)) if !p.trim().is_empty() => ("session_file", PathBuf::from(p.trim())),
+        None | Some(Value::Null) | Some(Value::String(_)) => {
+            let fallback = session_name.map(fallback_session_file).filter(|p| p.exists());
+            match fallback {
+                Some(p) => ("string_session", p),
+                None => {
+                    let hint = session_name
+                        .map(|n| {
+                            format!(", and there is no {}", fallback_session_file(n).display())
+                        })
+                        .unwrap_or_default();
+                    fail(
+                        "string_session",
+                        format!("missing (give string_session or session_file{hint})"),
+                    );
+                    return None;
+                }
+            }
+        }
+        Some(other) => {
+            fail("session_file", format!("expected a path, found {}", kind(other)));
+            return None;
+        }
+    };
+    match session_file::read(&path) {
+        Ok(session) => Some(session),
+        Err(e) => {
+            fail(field, e.to_string());
+            None
+        }
+    }
 }
 
 /// A required string field; records "missing" or a type error otherwise.
