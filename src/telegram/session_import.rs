@@ -314,7 +314,10 @@ mod tests {
         check(&pyrogram_string(351, 1, false, &[0; AUTH_KEY_LEN]), "all zeros (read as a Pyrogram");
         let mut bad = pyrogram_string(362, 2, false, &key(1));
         bad.replace_range(100..101, "!");
-        check(&bad, "invalid character \"!\" at byte 100 (read as a Pyrogram");
+        check(
+            &bad,
+            "invalid character \"!\" at byte 100 (URL-safe base64 expected) (read as a Pyrogram",
+        );
         check(
             &gramjs_string(2, "149.154.167.51", 0, &key(1)),
             "the DC port is 0 (read as a GramJS string session)",

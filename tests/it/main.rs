@@ -13,6 +13,7 @@ mod join;
 mod operator;
 mod ops;
 mod pipeline;
+mod sessions;
 mod store;
 mod support;
 mod telegram;
