@@ -128,6 +128,26 @@ enum AccountsAction {
         #[arg(long = "move")]
         move_existing: bool,
     },
+    /// Turn a folder of Telethon `.session` files (with their optional `.json` companions:
+    /// app_id, app_hash, proxy) into an accounts_config.json. Session files are only read;
+    /// every file imports or nothing is written.
+    Import {
+        /// The folder holding NAME.session (and NAME.json) files.
+        #[arg(long = "from", value_name = "DIR")]
+        from: PathBuf,
+        /// The accounts file to write (default: ACCOUNTS_CONFIG).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Replace the output file when it exists.
+        #[arg(long)]
+        force: bool,
+        /// api_id of the entries whose .json lacks app_id.
+        #[arg(long)]
+        api_id: Option<i32>,
+        /// api_hash of the entries whose .json lacks app_hash.
+        #[arg(long, env = "IMPORT_API_HASH", hide_env_values = true)]
+        api_hash: Option<String>,
+    },
     /// List accounts and their state.
     List {
         /// Only accounts of this pool.
@@ -476,6 +496,24 @@ fn print_adoption(plan: &smart_joiner::store::AdoptionPlan, dry_run: bool, out: 
 }
 
 async fn accounts(settings: &Settings, action: AccountsAction, out: Out) -> anyhow::Result<()> {
+    if let AccountsAction::Import { from, output, force, api_id, api_hash } = action {
+        // A file operation: no database.
+        let defaults = smart_joiner::accounts_import::ImportDefaults { api_id, api_hash };
+        let imported = smart_joiner::accounts_import::import_dir(&from, &defaults)?;
+        let path = output.unwrap_or_else(|| settings.accounts_config.clone());
+        imported.write(&path, force).with_context(|| format!("cannot write {}", path.display()))?;
+        if out.json {
+            out.json(json!({ "written": path.display().to_string(), "accounts": imported.names }));
+        } else {
+            println!(
+                "wrote {} account(s) to {} (it holds their sessions: keep it private): {}",
+                imported.names.len(),
+                path.display(),
+                imported.names.iter().map(|n| app::shown(n)).collect::<Vec<_>>().join(", ")
+            );
+        }
+        return Ok(());
+    }
     let store = open_store(settings).await?;
     let result = accounts_with(&store, settings, action, out).await;
     finish(store, result).await
@@ -488,6 +526,8 @@ async fn accounts_with(
     out: Out,
 ) -> anyhow::Result<()> {
     match action {
+        // Handled before the database is opened.
+        AccountsAction::Import { .. } => {}
         AccountsAction::Sync { pool, move_existing } => {
             let accounts = AccountsConfig::load(&settings.accounts_config)?;
             let names: Vec<String> = accounts.iter().map(|a| a.session_name.clone()).collect();

@@ -257,3 +257,99 @@ async fn every_string_format_loads_in_one_accounts_file() {
     assert_eq!(addr("p"), "149.154.175.53:443".parse().unwrap(), "DC 1 from the DC table");
     assert_eq!(accounts.get("p").unwrap().session.auth_key(), &key(3));
 }
+
+fn import(args: &[&str], cwd: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_smart-joiner"))
+        .args(["accounts", "import"])
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("ACCOUNTS_CONFIG")
+        .output()
+        .expect("run smart-joiner")
+}
+
+#[tokio::test]
+async fn accounts_import_turns_a_folder_of_session_files_into_an_accounts_file() {
+    let folder = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let d = folder.path();
+    session_file(&d.join("alice.session"), SCHEMAS[0].1, None, 2, "149.154.167.51", 1).await;
+    std::fs::write(
+        d.join("alice.json"),
+        r#"{"app_id": 2040, "app_hash": "b18441a1ff607e10a989891a5462e627", "phone": "+10000000",
+           "proxy": ["socks5", "10.0.0.1", 1080, true, "user", "pass-1"]}"#,
+    )
+    .unwrap();
+    session_file(&d.join("bob.session"), SCHEMAS[1].1, None, 4, "149.154.167.91", 2).await;
+    session_file(&d.join("+380501112233.session"), SCHEMAS[2].1, Some(512), 5, "91.108.56.130", 3)
+        .await;
+    std::fs::write(
+        d.join("+380501112233.json"),
+        r#"{"api_id": "777", "proxy": {"type": "socks5", "addr": "proxy.example", "port": 9050}}"#,
+    )
+    .unwrap();
+    let before = snapshot(d);
+    let out = work.path().join("accounts_config.json");
+    let hash = "0123456789abcdef0123456789abcdef";
+    let args = [
+        "--from",
+        d.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--api-id",
+        "1",
+        "--api-hash",
+        hash,
+    ];
+    let ran = import(&args, work.path());
+    let stdout = String::from_utf8_lossy(&ran.stdout);
+    let stderr = String::from_utf8_lossy(&ran.stderr);
+    assert!(ran.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("wrote 3 account(s)"), "{stdout}");
+    assert_eq!(snapshot(d), before, "the session files are only read");
+
+    let accounts = AccountsConfig::load(&out).unwrap();
+    let a = accounts.get("alice").unwrap();
+    assert_eq!(a.session, TelethonSession::new(2, "149.154.167.51:443".parse().unwrap(), key(1)));
+    assert_eq!(a.api_id, 2040);
+    assert_eq!(a.proxy.as_ref().unwrap().url().expose(), "socks5://user:pass-1@10.0.0.1:1080");
+    let b = accounts.get("bob").unwrap();
+    assert_eq!((b.api_id, b.proxy.is_none()), (1, true), "the defaults fill a missing .json");
+    let p = accounts.get("+380501112233").unwrap();
+    assert_eq!(p.session.addr, "91.108.56.130:443".parse().unwrap());
+    assert_eq!(p.api_id, 777);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    // An existing file is not replaced without --force.
+    let written = std::fs::read(&out).unwrap();
+    let again = import(&args, work.path());
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists (pass --force to replace it)"));
+    assert_eq!(std::fs::read(&out).unwrap(), written);
+
+    // One unreadable file: nothing is written, every problem is named, no secret printed.
+    std::fs::write(d.join("broken.session"), "garbage").unwrap();
+    std::fs::write(d.join("carol.session"), std::fs::read(d.join("bob.session")).unwrap()).unwrap();
+    let other = work.path().join("other.json");
+    let ran =
+        import(&["--from", d.to_str().unwrap(), "--output", other.to_str().unwrap()], work.path());
+    let stderr = String::from_utf8_lossy(&ran.stderr);
+    assert!(!ran.status.success());
+    assert!(
+        stderr.contains("broken.session: ") && stderr.contains("not an SQLite database"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("bob.session: no app_id in bob.json and no --api-id given"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("b18441a1ff607e10a989891a5462e627") && !stderr.contains("pass-1"),
+        "{stderr}"
+    );
+    assert!(!other.exists(), "nothing half-written");
+}
