@@ -162,14 +162,10 @@ async fn telethon_session_files_of_every_schema_are_read_by_column_name_and_neve
     let before = snapshot(dir.path());
 
     let accounts = AccountsConfig::load(&config).unwrap();
-    for i in 0..SCHEMAS.len() {
+    for (i, (what, _, _)) in SCHEMAS.iter().enumerate() {
         let a = accounts.get(&format!("acc_{i}")).unwrap();
-        assert_eq!(
-            a.session,
-            TelethonSession::new(2, "149.154.167.51:443".parse().unwrap(), key(i as u8)),
-            "{}",
-            SCHEMAS[i].0
-        );
+        let want = TelethonSession::new(2, "149.154.167.51:443".parse().unwrap(), key(i as u8));
+        assert_eq!(a.session, want, "{what}");
     }
     let fallback = accounts.get("fallback").unwrap();
     assert_eq!(
