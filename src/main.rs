@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -13,9 +12,7 @@ use smart_joiner::admin::{self, CheckOptions, LeaseMode};
 use smart_joiner::app::{self, TelegramArgs, parse_duration};
 use smart_joiner::config::{Settings, SettingsArgs};
 use smart_joiner::domain::TargetStatus;
-use smart_joiner::lease::LocalLocks;
 use smart_joiner::redact::Redactor;
-use smart_joiner::runner::SmartJoiner;
 use smart_joiner::status::{Cell, Style, Table, account_color, target_color, when};
 use smart_joiner::store::{Store, StoreError};
 use smart_joiner::telemetry;
@@ -334,53 +331,10 @@ async fn run_batch(
     max_wait: Duration,
     telegram: &TelegramArgs,
 ) -> anyhow::Result<()> {
-    // The whole file is validated before anything is written (as `accounts sync` does).
-    let accounts = AccountsConfig::load(&settings.accounts_config)?;
-    let store = open_store(settings).await?;
-    // New accounts join the pool; known ones stay in theirs (moving is `accounts sync --move`).
-    let names = accounts.session_names();
-    let sync = store.sync_accounts_with(&names, pool, false).await?;
-    for name in &sync.repaired {
-        tracing::info!(account = %app::shown(name), "account made active again: it was marked unauthorized only for a missing config entry");
-    }
-    if !sync.in_other_pools.is_empty() {
-        let in_pool = names.len() - sync.in_other_pools.len();
-        let mut pools: Vec<&str> = sync.in_other_pools.iter().map(|(_, p)| p.as_str()).collect();
-        pools.sort_unstable();
-        pools.dedup();
-        if in_pool == 0 {
-            bail!(
-                "pool {pool:?} has none of the {} accounts of {}; they are in pool(s) {} (pass --pool, or move them with `smart-joiner accounts sync --pool {pool} --move`)",
-                names.len(),
-                settings.accounts_config.display(),
-                pools.join(", ")
-            );
-        }
-        tracing::warn!(
-            "{} accounts of the file are in other pools ({}) and are not used by this run",
-            sync.in_other_pools.len(),
-            pools.join(", ")
-        );
-    }
-    let telegram = app::telegram(telegram, settings)?;
-    // Closed at the end, whatever happened: on SQLite that checkpoints the WAL into the file,
-    // so a copy of smart_joiner.db is a whole backup.
-    let closing = store.clone();
-    let service = app::join_service(
-        settings,
-        store,
-        Arc::new(LocalLocks::default()),
-        telegram,
-        accounts,
-        "run".to_owned(),
-    );
-    let report = SmartJoiner::new(service, pool, max_wait)
-        .with_stop(stop_on_signal())
-        .run_batch(niche, batch_size)
-        .await;
-    let closed = closing.close().await;
-    let report = report?;
-    closed?;
+    // The same batch the Python package's run_batch runs (app::run_batch).
+    let report =
+        app::run_batch(settings, niche, batch_size, pool, max_wait, telegram, stop_on_signal())
+            .await?;
     println!("{report}");
     if report.interrupted {
         return Err(Interrupted.into());
