@@ -1302,8 +1302,10 @@ pub async fn undo<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
     }
     let group = r.renamed_group_column.clone().unwrap_or_else(|| r.group_column.clone());
     // Rows added since the adoption: their columns from smart-joiner's.
+    // (An unparsed row's NULL stays NULL: its link is only a placeholder.)
     db.execute_unprepared(&format!(
-        "UPDATE targets SET {g} = link WHERE {g} IS NULL",
+        "UPDATE targets SET {g} = link WHERE {g} IS NULL AND kind <> {}",
+        literal(UNPARSED_KIND),
         g = ident(&group)
     ))
     .await?;

@@ -78,7 +78,7 @@ CREATE TABLE accounts (
 CREATE TABLE targets (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     niche text,
-    link text NOT NULL,
+    link text,
     status text,
     assigned_account_id bigint,
     joined_at timestamptz,
@@ -93,7 +93,8 @@ INSERT INTO targets (niche, link, status, assigned_account_id, joined_at, warmup
     (NULL, 'https://t.me/Foo_Group', 'new', NULL, NULL, NULL, '{"a": 1}'),
     ('cars', '@bar_group', NULL, NULL, NULL, NULL, NULL),
     ('cars', 'tg://resolve?domain=baz_group', 'joined', 1, '2026-03-01 08:00:00+02', '2026-03-02 08:00:00+02', NULL),
-    ('cars', '', 'error', NULL, NULL, NULL, NULL);
+    ('cars', '', 'error', NULL, NULL, NULL, NULL),
+    ('cars', NULL, 'new', NULL, NULL, NULL, NULL);
 "#;
 
 async fn connect(url: &str) -> DatabaseConnection {
@@ -445,8 +446,10 @@ async fn a_link_group_column_a_session_column_identity_ids_and_nulls_are_adopted
     assert!(changes.contains("fill 1 NULL targets.niche with '' (rows 1)"), "{changes}");
     assert!(changes.contains("add foreign key fk_targets_assigned_account"), "{changes}");
     assert!(!changes.contains("secret"), "their values are never printed: {changes}");
-    assert_eq!(plan.unparsed.len(), 1);
+    assert_eq!(plan.unparsed.len(), 2);
     assert_eq!((plan.unparsed[0].id, plan.unparsed[0].status.as_str()), (4, "error"));
+    assert_eq!((plan.unparsed[1].id, plan.unparsed[1].reason.as_str()), (5, "link is NULL"));
+    assert!(changes.contains("set status error (error_code unparsed_link) on the 1 unparsed row(s) still to be joined: 5"), "{changes}");
 
     let accounts = store.accounts(None).await.unwrap();
     let got: Vec<(&str, AccountStatus)> =
@@ -476,8 +479,8 @@ async fn a_link_group_column_a_session_column_identity_ids_and_nulls_are_adopted
     let (acc0, tgt0) = data0.split_at(2);
     assert_eq!(&now[..2], acc0);
     assert!(now[2].contains("\"session\":\"s3\""), "{}", now[2]);
-    assert_eq!(&now[3..7], tgt0);
-    assert!(now[7].contains("\"link\":\"@new_group\""), "{}", now[7]);
+    assert_eq!(&now[3..8], tgt0, "the NULL group and the status of row 5 are back");
+    assert!(now[8].contains("\"link\":\"@new_group\""), "{}", now[8]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
