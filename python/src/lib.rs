@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::Parser;
@@ -26,6 +26,26 @@ use pyo3::prelude::*;
 use smart_joiner::app::{self, TelegramArgs};
 use smart_joiner::config::{Secret, Settings, SettingsArgs};
 use tokio_util::sync::CancellationToken;
+
+/// The process's logging, installed by the first batch (inside the tokio runtime, as the
+/// binaries do): SmartJoiner's log lines on stdout and in `logs/smart_joiner.log` (LOG_DIR,
+/// LOG_FORMAT, RUST_LOG as for the command). Kept for the life of the process.
+static TELEMETRY: OnceLock<Option<smart_joiner::telemetry::Telemetry>> = OnceLock::new();
+
+fn init_logging(settings: &Settings) {
+    TELEMETRY.get_or_init(|| {
+        let logs = smart_joiner::telemetry::LogSettings::from_settings(settings);
+        match smart_joiner::telemetry::init(&logs, "smart-joiner-python") {
+            Ok(t) => Some(t),
+            Err(e) => {
+                // The host already installed a global subscriber, or OTEL_* is malformed:
+                // said once, and the batches run without our log lines.
+                eprintln!("smart_joiner: logging not set up: {e}");
+                None
+            }
+        }
+    });
+}
 
 /// The command's settings surface, read from the environment only.
 #[derive(Parser)]
@@ -105,6 +125,7 @@ impl SmartJoiner {
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             // Cancelling the awaitable drops this future: the batch's joins in flight end with
             // it, and what they did not record is recovered by the next batch.
+            init_logging(&settings);
             let stop = CancellationToken::new();
             let result =
                 app::run_batch(&settings, &niche, batch_size, &pool, max_wait, &telegram, stop)
