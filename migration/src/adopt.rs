@@ -15,7 +15,7 @@
 //! checks as they were, the values it filled reset, and the group and session columns of rows
 //! added since filled from smart-joiner's columns, so nothing added after the switch is lost.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 
 use sea_orm_migration::sea_orm::{
@@ -917,8 +917,7 @@ pub async fn plan<C: ConnectionTrait>(db: &C, opts: &Options<'_>) -> Result<Plan
             ids_text(&ids)
         ));
         let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-        for (chunk, rows) in list.chunks(1000).zip(b.record.errored.chunks(1000)) {
-            let _ = rows;
+        for chunk in list.chunks(1000) {
             b.statements.push(pg(format!(
                 "UPDATE targets SET status = 'error', error_code = {}, \
                  error_message = 'adoption: the group is not a Telegram link smart-joiner can join' \
@@ -1207,12 +1206,6 @@ impl Builder {
     }
 }
 
-/// What [`adopt`] did.
-#[derive(Debug, Clone)]
-pub struct Adopted {
-    pub plan: Plan,
-}
-
 /// Adopts the database: plans again under an exclusive lock on both tables and applies the
 /// plan in one transaction. On any error nothing is changed.
 pub async fn adopt(db: &DatabaseConnection, opts: &Options<'_>) -> Result<Plan, AdoptError> {
@@ -1424,16 +1417,4 @@ pub async fn undo_blocker(db: &DatabaseConnection) -> Result<Option<String>, DbE
         DbErr::Custom(message) => message,
         other => other.to_string(),
     }))
-}
-
-/// Row counts per table that the undo would drop: only `join_attempts` (their tables stay).
-pub async fn undo_drops<C: ConnectionTrait>(db: &C) -> Result<HashMap<String, u64>, DbErr> {
-    let mut out = HashMap::new();
-    if exists(db, "join_attempts").await? {
-        out.insert(
-            "join_attempts".to_owned(),
-            count(db, "SELECT COUNT(*) AS n FROM join_attempts".to_owned()).await?,
-        );
-    }
-    Ok(out)
 }
