@@ -8,6 +8,7 @@
 //! single writer format makes text order equal time order, so range filters work on both.
 
 mod accounts;
+mod adopt;
 mod apply;
 pub mod entity;
 mod migrations;
@@ -15,6 +16,7 @@ mod reports;
 mod sql;
 mod targets;
 
+pub use adopt::{AdoptOptions, AdoptionPlan, GROUP_COLUMNS, SESSION_COLUMNS, Unparsed};
 pub use reports::{AccountOverview, ReadyGroup, TargetCount};
 pub use targets::NO_AVAILABLE_ACCOUNTS;
 
@@ -59,6 +61,13 @@ pub enum StoreError {
     /// A rollback failed part way: `done` were rolled back before it.
     #[error("rolling back failed after rolling back [{}]: {message}", done.join(", "))]
     RollbackFailed { done: Vec<String>, message: String },
+    /// A database `migrate adopt` cannot adopt as it is: every problem. Nothing was changed.
+    #[error("this database cannot be adopted, nothing was changed: {}", problems.join("; "))]
+    NotAdoptable { problems: Vec<String> },
+    /// `migrate down` would give an adopted SmartJoiner database back, but cannot now: why.
+    /// Nothing was rolled back.
+    #[error("the tables cannot go back to SmartJoiner's shape, nothing was rolled back: {message}")]
+    CannotUndoAdoption { message: String },
     /// The SQLite file this store opened was deleted, moved or replaced.
     #[error("the database file {} {problem}", path.display())]
     File { path: std::path::PathBuf, problem: String },

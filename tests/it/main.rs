@@ -3,6 +3,7 @@
 //! Postgres must be running (see `support::pg_store` for how to point at it); every test gets
 //! its own database.
 
+mod adopt;
 mod chaos;
 mod cluster;
 mod demo;
@@ -12,6 +13,7 @@ mod join;
 mod operator;
 mod ops;
 mod pipeline;
+mod sessions;
 mod store;
 mod support;
 mod telegram;
