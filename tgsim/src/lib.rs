@@ -126,6 +126,8 @@
 //! rpc_drop_answer with rpc_answer_unknown, and ignores msgs_ack.
 
 pub mod crypto;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod record;
 pub mod scenario;
 pub mod server;

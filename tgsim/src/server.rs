@@ -179,7 +179,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, cancel: Cancell
 }
 
 /// The scenario plus everything that changes while serving.
-struct Shared {
+pub(crate) struct Shared {
     scenario: Scenario,
     started: Instant,
     started_wall: SystemTime,
@@ -213,7 +213,7 @@ struct AccountState {
 }
 
 impl Shared {
-    fn new(scenario: Scenario) -> Self {
+    pub(crate) fn new(scenario: Scenario) -> Self {
         let accounts_by_key = scenario
             .accounts
             .iter()
@@ -333,7 +333,7 @@ impl Shared {
 }
 
 /// What goes to the connection's writer task.
-enum Outgoing {
+pub(crate) enum Outgoing {
     Message { session_id: i64, body: Vec<u8>, content_related: bool },
     Close,
 }
@@ -493,7 +493,7 @@ impl MsgIds {
 
 /// Malformed input from a client.
 #[derive(Debug, thiserror::Error)]
-enum PacketError {
+pub(crate) enum PacketError {
     #[error(transparent)]
     Crypto(#[from] crypto::CryptoError),
     #[error("malformed message: {0}")]
@@ -503,7 +503,7 @@ enum PacketError {
 }
 
 /// One accepted, authenticated connection.
-struct Conn {
+pub(crate) struct Conn {
     shared: Arc<Shared>,
     account: usize,
     conn: ConnId,
@@ -534,7 +534,17 @@ enum Call {
 }
 
 impl Conn {
-    fn on_packet(&self, packet: &[u8]) -> Result<(), PacketError> {
+    /// A connection of `account` that is not attached to a socket: what it sends goes to `tx`.
+    pub(crate) fn for_fuzzing(
+        shared: Arc<Shared>,
+        account: usize,
+        key: AuthKey,
+        tx: mpsc::UnboundedSender<Outgoing>,
+    ) -> Self {
+        Self { shared, account, conn: 1, refused: false, key, tx }
+    }
+
+    pub(crate) fn on_packet(&self, packet: &[u8]) -> Result<(), PacketError> {
         let plain = crypto::decrypt_from_client(&self.key, packet)?;
         let mut c = Cursor::from_slice(&plain);
         let _salt = i64::deserialize(&mut c)?;
