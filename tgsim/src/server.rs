@@ -525,6 +525,9 @@ enum Reply {
 enum Call {
     GetConfig,
     GetState,
+    GetDifference { pts: i32 },
+    GetChannelDifference(tl::enums::InputChannel),
+    GetNearestDc,
     GetUsers(Vec<tl::enums::InputUser>),
     Resolve(String),
     JoinChannel(tl::enums::InputChannel),
@@ -784,6 +787,12 @@ impl Shared {
             Call::ImportInvite(hash) | Call::CheckInvite(hash) => format!("+{hash}"),
             Call::JoinChannel(tl::enums::InputChannel::Channel(c)) => c.channel_id.to_string(),
             Call::JoinChannel(tl::enums::InputChannel::FromMessage(c)) => c.channel_id.to_string(),
+            Call::GetChannelDifference(tl::enums::InputChannel::Channel(c)) => {
+                c.channel_id.to_string()
+            }
+            Call::GetChannelDifference(tl::enums::InputChannel::FromMessage(c)) => {
+                c.channel_id.to_string()
+            }
             _ => return (Vec::new(), None),
         };
         match self.groups_by_key.get(&key) {
@@ -935,6 +944,18 @@ impl Shared {
         match call {
             Call::GetConfig => Reply::Result(fx::config(self.scenario.dc_id, unix).to_bytes()),
             Call::GetState => Reply::Result(fx::updates_state(unix).to_bytes()),
+            // Nothing ever happens in an account's update stream: a client at the state
+            // getState gave is told so; one elsewhere gets an empty difference that carries
+            // the state to move to.
+            Call::GetDifference { pts } => Reply::Result(fx::difference(*pts, unix).to_bytes()),
+            Call::GetChannelDifference(_) => match group {
+                Some(g) if st.members[g].contains(&acc) => {
+                    Reply::Result(fx::channel_difference_empty().to_bytes())
+                }
+                Some(_) => Reply::Error(400, "CHANNEL_PRIVATE".into()),
+                None => Reply::Error(400, "CHANNEL_INVALID".into()),
+            },
+            Call::GetNearestDc => Reply::Result(fx::nearest_dc(self.scenario.dc_id).to_bytes()),
             Call::GetUsers(ids) => {
                 let users: Vec<tl::enums::User> = ids
                     .iter()
@@ -1080,6 +1101,13 @@ fn parse_call(method_id: u32, args: &[u8]) -> Result<Call, ()> {
     let call = match method_id {
         f::help::GetConfig::CONSTRUCTOR_ID => Call::GetConfig,
         f::updates::GetState::CONSTRUCTOR_ID => Call::GetState,
+        f::updates::GetDifference::CONSTRUCTOR_ID => Call::GetDifference {
+            pts: f::updates::GetDifference::from_bytes(args).map_err(drop)?.pts,
+        },
+        f::updates::GetChannelDifference::CONSTRUCTOR_ID => Call::GetChannelDifference(
+            f::updates::GetChannelDifference::from_bytes(args).map_err(drop)?.channel,
+        ),
+        f::help::GetNearestDc::CONSTRUCTOR_ID => Call::GetNearestDc,
         f::users::GetUsers::CONSTRUCTOR_ID => {
             Call::GetUsers(f::users::GetUsers::from_bytes(args).map_err(drop)?.id)
         }
