@@ -22,9 +22,12 @@ use crate::config::Settings;
 use crate::domain::{LinkError, TargetLink};
 use crate::telegram::session::TelethonSession;
 
+/// A fuzz check: arbitrary bytes in, a panic only when a property is broken.
+pub type Check = fn(&[u8]);
+
 /// Every fuzz target: its name (the file `fuzz/fuzz_targets/{name}.rs` and the directories
 /// `fuzz/corpus/{name}/`, `fuzz/artifacts/{name}/`) and its check.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("target_link", target_link),
     ("targets_file", targets_file),
     ("accounts_config", accounts_config),
