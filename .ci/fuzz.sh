@@ -17,13 +17,13 @@ fi
 # Executions per target, sized from the rates measured on the CI machine (fuzz/README.md):
 # each target gets about the same share of the minute.
 declare -A RUNS=(
-  [target_link]=RUNS_TARGET_LINK
-  [targets_file]=RUNS_TARGETS_FILE
-  [accounts_config]=RUNS_ACCOUNTS_CONFIG
-  [session]=RUNS_SESSION
-  [settings]=RUNS_SETTINGS
-  [tgsim_frames]=RUNS_TGSIM_FRAMES
-  [tgsim_packet]=RUNS_TGSIM_PACKET
+  [target_link]=60000
+  [targets_file]=15000
+  [accounts_config]=2500
+  [session]=25000
+  [settings]=400
+  [tgsim_frames]=30000
+  [tgsim_packet]=400
 )
 # The same build flags as fuzz/README.md's longer command, so one build serves both.
 FLAGS=(--dev --sanitizer none)
