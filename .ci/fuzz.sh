@@ -23,7 +23,7 @@ declare -A RUNS=(
   [session]=25000
   [settings]=400
   [tgsim_frames]=30000
-  [tgsim_packet]=400
+  [tgsim_packet]=1000
 )
 # The same build flags as fuzz/README.md's longer command, so one build serves both.
 FLAGS=(--dev --sanitizer none)
