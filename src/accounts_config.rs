@@ -726,6 +726,13 @@ fn parse_proxy(url: &str) -> Result<ProxyConfig, String> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(format!("not a proxy URL; {SHAPE}"));
     };
+    // Text before a later "://" that is no scheme may hold the credentials
+    // (`user:password@host://`): it is not quoted.
+    let looks_like_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    if !looks_like_scheme {
+        return Err(format!("not a proxy URL; {SHAPE}"));
+    }
     let scheme = scheme.to_ascii_lowercase();
     if scheme != "socks5" && scheme != "socks5h" {
         let shown: String = scheme.chars().take(20).collect();
@@ -1285,6 +1292,8 @@ mod tests {
     fn malformed_proxies_are_rejected_with_the_reason() {
         let cases = [
             ("h:1080", "not a proxy URL"),
+            // The text before a late "://" holds the password: not quoted as a scheme.
+            ("user:Secret99@host:1080://", "not a proxy URL"),
             ("http://h:1", "unknown proxy scheme"),
             ("socks4://h:1", "unknown proxy scheme"),
             ("socks5://h", "missing proxy port"),
@@ -1303,6 +1312,7 @@ mod tests {
         for (url, expected) in cases {
             let err = parse_proxy(url).unwrap_err();
             assert!(err.contains(expected), "{url}: {err}");
+            assert!(!err.to_lowercase().contains("secret99"), "{url}: {err}");
         }
     }
 

@@ -3,7 +3,8 @@
 //! tgsim speaks MTProto 2.0 over the `Full` transport on a local TCP port to clients whose auth
 //! keys it was given in advance (it cannot run a key exchange: Telegram's RSA keys are compiled
 //! into the clients). It answers the calls SmartJoiner makes (resolve, join, import and check
-//! invites, `get_me`, `is_authorized`), plays scripted faults, records every request and
+//! invites, `get_me`, `is_authorized`) and those other MTProto clients make right after they
+//! connect (see *Start-up calls* below), plays scripted faults, records every request and
 //! reports the rules clients break. It runs as tokio tasks inside a test, or as the `tgsim`
 //! binary for the demo and fault-injection runs.
 //!
@@ -103,6 +104,28 @@
 //!   ConnectionReset); with `after_join` the join is applied first. `silence` never answers.
 //!   Latency delays the answer; the effect (e.g. the join) applies at once.
 //!
+//! ## Start-up calls
+//!
+//! So that clients other than grammers (Telethon, Pyrogram, GramJS, TDLib) can be run against
+//! it, tgsim answers what they ask right after connecting. An account's update stream never
+//! changes (pts 1, qts 0, seq 1):
+//!
+//! - `help.getConfig`: a config for the scenario's DC, with no `dc_options` (so the client
+//!   keeps the address it has).
+//! - `updates.getState`: `updates.state` with that pts and seq and the current date.
+//! - `updates.getDifference`: `updates.differenceEmpty` from pts 1; from any other pts an
+//!   empty `updates.difference` carrying the state to move to.
+//! - `updates.getChannelDifference`: `updates.channelDifferenceEmpty` (final) for a group the
+//!   account is in, `CHANNEL_PRIVATE` for one it is not in, `CHANNEL_INVALID` for an unknown one.
+//! - `users.getUsers`: `inputUserSelf` (or the account's own id) is the account's own user
+//!   (`self` set); other scenario accounts are plain users; unknown ones are left out.
+//! - `help.getNearestDc`: the scenario's DC.
+//!
+//! These are requests like any other: scripts with `on: any` apply to them, and during a
+//! FloodWait they are refused and recorded as violations (only the connection's
+//! `help.getConfig` is exempt). `users.getFullUser` (Pyrogram's `get_me`) is not answered yet
+//! (`INPUT_METHOD_INVALID`).
+//!
 //! ## Unknown auth keys
 //!
 //! A packet whose auth_key_id tgsim does not know (or an account with `registered: false`) is
@@ -126,6 +149,8 @@
 //! rpc_drop_answer with rpc_answer_unknown, and ignores msgs_ack.
 
 pub mod crypto;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod record;
 pub mod scenario;
 pub mod server;

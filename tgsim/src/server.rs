@@ -179,7 +179,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, cancel: Cancell
 }
 
 /// The scenario plus everything that changes while serving.
-struct Shared {
+pub(crate) struct Shared {
     scenario: Scenario,
     started: Instant,
     started_wall: SystemTime,
@@ -213,7 +213,7 @@ struct AccountState {
 }
 
 impl Shared {
-    fn new(scenario: Scenario) -> Self {
+    pub(crate) fn new(scenario: Scenario) -> Self {
         let accounts_by_key = scenario
             .accounts
             .iter()
@@ -333,7 +333,7 @@ impl Shared {
 }
 
 /// What goes to the connection's writer task.
-enum Outgoing {
+pub(crate) enum Outgoing {
     Message { session_id: i64, body: Vec<u8>, content_related: bool },
     Close,
 }
@@ -493,7 +493,7 @@ impl MsgIds {
 
 /// Malformed input from a client.
 #[derive(Debug, thiserror::Error)]
-enum PacketError {
+pub(crate) enum PacketError {
     #[error(transparent)]
     Crypto(#[from] crypto::CryptoError),
     #[error("malformed message: {0}")]
@@ -503,7 +503,7 @@ enum PacketError {
 }
 
 /// One accepted, authenticated connection.
-struct Conn {
+pub(crate) struct Conn {
     shared: Arc<Shared>,
     account: usize,
     conn: ConnId,
@@ -525,6 +525,9 @@ enum Reply {
 enum Call {
     GetConfig,
     GetState,
+    GetDifference { pts: i32 },
+    GetChannelDifference(tl::enums::InputChannel),
+    GetNearestDc,
     GetUsers(Vec<tl::enums::InputUser>),
     Resolve(String),
     JoinChannel(tl::enums::InputChannel),
@@ -534,7 +537,17 @@ enum Call {
 }
 
 impl Conn {
-    fn on_packet(&self, packet: &[u8]) -> Result<(), PacketError> {
+    /// A connection of `account` that is not attached to a socket: what it sends goes to `tx`.
+    pub(crate) fn for_fuzzing(
+        shared: Arc<Shared>,
+        account: usize,
+        key: AuthKey,
+        tx: mpsc::UnboundedSender<Outgoing>,
+    ) -> Self {
+        Self { shared, account, conn: 1, refused: false, key, tx }
+    }
+
+    pub(crate) fn on_packet(&self, packet: &[u8]) -> Result<(), PacketError> {
         let plain = crypto::decrypt_from_client(&self.key, packet)?;
         let mut c = Cursor::from_slice(&plain);
         let _salt = i64::deserialize(&mut c)?;
@@ -774,6 +787,12 @@ impl Shared {
             Call::ImportInvite(hash) | Call::CheckInvite(hash) => format!("+{hash}"),
             Call::JoinChannel(tl::enums::InputChannel::Channel(c)) => c.channel_id.to_string(),
             Call::JoinChannel(tl::enums::InputChannel::FromMessage(c)) => c.channel_id.to_string(),
+            Call::GetChannelDifference(tl::enums::InputChannel::Channel(c)) => {
+                c.channel_id.to_string()
+            }
+            Call::GetChannelDifference(tl::enums::InputChannel::FromMessage(c)) => {
+                c.channel_id.to_string()
+            }
             _ => return (Vec::new(), None),
         };
         match self.groups_by_key.get(&key) {
@@ -925,6 +944,18 @@ impl Shared {
         match call {
             Call::GetConfig => Reply::Result(fx::config(self.scenario.dc_id, unix).to_bytes()),
             Call::GetState => Reply::Result(fx::updates_state(unix).to_bytes()),
+            // Nothing ever happens in an account's update stream: a client at the state
+            // getState gave is told so; one elsewhere gets an empty difference that carries
+            // the state to move to.
+            Call::GetDifference { pts } => Reply::Result(fx::difference(*pts, unix).to_bytes()),
+            Call::GetChannelDifference(_) => match group {
+                Some(g) if st.members[g].contains(&acc) => {
+                    Reply::Result(fx::channel_difference_empty().to_bytes())
+                }
+                Some(_) => Reply::Error(400, "CHANNEL_PRIVATE".into()),
+                None => Reply::Error(400, "CHANNEL_INVALID".into()),
+            },
+            Call::GetNearestDc => Reply::Result(fx::nearest_dc(self.scenario.dc_id).to_bytes()),
             Call::GetUsers(ids) => {
                 let users: Vec<tl::enums::User> = ids
                     .iter()
@@ -1070,6 +1101,13 @@ fn parse_call(method_id: u32, args: &[u8]) -> Result<Call, ()> {
     let call = match method_id {
         f::help::GetConfig::CONSTRUCTOR_ID => Call::GetConfig,
         f::updates::GetState::CONSTRUCTOR_ID => Call::GetState,
+        f::updates::GetDifference::CONSTRUCTOR_ID => Call::GetDifference {
+            pts: f::updates::GetDifference::from_bytes(args).map_err(drop)?.pts,
+        },
+        f::updates::GetChannelDifference::CONSTRUCTOR_ID => Call::GetChannelDifference(
+            f::updates::GetChannelDifference::from_bytes(args).map_err(drop)?.channel,
+        ),
+        f::help::GetNearestDc::CONSTRUCTOR_ID => Call::GetNearestDc,
         f::users::GetUsers::CONSTRUCTOR_ID => {
             Call::GetUsers(f::users::GetUsers::from_bytes(args).map_err(drop)?.id)
         }

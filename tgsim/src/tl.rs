@@ -342,13 +342,57 @@ pub fn chat_invite_already(chat: tl::enums::Chat) -> tl::enums::ChatInvite {
     tl::enums::ChatInvite::Already(tl::types::ChatInviteAlready { chat })
 }
 
+/// The `pts` of every account's update stream: tgsim never produces an update.
+pub const PTS: i32 = 1;
+
+/// The `seq` of every account's update stream.
+pub const SEQ: i32 = 1;
+
 /// `updates.state` (what `is_authorized` asks for).
 pub fn updates_state(now: i32) -> tl::enums::updates::State {
     tl::enums::updates::State::State(tl::types::updates::State {
-        pts: 1,
+        pts: PTS,
         qts: 0,
         date: now,
-        seq: 1,
+        seq: SEQ,
         unread_count: 0,
+    })
+}
+
+/// `updates.getDifference` from a client at `pts`: `updates.differenceEmpty` when it is at the
+/// stream's state, else an empty `updates.difference` carrying the state (as Telegram answers a
+/// client whose pts is behind or unknown).
+pub fn difference(pts: i32, now: i32) -> tl::enums::updates::Difference {
+    if pts == PTS {
+        return tl::enums::updates::Difference::Empty(tl::types::updates::DifferenceEmpty {
+            date: now,
+            seq: SEQ,
+        });
+    }
+    tl::enums::updates::Difference::Difference(tl::types::updates::Difference {
+        new_messages: Vec::new(),
+        new_encrypted_messages: Vec::new(),
+        other_updates: Vec::new(),
+        chats: Vec::new(),
+        users: Vec::new(),
+        state: updates_state(now),
+    })
+}
+
+/// `updates.getChannelDifference` of a channel the account is in: nothing new, final.
+pub fn channel_difference_empty() -> tl::enums::updates::ChannelDifference {
+    tl::enums::updates::ChannelDifference::Empty(tl::types::updates::ChannelDifferenceEmpty {
+        r#final: true,
+        pts: PTS,
+        timeout: None,
+    })
+}
+
+/// `help.getNearestDc`: the DC the client is connected to is the nearest.
+pub fn nearest_dc(this_dc: i32) -> tl::enums::NearestDc {
+    tl::enums::NearestDc::Dc(tl::types::NearestDc {
+        country: String::new(),
+        this_dc,
+        nearest_dc: this_dc,
     })
 }

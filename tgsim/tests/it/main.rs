@@ -175,6 +175,117 @@ async fn get_me_and_is_authorized_work_with_a_preloaded_key() {
     assert!(server.violations().is_empty());
 }
 
+/// What MTProto clients (Telethon, Pyrogram, GramJS, TDLib) ask right after they connect,
+/// asked as they ask it: the config, the update state and the difference from it, their own
+/// user, the nearest DC; and, after a join, the channel's difference.
+#[tokio::test]
+async fn the_calls_clients_make_right_after_connecting_get_sensible_answers() {
+    use tl::enums::updates::{ChannelDifference, Difference, State};
+    let server = start(base()).await;
+    let tg = Tg::connect(&server, "alice");
+
+    let tl::enums::Config::Config(config) =
+        tg.call(&tl::functions::help::GetConfig {}).await.unwrap();
+    assert_eq!(config.this_dc, server.scenario().dc_id);
+
+    let State::State(state) = tg.call(&tl::functions::updates::GetState {}).await.unwrap();
+    let difference = |pts: i32| tl::functions::updates::GetDifference {
+        pts,
+        pts_limit: None,
+        pts_total_limit: None,
+        date: state.date,
+        qts: state.qts,
+        qts_limit: None,
+    };
+    match tg.call(&difference(state.pts)).await.unwrap() {
+        Difference::Empty(empty) => {
+            assert_eq!(empty.seq, state.seq);
+            assert!(empty.date >= state.date);
+        }
+        other => panic!("a client at the current state gets differenceEmpty, got {other:?}"),
+    }
+    // A client that lost its state (pts 0) is given the state to move to.
+    match tg.call(&difference(0)).await.unwrap() {
+        Difference::Difference(d) => {
+            let State::State(new) = d.state;
+            assert_eq!((new.pts, new.seq), (state.pts, state.seq));
+            assert!(d.new_messages.is_empty() && d.other_updates.is_empty());
+        }
+        other => panic!("a client behind gets an empty difference with the state, got {other:?}"),
+    }
+
+    let users = tg
+        .call(&tl::functions::users::GetUsers { id: vec![tl::enums::InputUser::UserSelf] })
+        .await
+        .unwrap();
+    match &users[..] {
+        [tl::enums::User::User(me)] => {
+            assert!(me.is_self);
+            assert_eq!((me.id, me.first_name.as_deref()), (1001, Some("Alice")));
+        }
+        other => panic!("users.getUsers([inputUserSelf]) is the account itself, got {other:?}"),
+    }
+
+    let tl::enums::NearestDc::Dc(nearest) =
+        tg.call(&tl::functions::help::GetNearestDc {}).await.unwrap();
+    assert_eq!((nearest.this_dc, nearest.nearest_dc), (config.this_dc, config.this_dc));
+
+    let channel = tg.resolve("rustlovers").await.unwrap();
+    let channel_difference = tl::functions::updates::GetChannelDifference {
+        force: false,
+        channel: tl::enums::InputChannel::Channel(tl::types::InputChannel {
+            channel_id: channel.id,
+            access_hash: channel.access_hash.unwrap(),
+        }),
+        filter: tl::enums::ChannelMessagesFilter::Empty,
+        pts: 1,
+        limit: 100,
+    };
+    assert_eq!(rpc(tg.call(&channel_difference).await), (400, "CHANNEL_PRIVATE".into(), None));
+    tg.join_channel(&channel).await.unwrap();
+    match tg.call(&channel_difference).await.unwrap() {
+        ChannelDifference::Empty(empty) => assert!(empty.r#final),
+        other => panic!("a member's channel difference is empty, got {other:?}"),
+    }
+
+    let methods: Vec<String> = server.requests_of("alice").into_iter().map(|r| r.method).collect();
+    assert_eq!(
+        methods,
+        [
+            "help.getConfig", // grammers' own initConnection
+            "help.getConfig",
+            "updates.getState",
+            "updates.getDifference",
+            "updates.getDifference",
+            "users.getUsers",
+            "help.getNearestDc",
+            "contacts.resolveUsername",
+            "updates.getChannelDifference",
+            "channels.joinChannel",
+            "updates.getChannelDifference",
+        ]
+    );
+    assert!(server.violations().is_empty(), "{:?}", server.violations());
+}
+
+/// The start-up calls are requests like any other: during a FloodWait they are refused and
+/// recorded as violations, so a client that polls its updates through a wait is caught.
+#[tokio::test]
+async fn start_up_calls_during_a_flood_wait_are_violations() {
+    let scenario =
+        base().script(Script::join().account("alice").answers([Answer::FloodWait { seconds: 30 }]));
+    let server = start(scenario).await;
+    let tg = Tg::connect(&server, "alice");
+    let flood = tg.join_username("rustlovers").await;
+    assert_eq!(rpc(flood).0, 420);
+    let state = tg.call(&tl::functions::updates::GetState {}).await;
+    assert_eq!(rpc(state).1, "FLOOD_WAIT");
+    assert!(matches!(
+        &server.violations()[..],
+        [Violation::RequestDuringFloodWait { method, .. }] if method == "updates.getState"
+    ));
+}
+
 #[tokio::test]
 async fn resolve_then_join_channel_joins_and_a_second_join_is_already_participant() {
     let server = start(base()).await;
