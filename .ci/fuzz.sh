@@ -21,6 +21,7 @@ declare -A RUNS=(
   [targets_file]=15000
   [accounts_config]=2500
   [session]=25000
+  [session_file]=5000
   [settings]=400
   [tgsim_frames]=30000
   [tgsim_packet]=1000

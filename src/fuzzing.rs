@@ -32,6 +32,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("targets_file", targets_file),
     ("accounts_config", accounts_config),
     ("session", session),
+    ("session_file", session_file),
     ("settings", settings),
     ("tgsim_frames", tgsim::fuzzing::frames),
     ("tgsim_packet", tgsim::fuzzing::packet),
@@ -40,6 +41,31 @@ pub const TARGETS: &[(&str, Check)] = &[
 /// Session string formats the program reads: a new format is one more line here.
 fn session_formats(text: &str) {
     session_format("telethon", text, TelethonSession::decode, TelethonSession::encode);
+    // Any format (Telethon, GramJS, Pyrogram's three layouts), told apart by its bytes; the
+    // session it yields is kept as a Telethon string, which must read back the same.
+    session_format("any", text, decode_any_session, TelethonSession::encode);
+}
+
+fn decode_any_session(
+    text: &str,
+) -> Result<TelethonSession, crate::telegram::session_import::ImportError> {
+    crate::telegram::session_import::decode_string(text).map(|(session, _)| session)
+}
+
+/// Telethon `.session` files, read from their bytes (a SQLite file parsed by hand): no panic
+/// whatever the bytes, a refusal says why, and an accepted file's session encodes to a string
+/// that decodes the same.
+pub fn session_file(data: &[u8]) {
+    match crate::telegram::session_file::parse(data) {
+        Ok(session) => {
+            let again = TelethonSession::decode(&session.encode());
+            assert!(
+                again.as_ref().is_ok_and(|s| *s == session),
+                "a session read from a file encodes to one that decodes the same: {again:?}"
+            );
+        }
+        Err(problem) => assert_names_a_problem(&problem),
+    }
 }
 
 /// `TargetLink::parse`: an accepted link is normalised once and for all (its stored form loads
