@@ -8,13 +8,17 @@
 //! single writer format makes text order equal time order, so range filters work on both.
 
 mod accounts;
+mod actions;
 mod apply;
+mod browse;
 pub mod entity;
 mod migrations;
 mod reports;
 mod sql;
 mod targets;
 
+pub use actions::{ActionResult, AuditEntry};
+pub use browse::{AttemptPoint, QueuedCount, TargetFilter};
 pub use reports::{AccountOverview, ReadyGroup, TargetCount};
 pub use targets::NO_AVAILABLE_ACCOUNTS;
 

@@ -3,6 +3,7 @@
 //! Postgres must be running (see `support::pg_store` for how to point at it); every test gets
 //! its own database.
 
+mod actions;
 mod chaos;
 mod cluster;
 mod demo;
