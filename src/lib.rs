@@ -6,6 +6,7 @@ pub mod accounts_config;
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod domain;
 pub mod health;
