@@ -121,6 +121,8 @@ pub fn router(console: Console) -> Router {
         .route("/login", get(pages::login))
         .route("/static/console.css", get(css))
         .route("/static/console.js", get(js))
+        // Browsers ask for it on every page; nothing to show, and no 404 in their console.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .layer(middleware::from_fn_with_state(console.clone(), require_read));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

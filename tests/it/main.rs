@@ -5,6 +5,7 @@
 
 mod actions;
 mod chaos;
+mod console;
 mod cluster;
 mod demo;
 mod faults;

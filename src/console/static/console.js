@@ -1,7 +1,16 @@
 // The console's only script: the live tail of attempts on the activity page, refreshed from
-// /fragments/tail every few seconds. Every page works without it.
+// /fragments/tail every few seconds, and a target file chosen in the import form read into its
+// text box. Every page works without it.
 (function () {
   "use strict";
+  var file = document.getElementById("import-file");
+  var links = document.getElementById("import-links");
+  if (file && links) {
+    file.addEventListener("change", function () {
+      if (!file.files || !file.files[0]) { return; }
+      file.files[0].text().then(function (t) { links.value = t; });
+    });
+  }
   var tail = document.getElementById("tail");
   if (!tail) { return; }
   var every = 3000;
