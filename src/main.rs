@@ -264,7 +264,8 @@ async fn run(cli: Cli, redactor: &mut Redactor) -> anyhow::Result<()> {
     let settings = cli.settings.into_settings()?;
     *redactor = settings.redactor();
     let mut logs = telemetry::LogSettings::from_settings(&settings);
-    if !matches!(cli.command, Command::Run { .. } | Command::Demo { .. } | Command::Console { .. }) {
+    if !matches!(cli.command, Command::Run { .. } | Command::Demo { .. } | Command::Console { .. })
+    {
         logs = logs.for_admin_command();
     }
     let telemetry = telemetry::init(&logs, "smart-joiner")?;
@@ -290,7 +291,7 @@ async fn demo(console: Option<smart_joiner::console::ConsoleArgs>) -> anyhow::Re
         let report = smart_joiner::demo::run_until(progress, stop_on_signal()).await?;
         return demo_end(report);
     };
-    let auth = smart_joiner::console::auth_from_env();
+    let auth = smart_joiner::console::auth_from_env()?;
     let listener = smart_joiner::console::bind(args.addr, &auth).await?;
     let (tx, rx) = tokio::sync::oneshot::channel::<smart_joiner::demo::DemoDb>();
     let stop = stop_on_signal();
@@ -481,7 +482,11 @@ fn cli_actor() -> String {
 }
 
 /// Prints what an audited action did; a refusal is an error.
-fn report_action(result: smart_joiner::store::ActionResult, done: &str, out: Out) -> anyhow::Result<()> {
+fn report_action(
+    result: smart_joiner::store::ActionResult,
+    done: &str,
+    out: Out,
+) -> anyhow::Result<()> {
     match result {
         smart_joiner::store::ActionResult::Done if out.json => {
             out.json(json!({ "done": done }));
@@ -495,8 +500,11 @@ fn report_action(result: smart_joiner::store::ActionResult, done: &str, out: Out
     }
 }
 
-async fn console(settings: &Settings, args: smart_joiner::console::ConsoleArgs) -> anyhow::Result<()> {
-    let auth = smart_joiner::console::auth_from_env();
+async fn console(
+    settings: &Settings,
+    args: smart_joiner::console::ConsoleArgs,
+) -> anyhow::Result<()> {
+    let auth = smart_joiner::console::auth_from_env()?;
     let listener = smart_joiner::console::bind(args.addr, &auth).await?;
     let store = open_store(settings).await?;
     let limits = smart_joiner::store::Limits {
@@ -520,7 +528,9 @@ async fn accounts_with(
             let Some(a) = store.account_by_name(&session_name).await? else {
                 bail!("no account named {}", app::shown(&session_name));
             };
-            let r = store.pause_account(a.id, &cli_actor(), note.as_deref(), chrono::Utc::now()).await?;
+            let r = store
+                .pause_account(a.id, &cli_actor(), note.as_deref(), chrono::Utc::now())
+                .await?;
             report_action(r, &format!("paused {}", app::shown(&session_name)), out)?;
         }
         AccountsAction::Resume { session_name } => {

@@ -3,10 +3,10 @@
 //! it came from or a page saying why nothing was done.
 
 use axum::Extension;
+use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::Form;
 use chrono::Utc;
 use serde::Deserialize;
 
@@ -46,30 +46,47 @@ pub(super) struct ImportForm {
     skip_invalid: Option<String>,
 }
 
-/// The actor when the request may act, or the answer refusing it.
+/// Why a request may not act.
+enum Refusal {
+    ReadOnly,
+    NotAdmin,
+    Csrf,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::ReadOnly => (
+                StatusCode::FORBIDDEN,
+                "this console is read-only: set CONSOLE_ADMIN_TOKEN to allow actions\n",
+            )
+                .into_response(),
+            Refusal::NotAdmin => super::unauthorized("actions need the admin token"),
+            Refusal::Csrf => (
+                StatusCode::FORBIDDEN,
+                "the form's CSRF token is missing or wrong: reload the page and try again\n",
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// The actor when the request may act, or why not.
 fn admit<'a>(
     c: &Console,
     access: &'a Access,
     headers: &HeaderMap,
     csrf: &str,
-) -> Result<&'a str, Response> {
+) -> Result<&'a str, Refusal> {
     if !c.auth.actions_enabled() {
-        return Err((
-            StatusCode::FORBIDDEN,
-            "this console is read-only: set CONSOLE_ADMIN_TOKEN to allow actions\n",
-        )
-            .into_response());
+        return Err(Refusal::ReadOnly);
     }
     let Some(actor) = access.actor() else {
-        return Err(super::unauthorized("actions need the admin token"));
+        return Err(Refusal::NotAdmin);
     };
     if !c.auth.csrf_ok(headers, csrf) {
         tracing::warn!(actor, "console: a form without a valid CSRF token was refused");
-        return Err((
-            StatusCode::FORBIDDEN,
-            "the form's CSRF token is missing or wrong: reload the page and try again\n",
-        )
-            .into_response());
+        return Err(Refusal::Csrf);
     }
     Ok(actor)
 }
@@ -109,7 +126,7 @@ pub(super) async fn pause(
 ) -> Result<Response, PageError> {
     let actor = match admit(&c, &access, &headers, &f.csrf) {
         Ok(actor) => actor,
-        Err(res) => return Ok(res),
+        Err(refusal) => return Ok(refusal.into_response()),
     };
     let note: Option<String> = f.note.map(|n| n.chars().take(200).collect());
     let result = c.store.pause_account(id, actor, note.as_deref(), Utc::now()).await?;
@@ -128,7 +145,7 @@ pub(super) async fn resume(
 ) -> Result<Response, PageError> {
     let actor = match admit(&c, &access, &headers, &f.csrf) {
         Ok(actor) => actor,
-        Err(res) => return Ok(res),
+        Err(refusal) => return Ok(refusal.into_response()),
     };
     let result = c.store.resume_account(id, actor, Utc::now()).await?;
     if result.is_done() {
@@ -146,7 +163,7 @@ pub(super) async fn retry(
 ) -> Result<Response, PageError> {
     let actor = match admit(&c, &access, &headers, &f.csrf) {
         Ok(actor) => actor,
-        Err(res) => return Ok(res),
+        Err(refusal) => return Ok(refusal.into_response()),
     };
     let result = c.store.retry_target(id, actor, Utc::now()).await?;
     if result.is_done() {
@@ -164,7 +181,7 @@ pub(super) async fn release(
 ) -> Result<Response, PageError> {
     let actor = match admit(&c, &access, &headers, &f.csrf) {
         Ok(actor) => actor,
-        Err(res) => return Ok(res),
+        Err(refusal) => return Ok(refusal.into_response()),
     };
     if f.confirm.as_deref() != Some("yes") {
         let why = "confirm first that the pinned account is not a member of the group";
@@ -185,7 +202,7 @@ pub(super) async fn import(
 ) -> Result<Response, PageError> {
     let actor = match admit(&c, &access, &headers, &f.csrf) {
         Ok(actor) => actor,
-        Err(res) => return Ok(res),
+        Err(refusal) => return Ok(refusal.into_response()),
     };
     let niche = f.niche.trim();
     if niche.is_empty() {

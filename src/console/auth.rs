@@ -135,10 +135,10 @@ impl Auth {
     /// What the request's credential allows.
     pub fn access(&self, headers: &HeaderMap) -> Access {
         let cred = credential(headers);
-        if let (Some(c), Some(admin)) = (&cred, &self.admin_token) {
-            if same_secret(&c.token, admin.expose()) {
-                return Access::Admin { actor: actor_name(&c.user) };
-            }
+        if let (Some(c), Some(admin)) = (&cred, &self.admin_token)
+            && same_secret(&c.token, admin.expose())
+        {
+            return Access::Admin { actor: actor_name(&c.user) };
         }
         match (&self.read_token, &cred) {
             (None, _) => Access::Read,
@@ -151,7 +151,9 @@ impl Auth {
     /// request has no form to fill).
     pub fn csrf_token(&self, headers: &HeaderMap) -> String {
         match credential(headers) {
-            Some(c) => hex(&hmac_sha256(&self.csrf_secret, format!("csrf\0{}", c.token).as_bytes())),
+            Some(c) => {
+                hex(&hmac_sha256(&self.csrf_secret, format!("csrf\0{}", c.token).as_bytes()))
+            }
             None => String::new(),
         }
     }

@@ -37,7 +37,11 @@ pub struct Hour {
 
 /// The hours of the `hours` before `now` (the last one is the current, partial hour), oldest
 /// first, with their starts.
-pub fn per_hour(points: &[AttemptPoint], now: DateTime<Utc>, hours: usize) -> Vec<(DateTime<Utc>, Hour)> {
+pub fn per_hour(
+    points: &[AttemptPoint],
+    now: DateTime<Utc>,
+    hours: usize,
+) -> Vec<(DateTime<Utc>, Hour)> {
     let current = now.duration_trunc(Duration::hours(1)).unwrap_or(now);
     let first = current - Duration::hours(hours.saturating_sub(1) as i64);
     let mut out: Vec<(DateTime<Utc>, Hour)> =
@@ -63,7 +67,12 @@ const PAD_L: usize = 36;
 const PAD_B: usize = 20;
 
 /// One bar chart of `value(hour)` per hour, in `color`, with a `title` for screen readers.
-pub fn svg(hours: &[(DateTime<Utc>, Hour)], title: &str, color: &str, value: fn(&Hour) -> u64) -> String {
+pub fn svg(
+    hours: &[(DateTime<Utc>, Hour)],
+    title: &str,
+    color: &str,
+    value: fn(&Hour) -> u64,
+) -> String {
     let max = hours.iter().map(|(_, h)| value(h)).max().unwrap_or(0).max(1);
     let n = hours.len().max(1);
     let plot_w = W - PAD_L;
@@ -139,7 +148,8 @@ mod tests {
         let hours = per_hour(&points, now, 3);
         let starts: Vec<_> = hours.iter().map(|(s, _)| *s).collect();
         assert_eq!(starts, [at(8, 0), at(9, 0), at(10, 0)]);
-        let counts: Vec<_> = hours.iter().map(|(_, h)| (h.joins, h.flood_waits, h.errors)).collect();
+        let counts: Vec<_> =
+            hours.iter().map(|(_, h)| (h.joins, h.flood_waits, h.errors)).collect();
         assert_eq!(counts, [(2, 0, 0), (0, 1, 0), (1, 0, 1)]);
     }
 

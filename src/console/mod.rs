@@ -65,6 +65,8 @@ pub enum ConsoleError {
          give) to serve it there, or listen on 127.0.0.1"
     )]
     OpenBind(SocketAddr),
+    #[error("{name} is {why}: use a long random token (e.g. `openssl rand -hex 24`)")]
+    WeakToken { name: &'static str, why: &'static str },
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
 }
@@ -78,10 +80,36 @@ pub fn check_bind(addr: SocketAddr, auth: &Auth) -> Result<(), ConsoleError> {
     }
 }
 
-/// Reads `CONSOLE_TOKEN` and `CONSOLE_ADMIN_TOKEN` from the environment (empty = unset).
-pub fn auth_from_env() -> Auth {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty()).map(Secret::new);
-    Auth::new(var("CONSOLE_TOKEN"), var("CONSOLE_ADMIN_TOKEN"))
+/// Shortest token accepted.
+const MIN_TOKEN_LEN: usize = 16;
+
+/// Refuses a token a guess or a copied manifest would open: short, a placeholder, or the same
+/// for reading and acting. The error names the variable, never the value.
+pub fn check_tokens(read: Option<&str>, admin: Option<&str>) -> Result<(), ConsoleError> {
+    for (name, token) in [("CONSOLE_TOKEN", read), ("CONSOLE_ADMIN_TOKEN", admin)] {
+        let Some(token) = token else { continue };
+        if token.chars().count() < MIN_TOKEN_LEN {
+            return Err(ConsoleError::WeakToken { name, why: "shorter than 16 characters" });
+        }
+        if token.to_ascii_uppercase().contains("CHANGE-ME") {
+            return Err(ConsoleError::WeakToken { name, why: "still the manifest's placeholder" });
+        }
+    }
+    if read.is_some() && read == admin {
+        return Err(ConsoleError::WeakToken {
+            name: "CONSOLE_ADMIN_TOKEN",
+            why: "the same as CONSOLE_TOKEN (every reader could act)",
+        });
+    }
+    Ok(())
+}
+
+/// Reads and checks `CONSOLE_TOKEN` and `CONSOLE_ADMIN_TOKEN` (empty = unset).
+pub fn auth_from_env() -> Result<Auth, ConsoleError> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let (read, admin) = (var("CONSOLE_TOKEN"), var("CONSOLE_ADMIN_TOKEN"));
+    check_tokens(read.as_deref(), admin.as_deref())?;
+    Ok(Auth::new(read.map(Secret::new), admin.map(Secret::new)))
 }
 
 /// Checks the address, then binds it.
@@ -221,13 +249,7 @@ async fn js() -> Response {
 }
 
 fn static_file(content_type: &'static str, body: &'static str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, "private, max-age=300"),
-        ],
-        body,
-    )
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "private, max-age=300")], body)
         .into_response()
 }
 
@@ -247,5 +269,19 @@ mod tests {
         let err = check_bind(any, &open).unwrap_err().to_string();
         assert!(err.contains("CONSOLE_TOKEN") && err.contains("0.0.0.0:8080"), "{err}");
         assert!(check_bind(any, &locked).is_ok());
+    }
+
+    #[test]
+    fn short_placeholder_and_shared_tokens_are_refused_without_being_shown() {
+        let long = "0123456789abcdef0123";
+        assert!(check_tokens(None, None).is_ok());
+        assert!(check_tokens(Some(long), Some("fedcba9876543210fedc")).is_ok());
+        let short = check_tokens(Some("short-token"), None).unwrap_err().to_string();
+        assert!(short.contains("CONSOLE_TOKEN") && !short.contains("short-token"), "{short}");
+        let placeholder =
+            check_tokens(None, Some("CHANGE-ME-admin-token")).unwrap_err().to_string();
+        assert!(placeholder.contains("placeholder") && !placeholder.contains("admin-token"));
+        let shared = check_tokens(Some(long), Some(long)).unwrap_err().to_string();
+        assert!(shared.contains("the same as CONSOLE_TOKEN") && !shared.contains(long));
     }
 }

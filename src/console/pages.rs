@@ -61,7 +61,9 @@ pub(super) fn csrf_field(c: &super::Console, headers: &HeaderMap) -> String {
 /// `?notice=` after an action: fixed texts only, so a crafted link cannot put words on a page.
 fn notice(code: Option<&str>) -> String {
     let text = match code {
-        Some("paused") => "Account paused: it is not picked again until resumed. A join it had under way finishes.",
+        Some("paused") => {
+            "Account paused: it is not picked again until resumed. A join it had under way finishes."
+        }
         Some("resumed") => "Account resumed: it is picked again once any rest it has ends.",
         Some("retried") => "Group moved back to new: the next batch tries it again.",
         Some("released") => "Pin released: the group is new again and any account may take it.",
@@ -79,10 +81,7 @@ pub(super) struct NoticeQuery {
 // ---------------------------------------------------------------------------------------------
 // pools
 
-pub(super) async fn pools(
-    State(c): Shared,
-    Extension(access): Extension<Access>,
-) -> PageResult {
+pub(super) async fn pools(State(c): Shared, Extension(access): Extension<Access>) -> PageResult {
     let now = Utc::now();
     let overview = c.store.account_overview(None, now).await?;
     let mut by_pool: BTreeMap<String, Vec<&AccountOverview>> = BTreeMap::new();
@@ -91,7 +90,9 @@ pub(super) async fn pools(
     }
     let mut body = String::from("<h1>Pools</h1>");
     if by_pool.is_empty() {
-        body.push_str("<p class=\"muted\">No account yet: run <code>smart-joiner accounts sync</code>.</p>");
+        body.push_str(
+            "<p class=\"muted\">No account yet: run <code>smart-joiner accounts sync</code>.</p>",
+        );
     }
     for (pool, accounts) in &by_pool {
         let workable = c.store.eligible_accounts(pool, now, &[], &c.limits, 100_000).await?.len();
@@ -264,13 +265,17 @@ pub(super) async fn accounts(
         if desc { o.reverse() } else { o }
     });
 
-    let mut body = String::from("<h1>Accounts</h1><form class=\"filters\" method=\"get\" action=\"/accounts\">");
+    let mut body = String::from(
+        "<h1>Accounts</h1><form class=\"filters\" method=\"get\" action=\"/accounts\">",
+    );
     let _ = write!(body, "<label>pool<select name=\"pool\"><option value=\"\">all</option>");
     for p in &pools {
         let sel = if pool == Some(*p) { " selected" } else { "" };
         let _ = write!(body, "<option value=\"{0}\"{sel}>{0}</option>", esc(p));
     }
-    body.push_str("</select></label><label>status<select name=\"status\"><option value=\"\">all</option>");
+    body.push_str(
+        "</select></label><label>status<select name=\"status\"><option value=\"\">all</option>",
+    );
     for s in AccountStatus::ALL {
         let sel = if status == Some(*s) { " selected" } else { "" };
         let _ = write!(body, "<option{sel}>{}</option>", s.as_str());
@@ -282,7 +287,12 @@ pub(super) async fn accounts(
         esc(needle.as_deref().unwrap_or("")),
         esc(sort)
     );
-    let _ = write!(body, "<p class=\"muted\" data-k=\"shown\">{} of {} accounts</p>", rows.len(), all.len());
+    let _ = write!(
+        body,
+        "<p class=\"muted\" data-k=\"shown\">{} of {} accounts</p>",
+        rows.len(),
+        all.len()
+    );
     let base = format!(
         "/accounts?pool={}&amp;status={}&amp;q={}",
         q(pool.unwrap_or("")),
@@ -297,7 +307,9 @@ pub(super) async fn accounts(
             _ => "",
         };
         let class = if num { " class=\"num\"" } else { "" };
-        format!("<th{class}><a href=\"{base}&amp;sort={key}&amp;dir={dir}\" data-sort=\"{key}\">{label}{arrow}</a></th>")
+        format!(
+            "<th{class}><a href=\"{base}&amp;sort={key}&amp;dir={dir}\" data-sort=\"{key}\">{label}{arrow}</a></th>"
+        )
     };
     body.push_str("<table id=\"accounts\"><tr>");
     for (key, label, num) in [
@@ -336,7 +348,10 @@ pub(super) async fn accounts(
 }
 
 fn not_found(what: &str) -> PageResult {
-    Ok((StatusCode::NOT_FOUND, Html(format!("<p>{} does not exist. <a href=\"/\">Back</a></p>", esc(what))))
+    Ok((
+        StatusCode::NOT_FOUND,
+        Html(format!("<p>{} does not exist. <a href=\"/\">Back</a></p>", esc(what))),
+    )
         .into_response())
 }
 
@@ -376,7 +391,8 @@ pub(super) async fn account(
         limit = c.limits.channel_limit,
         ready = stats.map_or(0, |s| s.ready),
         last = time_opt(acc.last_action_at),
-        held = if groups.iter().any(|t| t.claimed_account_id == Some(id) && t.claim_epoch.is_some()) {
+        held = if groups.iter().any(|t| t.claimed_account_id == Some(id) && t.claim_epoch.is_some())
+        {
             "a join may be under way"
         } else {
             "no"
@@ -569,7 +585,9 @@ pub(super) async fn groups(
         let sel = if filter.niche.as_deref() == Some(n) { " selected" } else { "" };
         let _ = write!(body, "<option value=\"{0}\"{sel}>{0}</option>", esc(n));
     }
-    body.push_str("</select></label><label>status<select name=\"status\"><option value=\"\">all</option>");
+    body.push_str(
+        "</select></label><label>status<select name=\"status\"><option value=\"\">all</option>",
+    );
     for s in TargetStatus::ALL {
         let sel = if filter.status == Some(*s) { " selected" } else { "" };
         let _ = write!(body, "<option{sel}>{}</option>", s.as_str());
@@ -580,7 +598,8 @@ pub(super) async fn groups(
          <button type=\"submit\">Search</button></form>",
         esc(filter.search.as_deref().unwrap_or(""))
     );
-    let more = if rows.len() as u64 == LIST_LIMIT { " (the newest; narrow the search)" } else { "" };
+    let more =
+        if rows.len() as u64 == LIST_LIMIT { " (the newest; narrow the search)" } else { "" };
     let _ = write!(body, "<p class=\"muted\" data-k=\"shown\">{} groups{more}</p>", rows.len());
     body.push_str(&targets_table(&rows, &names, now));
     if access.actor().is_some() {
@@ -683,10 +702,7 @@ pub(super) async fn group(
 // ---------------------------------------------------------------------------------------------
 // ready for posting
 
-pub(super) async fn ready(
-    State(c): Shared,
-    Extension(access): Extension<Access>,
-) -> PageResult {
+pub(super) async fn ready(State(c): Shared, Extension(access): Extension<Access>) -> PageResult {
     let now = Utc::now();
     let rows = c.store.ready_groups(now, LIST_LIMIT).await?;
     let mut body = String::from(
@@ -777,7 +793,9 @@ pub(super) async fn activity(
     let total = |f: fn(&charts::Hour) -> u64| per_hour.iter().map(|(_, h)| f(h)).sum::<u64>();
     let (joins, floods, errors) =
         (total(|h| h.joins), total(|h| h.flood_waits), total(|h| h.errors));
-    let mut body = String::from("<h1>Activity</h1><form class=\"filters\" method=\"get\" action=\"/activity\"><label>days<select name=\"days\">");
+    let mut body = String::from(
+        "<h1>Activity</h1><form class=\"filters\" method=\"get\" action=\"/activity\"><label>days<select name=\"days\">",
+    );
     for d in [1, 3, 7, 14] {
         let sel = if d == days { " selected" } else { "" };
         let _ = write!(body, "<option{sel}>{d}</option>");
@@ -822,12 +840,11 @@ pub(super) async fn tail(State(c): Shared) -> PageResult {
 // ---------------------------------------------------------------------------------------------
 // audit, login
 
-pub(super) async fn audit(
-    State(c): Shared,
-    Extension(access): Extension<Access>,
-) -> PageResult {
+pub(super) async fn audit(State(c): Shared, Extension(access): Extension<Access>) -> PageResult {
     let rows = c.store.audit_log(None, LIST_LIMIT).await?;
-    let mut body = String::from("<h1>Audit log</h1><p class=\"muted\">Every operator action, from the console and the CLI, newest first.</p>");
+    let mut body = String::from(
+        "<h1>Audit log</h1><p class=\"muted\">Every operator action, from the console and the CLI, newest first.</p>",
+    );
     if rows.is_empty() {
         body.push_str("<p class=\"muted\">No action yet.</p>");
     }
@@ -837,18 +854,16 @@ pub(super) async fn audit(
 }
 
 /// Asks the browser for the admin token (basic auth) unless it already sent it.
-pub(super) async fn login(
-    State(c): Shared,
-    Extension(access): Extension<Access>,
-) -> Response {
+pub(super) async fn login(State(c): Shared, Extension(access): Extension<Access>) -> Response {
     if !c.auth.actions_enabled() {
-        return (StatusCode::FORBIDDEN, "this console is read-only: CONSOLE_ADMIN_TOKEN is not set\n")
+        return (
+            StatusCode::FORBIDDEN,
+            "this console is read-only: CONSOLE_ADMIN_TOKEN is not set\n",
+        )
             .into_response();
     }
     match access {
-        Access::Admin { .. } => {
-            (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response()
-        }
+        Access::Admin { .. } => (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response(),
         _ => super::unauthorized("sign in with the admin token as the password"),
     }
 }

@@ -227,10 +227,8 @@ async fn start_console(db_url: &str, dir: &Path, tokens: &[(&str, &str)]) -> Run
             }
         });
     }
-    let port = tokio::time::timeout(StdDuration::from_secs(60), port_rx.recv())
-        .await
-        .ok()
-        .flatten();
+    let port =
+        tokio::time::timeout(StdDuration::from_secs(60), port_rx.recv()).await.ok().flatten();
     let Some(port) = port else {
         let _ = child.kill().await;
         panic!("the console never said where it listens:\n{}", log.lock().unwrap());
@@ -247,7 +245,8 @@ async fn http(
     body: &str,
 ) -> (u16, String, String) {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -304,17 +303,19 @@ async fn tokens_csrf_and_audit(store: Store, db_url: String) {
 
     // A reader sees no form and cannot act.
     let reader = basic("rita", READ_TOKEN);
-    let (_, _, page) = http(port, "GET", &format!("/accounts/{anna}"), &[reader.clone()], "").await;
+    let (_, _, page) =
+        http(port, "GET", &format!("/accounts/{anna}"), std::slice::from_ref(&reader), "").await;
     assert!(!page.contains("name=\"csrf\""), "no form for a reader");
     let path = format!("/accounts/{anna}/pause");
     assert_eq!(http(port, "POST", &path, &[reader], "csrf=x").await.0, 401);
 
     // The admin: a form without the right CSRF token, or from another site, is refused.
     let admin = basic("alice", ADMIN_TOKEN);
-    let (_, _, page) = http(port, "GET", &format!("/accounts/{anna}"), &[admin.clone()], "").await;
+    let (_, _, page) =
+        http(port, "GET", &format!("/accounts/{anna}"), std::slice::from_ref(&admin), "").await;
     let csrf = csrf_of(&page);
-    assert_eq!(http(port, "POST", &path, &[admin.clone()], "note=x").await.0, 403);
-    assert_eq!(http(port, "POST", &path, &[admin.clone()], "csrf=forged").await.0, 403);
+    assert_eq!(http(port, "POST", &path, std::slice::from_ref(&admin), "note=x").await.0, 403);
+    assert_eq!(http(port, "POST", &path, std::slice::from_ref(&admin), "csrf=forged").await.0, 403);
     let other_site = ("Origin", "https://evil.example".to_owned());
     let form = format!("csrf={csrf}");
     assert_eq!(http(port, "POST", &path, &[admin.clone(), other_site], &form).await.0, 403);
@@ -326,7 +327,7 @@ async fn tokens_csrf_and_audit(store: Store, db_url: String) {
 
     // With it: one write, audited with the admin's name.
     let form = format!("csrf={csrf}&note=proxy+moves");
-    let (code, head, _) = http(port, "POST", &path, &[admin.clone()], &form).await;
+    let (code, head, _) = http(port, "POST", &path, std::slice::from_ref(&admin), &form).await;
     assert_eq!(code, 303, "{head}");
     assert!(head.contains(&format!("location: /accounts/{anna}?notice=paused")), "{head}");
     let a = store.account(anna).await.unwrap().unwrap();
@@ -339,13 +340,13 @@ async fn tokens_csrf_and_audit(store: Store, db_url: String) {
         ("console:alice", "pause", format!("account:{anna}"))
     );
     // Pausing again is refused with the reason, and changes nothing.
-    let (code, _, page) = http(port, "POST", &path, &[admin.clone()], &form).await;
+    let (code, _, page) = http(port, "POST", &path, std::slice::from_ref(&admin), &form).await;
     assert_eq!(code, 409);
     assert!(page.contains("already paused"), "{page}");
     assert_eq!(store.audit_log(None, 10).await.unwrap().len(), 1);
 
     // The CSV of the groups ready for posting.
-    let (code, head, csv) = http(port, "GET", "/ready.csv", &[admin.clone()], "").await;
+    let (code, head, csv) = http(port, "GET", "/ready.csv", std::slice::from_ref(&admin), "").await;
     assert_eq!(code, 200);
     assert!(head.to_lowercase().contains("content-type: text/csv"), "{head}");
     assert_eq!(csv.lines().count(), 1 + seed.expect["ready"].as_u64().unwrap() as usize, "{csv}");
@@ -360,10 +361,10 @@ async fn tokens_csrf_and_audit(store: Store, db_url: String) {
     for secret in [READ_TOKEN, ADMIN_TOKEN] {
         assert!(!out.contains(secret), "a token in the log:\n{out}");
     }
-    if let Ok(u) = url::Url::parse(&db_url) {
-        if let Some(pw) = u.password() {
-            assert!(!out.contains(pw), "the database password in the log");
-        }
+    if let Ok(u) = url::Url::parse(&db_url)
+        && let Some(pw) = u.password()
+    {
+        assert!(!out.contains(pw), "the database password in the log");
     }
     let base64_admin = basic("alice", ADMIN_TOKEN).1;
     assert!(!out.contains(base64_admin.trim_start_matches("Basic ")), "a credential in the log");
@@ -392,7 +393,7 @@ async fn the_console_refuses_a_non_loopback_address_without_a_token() {
         .env_clear()
         .env("DATABASE_URL", &db)
         .env("CONSOLE_ADDR", "0.0.0.0:0")
-        .env("CONSOLE_ADMIN_TOKEN", "only-admin")
+        .env("CONSOLE_ADMIN_TOKEN", "only-the-admin-token-here")
         .output()
         .await
         .unwrap();
@@ -402,7 +403,7 @@ async fn the_console_refuses_a_non_loopback_address_without_a_token() {
         stderr.contains("not a loopback address") && stderr.contains("set CONSOLE_TOKEN"),
         "{stderr}"
     );
-    assert!(!stderr.contains("only-admin"));
+    assert!(!stderr.contains("only-the-admin-token-here"));
 }
 
 /// Where the Playwright script lives.
@@ -420,9 +421,8 @@ async fn the_console_in_a_real_browser() {
         dir.join("node_modules").join("playwright-core").exists(),
         "playwright-core is not installed: run `npm ci` in tests/browser (.ci/run does)"
     );
-    let chromium = which("chromium").expect(
-        "chromium is not on PATH: install Debian's `chromium` package (.ci/run does)",
-    );
+    let chromium = which("chromium")
+        .expect("chromium is not on PATH: install Debian's `chromium` package (.ci/run does)");
     let (store, url) = crate::support::pg_database().await;
     let seed = seed(&store).await;
     let work = tempfile::tempdir().unwrap();

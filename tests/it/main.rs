@@ -5,8 +5,8 @@
 
 mod actions;
 mod chaos;
-mod console;
 mod cluster;
+mod console;
 mod demo;
 mod faults;
 mod harness;
