@@ -19,6 +19,7 @@ on_both_backends!(
     release_frees_an_in_doubt_pin_only_while_its_account_is_not_held,
     an_audited_import_is_one_write_with_its_audit_row,
     console_reads_filter_and_count,
+    a_paused_accounts_in_doubt_pin_waits_for_its_resume,
 );
 
 const LIMITS: Limits = Limits { daily_join_cap: 20, channel_limit: 500 };
@@ -332,4 +333,68 @@ async fn console_reads_filter_and_count(store: Store) {
     assert_eq!(store.niches().await.unwrap(), vec!["cars".to_owned()]);
     let links = store.target_links(&[t[2]]).await.unwrap();
     assert_eq!(links.get(&t[2]).map(String::as_str), Some("@bikes"));
+}
+
+async fn a_paused_accounts_in_doubt_pin_waits_for_its_resume(store: Store) {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use smart_joiner::domain::JoinTask;
+    use smart_joiner::join::{ExecutionOutcome, Settled};
+    use smart_joiner::lease::LocalLocks;
+    use smart_joiner::telegram::fake::{Script, ScriptedTelegram};
+
+    use crate::harness::{LIMITS, fast_pacing, links, seed, service};
+
+    let targets = links("paused_pin", 1);
+    let accounts = seed(&store, 2, &targets, "cars").await;
+    let answers = ["timeout", "joined"].iter().map(|a| a.parse().unwrap()).collect();
+    let script =
+        Script { targets: HashMap::from([(targets[0].to_string(), answers)]), ..Script::default() };
+    let fake = ScriptedTelegram::new(script);
+    let svc = service(
+        &store,
+        Arc::new(LocalLocks::default()),
+        Arc::new(fake.clone()),
+        accounts,
+        fast_pacing(),
+        LIMITS,
+    );
+    let queued = store.queue_new_targets("cars", 1, Utc::now()).await.unwrap();
+    let id = queued[0].id;
+    let job = JoinTask::new(id, "default").into_current();
+    let ExecutionOutcome::Reschedule { job, .. } = svc.execute(&job).await.unwrap() else {
+        panic!("in doubt: retried");
+    };
+    let pinned = store.target(id).await.unwrap().unwrap().claimed_account_id.expect("pinned");
+    let r = store.pause_account(pinned, "cli:ops", None, Utc::now()).await.unwrap();
+    assert_eq!(r, ActionResult::Done);
+
+    // Paused: the retry neither uses it nor moves the pin to the other account.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(svc.execute(&job).await.unwrap(), ExecutionOutcome::Done(Settled::AccountNotHere));
+    let t = store.target(id).await.unwrap().unwrap();
+    assert_eq!((t.status, t.claimed_account_id), (TargetStatus::Joining, Some(pinned)));
+    assert!(t.next_run_at.is_some_and(|at| at > Utc::now()), "looked at again later");
+    assert_eq!(store.attempts(Some(id), None).await.unwrap().len(), 1, "no attempt while paused");
+
+    // Resumed: the same account finishes the join and the group is bound to it.
+    store.resume_account(pinned, "cli:ops", Utc::now()).await.unwrap();
+    let mut job = job;
+    let mut outcome = None;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        match svc.execute(&job).await.unwrap() {
+            ExecutionOutcome::Reschedule { job: next, .. } => job = next,
+            done => {
+                outcome = Some(done);
+                break;
+            }
+        }
+    }
+    let outcome = outcome.expect("the resumed account finishes within 50 tries");
+    assert_eq!(outcome, ExecutionOutcome::Done(Settled::Finished(TargetStatus::Joined)));
+    let t = store.target(id).await.unwrap().unwrap();
+    assert_eq!(t.assigned_account_id, Some(pinned));
+    assert_eq!(fake.members(&targets[0].to_string()).len(), 1);
 }
