@@ -498,3 +498,145 @@ fn which(name: &str) -> Option<PathBuf> {
         .map(|d| Path::new(d).join(name))
         .find(|p| p.is_file())
 }
+
+/// Runs `smart-joiner args` on `db_url` as the login `ops`: (success, stdout, stderr).
+async fn cli(db_url: &str, dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(smart_joiner())
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", db_url)
+        .env("USER", "ops")
+        .output()
+        .await
+        .unwrap();
+    let (o, e) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), o.into_owned(), e.into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cli_pauses_resumes_retries_and_releases_through_the_same_audited_writes() {
+    let (store, dir) = crate::support::sqlite_store().await;
+    let url = format!("sqlite://{}", dir.path().join("smart_joiner.db").display());
+    let seed = seed(&store).await;
+    let id = |n: &str| seed.accounts.iter().find(|(a, _)| a == n).unwrap().1;
+    let d = dir.path();
+
+    let (ok, out, err) = cli(&url, d, &["accounts", "pause", "anna", "--note", "new proxy"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("paused anna"), "{out}");
+    let anna = store.account(id("anna")).await.unwrap().unwrap();
+    assert_eq!(anna.status, AccountStatus::Paused);
+    assert_eq!(anna.status_reason.as_deref(), Some("paused by cli:ops: new proxy"));
+    let (ok, _, err) = cli(&url, d, &["accounts", "pause", "dana"]).await;
+    assert!(!ok && err.contains("nothing done") && err.contains("banned"), "{err}");
+    let (ok, _, err) = cli(&url, d, &["accounts", "pause", "nobody"]).await;
+    assert!(!ok && err.contains("no account named nobody"), "{err}");
+    let (ok, out, err) = cli(&url, d, &["accounts", "resume", "anna"]).await;
+    assert!(ok, "{out}{err}");
+    assert_eq!(store.account(id("anna")).await.unwrap().unwrap().status, AccountStatus::Active);
+
+    let error = seed.error_target.to_string();
+    let (ok, out, err) = cli(&url, d, &["--json", "targets", "retry", &error]).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("\"done\""), "{out}");
+    let t = store.target(seed.error_target).await.unwrap().unwrap();
+    assert_eq!(t.status, TargetStatus::New);
+
+    let pinned = seed.pinned_target.to_string();
+    let (ok, _, err) = cli(&url, d, &["targets", "release", &pinned]).await;
+    assert!(!ok && err.contains("--yes"), "{err}");
+    assert_eq!(
+        store.target(seed.pinned_target).await.unwrap().unwrap().status,
+        TargetStatus::Joining,
+        "nothing released without --yes"
+    );
+    let (ok, out, err) = cli(&url, d, &["targets", "release", &pinned, "--yes"]).await;
+    assert!(ok, "{out}{err}");
+    let t = store.target(seed.pinned_target).await.unwrap().unwrap();
+    assert_eq!((t.status, t.claimed_account_id), (TargetStatus::New, None));
+
+    let log = store.audit_log(None, 10).await.unwrap();
+    let rows: Vec<(&str, &str)> =
+        log.iter().map(|e| (e.action.as_str(), e.actor.as_str())).collect();
+    assert_eq!(
+        rows,
+        [("release", "cli:ops"), ("retry", "cli:ops"), ("resume", "cli:ops"), ("pause", "cli:ops")]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn demo_with_the_console_serves_the_groups_while_and_after_they_are_joined() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(smart_joiner())
+        .args(["demo", "--console"])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CONSOLE_ADDR", "127.0.0.1:0")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (port_tx, mut port_rx) = tokio::sync::mpsc::channel::<u16>(1);
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let (log, port_tx) = (log.clone(), port_tx.clone());
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(rest) = line.split("console on http://127.0.0.1:").nth(1) {
+                    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    if let Ok(p) = digits.parse() {
+                        let _ = port_tx.send(p).await;
+                    }
+                }
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+    }
+    let port = tokio::time::timeout(StdDuration::from_secs(60), port_rx.recv())
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("no console port:\n{}", log.lock().unwrap()));
+    // While the demo runs, the groups are there.
+    let (code, _, page) = http(port, "GET", "/groups?niche=demo_cars", &[], "").await;
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("demo_cars"), "{page}");
+    // After it ends the console stays up on the same database.
+    let deadline = std::time::Instant::now() + StdDuration::from_secs(120);
+    while !log.lock().unwrap().contains("the console stays up") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the demo never ended:\n{}",
+            log.lock().unwrap()
+        );
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+    }
+    let (code, _, page) = http(port, "GET", "/groups?status=joined", &[], "").await;
+    assert_eq!(code, 200);
+    let joined = page.matches("data-status=\"joined\"><td class=\"num\">").count();
+    assert!(joined >= 20, "the joined groups are listed after the demo ({joined}):\n{page}");
+    let (code, _, page) = http(port, "GET", "/activity", &[], "").await;
+    assert_eq!(code, 200);
+    assert!(page.contains("<rect"), "the joins are charted");
+    // Ctrl-C ends it cleanly.
+    let pid = child.id().expect("running").to_string();
+    let killed = Command::new("kill").args(["-INT", &pid]).status().await.unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(StdDuration::from_secs(30), child.wait())
+        .await
+        .expect("the demo stops on Ctrl-C")
+        .unwrap();
+    assert!(status.success(), "{status:?}\n{}", log.lock().unwrap());
+}
