@@ -304,7 +304,8 @@ impl DemoReport {
             "\nWith real accounts: put SmartJoiner's accounts_config.json here, then\n  \
              smart-joiner migrate up\n  smart-joiner accounts sync\n  \
              smart-joiner targets import groups.txt --niche ukraine_cars\n  \
-             smart-joiner run ukraine_cars 5\n(see README.md; real pacing is 5-10 minutes per account per join)."
+             smart-joiner run ukraine_cars 5\n(see README.md; real pacing is 5-10 minutes per account per join).\n\
+             `smart-joiner demo --console` shows the groups being joined in the operator console."
         );
         out
     }
