@@ -176,8 +176,35 @@ pub async fn serve(
     axum::serve(listener, router(console)).with_graceful_shutdown(shutdown).await
 }
 
+/// Whether a `Host` header names this machine's loopback (`127.0.0.1`, `[::1]`, `localhost`,
+/// with any port).
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) { h } else { host }
+        }),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// 401 with a basic-auth challenge unless the request may read; the access is handed on.
+///
+/// Without a read token (loopback only) a request must also name loopback in `Host`: a page
+/// of another site whose name was made to resolve to 127.0.0.1 (DNS rebinding) would
+/// otherwise read the console with the browser's help.
 async fn require_read(State(c): Shared, mut req: Request, next: Next) -> Response {
+    if !c.auth.read_protected() {
+        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+        if !loopback_host(host) {
+            return (
+                StatusCode::MISDIRECTED_REQUEST,
+                "this console answers only to 127.0.0.1, [::1] or localhost without CONSOLE_TOKEN\n",
+            )
+                .into_response();
+        }
+    }
     let access = c.auth.access(req.headers());
     if !access.can_read() {
         return unauthorized("a valid CONSOLE_TOKEN (or the admin token) is needed");
@@ -269,6 +296,16 @@ mod tests {
         let err = check_bind(any, &open).unwrap_err().to_string();
         assert!(err.contains("CONSOLE_TOKEN") && err.contains("0.0.0.0:8080"), "{err}");
         assert!(check_bind(any, &locked).is_ok());
+    }
+
+    #[test]
+    fn only_loopback_host_names_pass_the_rebinding_check() {
+        for ok in ["127.0.0.1:8080", "localhost", "LOCALHOST:80", "[::1]:8080", "127.0.0.2"] {
+            assert!(loopback_host(ok), "{ok}");
+        }
+        for bad in ["evil.example", "evil.example:8080", "10.0.0.1:8080", "", "localhost.evil"] {
+            assert!(!loopback_host(bad), "{bad}");
+        }
     }
 
     #[test]
