@@ -335,7 +335,7 @@ pub(super) async fn accounts(
             id = acc.id,
             pool = esc(&acc.pool),
             badge = html::account_badge(acc.status),
-            next = until(acc.next_allowed_action_time, now),
+            next = next_action(acc, now),
             j = a.joins_24h,
             bound = a.bound,
             last = time_opt(last.get(&acc.id).copied()),
@@ -345,6 +345,18 @@ pub(super) async fn accounts(
     body.push_str("</table>");
     let v = visitor(&c, &access);
     ok("Accounts", Tab::Accounts, &v, &body)
+}
+
+/// When the account may act next: its rest, or what keeps it from working at all.
+fn next_action(acc: &crate::store::Account, now: DateTime<Utc>) -> String {
+    match acc.status {
+        s if s.can_work() => until(acc.next_allowed_action_time, now),
+        AccountStatus::Paused => match acc.next_allowed_action_time {
+            Some(t) if t > now => format!("when resumed, not before {}", time(t)),
+            _ => "when resumed".to_owned(),
+        },
+        _ => "<span class=\"muted\">needs an operator</span>".to_owned(),
+    }
 }
 
 fn not_found(what: &str) -> PageResult {
@@ -384,7 +396,7 @@ pub(super) async fn account(
         pool = esc(&acc.pool),
         badge = html::account_badge(acc.status),
         reason = esc(acc.status_reason.as_deref().unwrap_or("")),
-        next = until(acc.next_allowed_action_time, now),
+        next = next_action(&acc, now),
         j = stats.map_or(0, |s| s.joins_24h),
         cap = c.limits.daily_join_cap,
         b = stats.map_or(0, |s| s.bound),
