@@ -299,7 +299,7 @@ async fn demo(console: Option<smart_joiner::console::ConsoleArgs>) -> anyhow::Re
     let server = tokio::spawn(async move {
         let Ok(db) = rx.await else { return (Ok(()), None) };
         let limits = smart_joiner::store::Limits { daily_join_cap: 20, channel_limit: 500 };
-        let c = smart_joiner::console::Console { store: db.store, auth, limits };
+        let c = smart_joiner::console::Console { store: db.store, auth, limits, queues: None };
         // The directory is handed back, so it outlives the demo's last write.
         (smart_joiner::console::serve(listener, c, done.cancelled_owned()).await, Some(db.dir))
     });
@@ -511,7 +511,11 @@ async fn console(
         daily_join_cap: settings.daily_join_cap,
         channel_limit: settings.channel_limit,
     };
-    let c = smart_joiner::console::Console { store: store.clone(), auth, limits };
+    let queues = match smart_joiner::console::queues(&args, settings.redis_url.expose()).await {
+        Ok(queues) => queues,
+        Err(e) => return finish(store, Err(e.into())).await,
+    };
+    let c = smart_joiner::console::Console { store: store.clone(), auth, limits, queues };
     let stop = stop_on_signal();
     let served = smart_joiner::console::serve(listener, c, stop.cancelled_owned()).await;
     finish(store, served.context("the console stopped")).await

@@ -55,6 +55,13 @@ pub struct ConsoleArgs {
     /// Address to listen on. Anything but loopback needs CONSOLE_TOKEN.
     #[arg(long = "addr", env = "CONSOLE_ADDR", default_value = DEFAULT_ADDR)]
     pub addr: SocketAddr,
+    /// Also show each pool's Redis queue (ready, scheduled) from REDIS_URL; without it the
+    /// console needs only the database.
+    #[arg(long = "queue", env = "CONSOLE_QUEUE")]
+    pub queue: bool,
+    /// Prefix of the deployment's Redis keys (as the workers').
+    #[arg(long = "redis-prefix", env = "REDIS_PREFIX", default_value = "smart_joiner:")]
+    pub redis_prefix: String,
 }
 
 /// Why the console does not start.
@@ -67,6 +74,8 @@ pub enum ConsoleError {
     OpenBind(SocketAddr),
     #[error("{name} is {why}: use a long random token (e.g. `openssl rand -hex 24`)")]
     WeakToken { name: &'static str, why: &'static str },
+    #[error("cannot connect to Redis {url} for the queue depths (--queue): {message}")]
+    Redis { url: String, message: String },
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
 }
@@ -112,6 +121,20 @@ pub fn auth_from_env() -> Result<Auth, ConsoleError> {
     Ok(Auth::new(read.map(Secret::new), admin.map(Secret::new)))
 }
 
+/// Connects to the queues when `args.queue` asks for them; the error names the URL with its
+/// password redacted.
+pub async fn queues(
+    args: &ConsoleArgs,
+    redis_url: &str,
+) -> Result<Option<crate::queue::QueueDepths>, ConsoleError> {
+    if !args.queue {
+        return Ok(None);
+    }
+    crate::queue::QueueDepths::connect(redis_url, &args.redis_prefix).await.map(Some).map_err(|e| {
+        ConsoleError::Redis { url: crate::redact::redact_url(redis_url), message: e.detail() }
+    })
+}
+
 /// Checks the address, then binds it.
 pub async fn bind(addr: SocketAddr, auth: &Auth) -> Result<TcpListener, ConsoleError> {
     check_bind(addr, auth)?;
@@ -123,6 +146,8 @@ pub struct Console {
     pub store: Store,
     pub auth: Auth,
     pub limits: Limits,
+    /// The pools' Redis queues, when asked for (`--queue`).
+    pub queues: Option<crate::queue::QueueDepths>,
 }
 
 type Shared = State<Arc<Console>>;

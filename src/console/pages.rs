@@ -144,7 +144,22 @@ pub(super) async fn pools(State(c): Shared, Extension(access): Extension<Access>
                 b = html::account_badge(*status),
             );
         }
-        body.push_str("</table></section>");
+        body.push_str("</table>");
+        if let Some(queues) = &c.queues {
+            let depth = tokio::time::timeout(super::CHECK_TIMEOUT, queues.depth(pool)).await;
+            let _ = match depth {
+                Ok(Ok((ready, scheduled))) => write!(
+                    body,
+                    "<p>Redis queue: <span data-k=\"redis-ready\">{ready}</span> jobs ready, \
+                     <span data-k=\"redis-scheduled\">{scheduled}</span> scheduled</p>"
+                ),
+                Ok(Err(e)) => {
+                    write!(body, "<p class=\"refused\">Redis queue: {}</p>", esc(&e.detail()))
+                }
+                Err(_) => write!(body, "<p class=\"refused\">Redis queue: no answer in time</p>"),
+            };
+        }
+        body.push_str("</section>");
     }
 
     // Targets: per niche and status, and the queue as the database sees it.

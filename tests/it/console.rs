@@ -645,3 +645,48 @@ async fn demo_with_the_console_serves_the_groups_while_and_after_they_are_joined
         .unwrap();
     assert!(status.success(), "{status:?}\n{}", log.lock().unwrap());
 }
+
+/// The number in `<span data-k="{key}">N</span>` inside the section of `pool`.
+fn pool_number(page: &str, pool: &str, key: &str) -> u64 {
+    let section = page.split(&format!("data-pool=\"{pool}\"")).nth(1).expect("the pool's section");
+    let section = section.split("</section>").next().unwrap();
+    let rest = section.split(&format!("data-k=\"{key}\">")).nth(1).unwrap_or_else(|| {
+        panic!("no {key} in the section of {pool}: {section}");
+    });
+    rest.split('<').next().unwrap().trim().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_pools_page_shows_each_pools_redis_queue_when_asked() {
+    use smart_joiner::domain::JoinTask;
+    use smart_joiner::queue::{JobQueue, QueueSettings, connect_redis};
+
+    let (store, url) = crate::support::pg_database().await;
+    seed(&store).await;
+    let redis = crate::cluster::PrivateRedis::start();
+    let prefix = "console_test:";
+    let conn = connect_redis(&redis.url).await.unwrap();
+    let settings = |pool: &str| QueueSettings {
+        name: format!("{prefix}join:v1:{pool}"),
+        ..QueueSettings::default()
+    };
+    let queue = JobQueue::new(conn, &settings("default"));
+    let later = Utc::now() + Duration::hours(1);
+    for target in [101, 102] {
+        queue.push(JoinTask::new(target, "default").into_current(), later).await.unwrap();
+    }
+    queue.push(JoinTask::new(103, "default").into_current(), Utc::now()).await.unwrap();
+    assert_eq!(queue.promote_due().await.unwrap(), 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd_env = vec![("CONSOLE_TOKEN", READ_TOKEN), ("CONSOLE_QUEUE", "true")];
+    cmd_env.push(("REDIS_URL", redis.url.as_str()));
+    cmd_env.push(("REDIS_PREFIX", prefix));
+    let console = start_console(&url, dir.path(), &cmd_env).await;
+    let (code, _, page) = http(console.port, "GET", "/", &[basic("rita", READ_TOKEN)], "").await;
+    assert_eq!(code, 200, "{page}");
+    assert_eq!(pool_number(&page, "default", "redis-ready"), 1, "{page}");
+    assert_eq!(pool_number(&page, "default", "redis-scheduled"), 2, "{page}");
+    assert_eq!(pool_number(&page, "vip", "redis-ready"), 0);
+    assert_eq!(pool_number(&page, "vip", "redis-scheduled"), 0);
+}
