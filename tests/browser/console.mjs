@@ -200,10 +200,13 @@ try {
   await Promise.all([ap.waitForURL(/notice=released/), ap.click("#release")]);
   assert.match(await text(ap, "[data-k=status]"), /new/);
 
-  step("import two links");
+  step("import a target file of two links (read into the form by the page's script)");
   await ap.goto(`${base}/groups`);
   await ap.fill("#import input[name=niche]", "browser_import");
-  await ap.fill("#import-links", "@browser_group_one\nhttps://t.me/browser_group_two\n");
+  const file = "link\n@browser_group_one\nhttps://t.me/browser_group_two\n";
+  await ap.setInputFiles("#import-file",
+    { name: "groups.csv", mimeType: "text/csv", buffer: Buffer.from(file) });
+  await ap.waitForFunction(() => document.getElementById("import-links").value.includes("browser_group_two"));
   await Promise.all([ap.waitForURL(/notice=imported/), ap.click("#import button[type=submit]")]);
   assert.equal(await ap.locator("table.groups tr[data-target]").count(), 2);
 
