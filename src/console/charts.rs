@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 
-use crate::store::{AttemptPoint, COUNTED_OUTCOMES};
+use crate::store::{COUNTED_OUTCOMES, HourCount};
 
 /// What an attempt counts as in the charts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,10 +35,10 @@ pub struct Hour {
     pub errors: u64,
 }
 
-/// The hours of the `hours` before `now` (the last one is the current, partial hour), oldest
-/// first, with their starts.
+/// The `hours` hours up to `now` (the last one is the current, partial hour), oldest first,
+/// with their starts and the attempts counted in each.
 pub fn per_hour(
-    points: &[AttemptPoint],
+    counts: &[HourCount],
     now: DateTime<Utc>,
     hours: usize,
 ) -> Vec<(DateTime<Utc>, Hour)> {
@@ -46,16 +46,16 @@ pub fn per_hour(
     let first = current - Duration::hours(hours.saturating_sub(1) as i64);
     let mut out: Vec<(DateTime<Utc>, Hour)> =
         (0..hours).map(|i| (first + Duration::hours(i as i64), Hour::default())).collect();
-    for p in points {
-        if p.finished_at < first || p.finished_at > now {
+    for c in counts {
+        if c.hour < first || c.hour > current {
             continue;
         }
-        let i = ((p.finished_at - first).num_seconds() / 3600) as usize;
+        let i = ((c.hour - first).num_seconds() / 3600) as usize;
         let Some((_, h)) = out.get_mut(i) else { continue };
-        match kind(&p.outcome) {
-            Kind::Join => h.joins += 1,
-            Kind::FloodWait => h.flood_waits += 1,
-            Kind::Error => h.errors += 1,
+        match kind(&c.outcome) {
+            Kind::Join => h.joins += c.count,
+            Kind::FloodWait => h.flood_waits += c.count,
+            Kind::Error => h.errors += c.count,
         }
     }
     out
@@ -130,22 +130,22 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 1, 12, h, m, 0).unwrap()
     }
 
-    fn p(t: DateTime<Utc>, outcome: &str) -> AttemptPoint {
-        AttemptPoint { finished_at: t, outcome: outcome.to_owned() }
+    fn c(hour: DateTime<Utc>, outcome: &str, count: u64) -> HourCount {
+        HourCount { hour, outcome: outcome.to_owned(), count }
     }
 
     #[test]
-    fn attempts_land_in_their_hour_by_kind() {
+    fn counts_land_in_their_hour_by_kind() {
         let now = at(10, 30);
-        let points = [
-            p(at(7, 59), "joined"), // before the window of 3 hours (8, 9, 10)
-            p(at(8, 0), "joined"),
-            p(at(8, 10), "requested"),
-            p(at(9, 5), "flood_wait"),
-            p(at(10, 29), "target_invalid"),
-            p(at(10, 29), "already_participant"),
+        let counts = [
+            c(at(7, 0), "joined", 9), // before the window of 3 hours (8, 9, 10)
+            c(at(8, 0), "joined", 1),
+            c(at(8, 0), "requested", 1),
+            c(at(9, 0), "flood_wait", 1),
+            c(at(10, 0), "target_invalid", 1),
+            c(at(10, 0), "already_participant", 1),
         ];
-        let hours = per_hour(&points, now, 3);
+        let hours = per_hour(&counts, now, 3);
         let starts: Vec<_> = hours.iter().map(|(s, _)| *s).collect();
         assert_eq!(starts, [at(8, 0), at(9, 0), at(10, 0)]);
         let counts: Vec<_> =
@@ -156,7 +156,7 @@ mod tests {
     #[test]
     fn a_chart_has_one_bar_per_hour_with_attempts() {
         let now = at(10, 30);
-        let hours = per_hour(&[p(at(9, 5), "joined"), p(at(10, 1), "joined")], now, 24);
+        let hours = per_hour(&[c(at(9, 0), "joined", 1), c(at(10, 0), "joined", 1)], now, 24);
         let svg = svg(&hours, "joins", "#12805c", |h| h.joins);
         assert_eq!(svg.matches("<rect").count(), 2);
         assert!(svg.contains("data-max=\"1\""));

@@ -8,7 +8,7 @@ use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, DurationRound, Utc};
 use serde::Deserialize;
 
 use super::html::{self, Tab, Visitor, esc, name, q, time, time_opt, until};
@@ -815,8 +815,12 @@ pub(super) async fn activity(
     let now = Utc::now();
     let days = f.days.unwrap_or(3).clamp(1, 14);
     let hours = days as usize * 24;
-    let points = c.store.attempt_points(now - Duration::hours(hours as i64), now).await?;
-    let per_hour = charts::per_hour(&points, now, hours);
+    // From the start of the first hour shown, so that hour is counted whole.
+    let since = now.duration_trunc(Duration::hours(1)).unwrap_or(now)
+        - Duration::hours(hours as i64 - 1)
+        - Duration::nanoseconds(1);
+    let counts = c.store.attempts_per_hour(since, now).await?;
+    let per_hour = charts::per_hour(&counts, now, hours);
     let total = |f: fn(&charts::Hour) -> u64| per_hour.iter().map(|(_, h)| f(h)).sum::<u64>();
     let (joins, floods, errors) =
         (total(|h| h.joins), total(|h| h.flood_waits), total(|h| h.errors));

@@ -18,7 +18,7 @@ mod sql;
 mod targets;
 
 pub use actions::{ActionResult, AuditEntry};
-pub use browse::{AttemptPoint, QueuedCount, TargetFilter};
+pub use browse::{HourCount, QueuedCount, TargetFilter};
 pub use reports::{AccountOverview, ReadyGroup, TargetCount};
 pub use targets::NO_AVAILABLE_ACCOUNTS;
 

@@ -303,7 +303,7 @@ async fn an_audited_import_is_one_write_with_its_audit_row(store: Store) {
 }
 
 async fn console_reads_filter_and_count(store: Store) {
-    let (a, t) = setup(&store, &["anna"], &["@cars_ua", "@cars_pl", "@bikes"]).await;
+    let (a, t) = setup(&store, &["anna"], &["@cars_ua", "@cars_pl", "@bikes", "@vans_kyiv"]).await;
     let epoch = store.bump_lease_epoch(a[0]).await.unwrap();
     assert!(store.claim_target(t[0], a[0], epoch, t0()).await.unwrap());
     let (outcome, decision) = joined(t0());
@@ -320,10 +320,33 @@ async fn console_reads_filter_and_count(store: Store) {
     let recent = store.recent_attempts(None, Some(a[0]), 5).await.unwrap();
     assert_eq!(recent.len(), 1);
     assert_eq!(store.last_attempt_at().await.unwrap().get(&a[0]), Some(&t0()));
-    let points = store.attempt_points(t0() - Duration::hours(1), t0()).await.unwrap();
-    assert_eq!(points.len(), 1);
-    assert_eq!((points[0].finished_at, points[0].outcome.as_str()), (t0(), "joined"));
-    assert!(store.attempt_points(t0(), t0() + Duration::hours(1)).await.unwrap().is_empty());
+    // Two more attempts: a FloodWait in the same hour, a join an hour later.
+    let (epoch, at) = (store.bump_lease_epoch(a[0]).await.unwrap(), t0() + Duration::minutes(20));
+    assert!(store.claim_target(t[1], a[0], epoch, at).await.unwrap());
+    let flood = Decision {
+        target: TargetChange::Requeue { run_at: at + Duration::minutes(5) },
+        account: AccountChange::Pace { until: at },
+        next: Next::Done,
+    };
+    let outcome = JoinOutcome::FloodWait { seconds: 300 };
+    store.apply_decision(t[1], a[0], epoch, &outcome, &flood, &attempt(at)).await.unwrap();
+    let (epoch, at) = (store.bump_lease_epoch(a[0]).await.unwrap(), t0() + Duration::minutes(70));
+    assert!(store.claim_target(t[3], a[0], epoch, at).await.unwrap());
+    let (outcome, decision) = joined(at);
+    store.apply_decision(t[3], a[0], epoch, &outcome, &decision, &attempt(at)).await.unwrap();
+    let hours = store.attempts_per_hour(t0() - Duration::hours(1), t0() + Duration::hours(3)).await;
+    let hours: Vec<_> = hours.unwrap().into_iter().map(|h| (h.hour, h.outcome, h.count)).collect();
+    let h = |n: i64| t0() + Duration::hours(n);
+    assert_eq!(
+        hours,
+        [
+            (h(0), "flood_wait".to_owned(), 1),
+            (h(0), "joined".to_owned(), 1),
+            (h(1), "joined".to_owned(), 1)
+        ]
+    );
+    let since_first = store.attempts_per_hour(t0(), t0() + Duration::hours(3)).await.unwrap();
+    assert_eq!(since_first.iter().map(|h| h.count).sum::<u64>(), 2, "(since, now] excludes since");
 
     store.requeue_target(t[1], t0() + Duration::hours(1)).await.unwrap();
     store.requeue_target(t[2], t0() - Duration::hours(1)).await.unwrap();
