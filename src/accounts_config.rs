@@ -36,7 +36,13 @@
 //!   SmartJoiner did not check it; we do, because it is only used to log in, so a mangled value
 //!   (a truncated paste, the api_id in the wrong field) would otherwise go unnoticed until the
 //!   day it is needed. An error about it never echoes the value.
-//! - `string_session`: a Telethon `StringSession` (see [`crate::telegram::session`]).
+//! - `string_session`: a session string in Telethon, GramJS or Pyrogram format (any of its three
+//!   layouts), told apart by its bytes (see [`crate::telegram::session_import`]). When it is
+//!   absent, `null` or empty: `session_file`, the path of a Telethon `.session` file (see
+//!   [`crate::telegram::session_file`]; only ever read), else `sessions/{session_name}.session`
+//!   when that file exists, as SmartJoiner-family tools fall back to. Relative paths are read
+//!   from the directory of the accounts file. An error names the format the session was read
+//!   as.
 //! - `proxy`: absent, `null` or `""` for a direct connection, else
 //!   `socks5://[user[:password]@]host:port`. grammers speaks SOCKS5 only. `socks5h://` is
 //!   accepted as a synonym: the `h` asks the proxy to resolve the destination's name, and our
@@ -59,6 +65,8 @@ use serde_json::Value;
 
 use crate::config::Secret;
 use crate::telegram::session::TelethonSession;
+use crate::telegram::session_file;
+use crate::telegram::session_import::decode_string;
 
 /// Longest session name, in characters.
 const NAME_MAX_CHARS: usize = 128;
@@ -170,7 +178,7 @@ impl AccountsConfig {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
             .map_err(|error| AccountsConfigError::Io { path: path.to_owned(), error })?;
-        Self::parse(&text)
+        Self::parse_in(&text, base_dir(path))
     }
 
     /// Reads the file at `path` like [`load`](Self::load), but keeps the valid entries when
@@ -183,7 +191,7 @@ impl AccountsConfig {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
             .map_err(|error| AccountsConfigError::Io { path: path.to_owned(), error })?;
-        Self::parse_lenient(&text)
+        Self::parse_lenient_in(&text, base_dir(path))
     }
 
     /// See [`load_lenient`](Self::load_lenient).
@@ -191,7 +199,15 @@ impl AccountsConfig {
     /// An entry whose `session_name` is itself unusable (empty, too long, a control character,
     /// ...) is only reported: its name cannot be an account's key, in the database or anywhere.
     pub fn parse_lenient(text: &str) -> Result<(Self, Vec<EntryError>), AccountsConfigError> {
-        match Self::parse_entries(text)? {
+        Self::parse_lenient_in(text, Path::new(""))
+    }
+
+    /// [`parse_lenient`](Self::parse_lenient), with session files relative to `base`.
+    pub fn parse_lenient_in(
+        text: &str,
+        base: &Path,
+    ) -> Result<(Self, Vec<EntryError>), AccountsConfigError> {
+        match Self::parse_entries(text, base)? {
             Entries { accounts, errors, .. } if errors.is_empty() => {
                 Ok((Self { accounts, rejected: HashMap::new() }, errors))
             }
@@ -229,8 +245,17 @@ impl AccountsConfig {
     }
 
     /// Parses the text of an accounts file. Never panics, whatever the input.
+    ///
+    /// Relative `session_file` paths and the `sessions/{session_name}.session` fallback are
+    /// read from the current directory; [`load`](Self::load) reads them from the file's own
+    /// directory.
     pub fn parse(text: &str) -> Result<Self, AccountsConfigError> {
-        match Self::parse_entries(text)? {
+        Self::parse_in(text, Path::new(""))
+    }
+
+    /// [`parse`](Self::parse), with session files relative to `base`.
+    pub fn parse_in(text: &str, base: &Path) -> Result<Self, AccountsConfigError> {
+        match Self::parse_entries(text, base)? {
             Entries { accounts, errors, .. } if errors.is_empty() => {
                 Ok(Self { accounts, rejected: HashMap::new() })
             }
@@ -239,7 +264,7 @@ impl AccountsConfig {
     }
 
     /// Every valid entry and every problem of the others.
-    fn parse_entries(text: &str) -> Result<Entries, AccountsConfigError> {
+    fn parse_entries(text: &str, base: &Path) -> Result<Entries, AccountsConfigError> {
         // Windows editors (Notepad among them) save UTF-8 with a byte order mark, which JSON
         // does not allow; it carries no meaning, so it is skipped.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -262,7 +287,7 @@ impl AccountsConfig {
         let mut bad_name = HashSet::new();
         for (index, entry) in entries.iter().enumerate() {
             let before = errors.len();
-            let account = parse_entry(index, entry, &mut errors);
+            let account = parse_entry(index, entry, base, &mut errors);
             if errors[before..].iter().any(|e| e.field == "session_name") {
                 bad_name.insert(index);
             }
@@ -433,7 +458,12 @@ fn kind(v: &Value) -> &'static str {
 }
 
 /// Parses one entry, pushing one error per bad field; `Some` only when every field is valid.
-fn parse_entry(index: usize, entry: &Value, errors: &mut Vec<EntryError>) -> Option<AccountConfig> {
+fn parse_entry(
+    index: usize,
+    entry: &Value,
+    base: &Path,
+    errors: &mut Vec<EntryError>,
+) -> Option<AccountConfig> {
     let Value::Object(map) = entry else {
         errors.push(EntryError {
             index,
@@ -517,16 +547,7 @@ fn parse_entry(index: usize, entry: &Value, errors: &mut Vec<EntryError>) -> Opt
         }
     });
 
-    let session =
-        required_str(map.get("string_session"), "string_session", &mut fail).and_then(|s| {
-            match TelethonSession::decode(s) {
-                Ok(session) => Some(session),
-                Err(e) => {
-                    fail("string_session", e.to_string());
-                    None
-                }
-            }
-        });
+    let session = read_session(map, session_name.as_deref(), base, &mut fail);
 
     let proxy = match map.get("proxy") {
         None | Some(Value::Null) => Some(None),
@@ -551,6 +572,78 @@ fn parse_entry(index: usize, entry: &Value, errors: &mut Vec<EntryError>) -> Opt
         session: session?,
         proxy: proxy?,
     })
+}
+
+/// The directory relative session paths of the file at `path` are read from.
+fn base_dir(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new(""))
+}
+
+/// Where SmartJoiner-family tools keep an account's Telethon session file when its
+/// `string_session` is empty (relative to the current directory, as they resolve it).
+pub fn fallback_session_file(session_name: &str) -> PathBuf {
+    Path::new("sessions").join(format!("{session_name}.session"))
+}
+
+/// The entry's session: `string_session` (Telethon, GramJS or Pyrogram, told apart by its
+/// bytes) when it is a non-empty string, else the Telethon file `session_file`, else
+/// `sessions/{session_name}.session` when that file exists; relative paths from `base`.
+/// Files are only read.
+fn read_session(
+    map: &serde_json::Map<String, Value>,
+    session_name: Option<&str>,
+    base: &Path,
+    fail: &mut impl FnMut(&'static str, String),
+) -> Option<TelethonSession> {
+    match map.get("string_session") {
+        Some(Value::String(s)) if !s.trim().is_empty() => {
+            return match decode_string(s) {
+                Ok((session, _format)) => Some(session),
+                Err(e) => {
+                    fail("string_session", e.to_string());
+                    None
+                }
+            };
+        }
+        None | Some(Value::Null) | Some(Value::String(_)) => {}
+        Some(other) => {
+            fail("string_session", format!("expected a string, found {}", kind(other)));
+            return None;
+        }
+    }
+    let (field, path) = match map.get("session_file") {
+        Some(Value::String(p)) if !p.trim().is_empty() => ("session_file", base.join(p.trim())),
+        None | Some(Value::Null) | Some(Value::String(_)) => {
+            let fallback =
+                session_name.map(|n| base.join(fallback_session_file(n))).filter(|p| p.exists());
+            match fallback {
+                Some(p) => ("string_session", p),
+                None => {
+                    let hint = session_name
+                        .map(|n| {
+                            format!(", and there is no {}", fallback_session_file(n).display())
+                        })
+                        .unwrap_or_default();
+                    fail(
+                        "string_session",
+                        format!("missing (give string_session or session_file{hint})"),
+                    );
+                    return None;
+                }
+            }
+        }
+        Some(other) => {
+            fail("session_file", format!("expected a path, found {}", kind(other)));
+            return None;
+        }
+    };
+    match session_file::read(&path) {
+        Ok(session) => Some(session),
+        Err(e) => {
+            fail(field, e.to_string());
+            None
+        }
+    }
 }
 
 /// A required string field; records "missing" or a type error otherwise.

@@ -157,11 +157,14 @@ impl JoinService {
         }
         let span = info_span!("join", target = %target.link, target_id = target.id, account = tracing::field::Empty, outcome = tracing::field::Empty);
         async move {
-            // 2. Pick an account: a claimed (in-doubt) target stays with its account.
-            match (target.status, target.claimed_account_id) {
-                (TargetStatus::Joining, Some(account_id)) => {
-                    self.execute_pinned(job, &target, account_id, now).await
+            // 2. Pick an account: a claimed (in-doubt) target stays with its account, and so
+            // does a target bound before it was joined (an adopted SmartJoiner row assigned
+            // ahead of its join): a binding is forever.
+            match (target.status, target.claimed_account_id, target.assigned_account_id) {
+                (TargetStatus::Joining, Some(account_id), _) => {
+                    self.execute_pinned(job, &target, account_id, true, now).await
                 }
+                (_, _, Some(bound)) => self.execute_pinned(job, &target, bound, false, now).await,
                 _ => self.execute_free(job, &target, now).await,
             }
         }
@@ -235,6 +238,7 @@ impl JoinService {
         job: &JoinJobV1,
         target: &Target,
         account_id: i64,
+        in_doubt: bool,
         now: DateTime<Utc>,
     ) -> Result<ExecutionOutcome, JoinError> {
         let d = &*self.deps;
@@ -247,6 +251,13 @@ impl JoinService {
             d.store.touch_next_run(&[target.id], later).await?;
             return Ok(ExecutionOutcome::Done(Settled::AccountNotHere));
         }
+        if !in_doubt && !account.as_ref().is_some_and(|a| a.status.can_work()) {
+            // Bound to an account that will not act again: no other account may take the
+            // group, so it waits for an operator, back in `new`.
+            let reason = format!("bound to account {account_id}, which cannot work");
+            d.store.give_back_target(target.id, &reason).await?;
+            return Ok(ExecutionOutcome::Done(Settled::GivenBack));
+        }
         let Some(account) = account.filter(|a| a.status.can_work()) else {
             // The account needs an operator: whatever its last join did, it will not act again.
             let run_at = now;
@@ -257,8 +268,14 @@ impl JoinService {
             });
         };
         if let Some(at) = account.next_allowed_action_time.filter(|t| *t > now) {
-            d.store.touch_next_run(&[target.id], at).await?;
-            return Ok(ExecutionOutcome::Reschedule { job: job.clone(), run_at: at });
+            // An account mid-join (another target's) is reserved until its hold could end, and
+            // that join's decision brings its rest back to one pause after the join: look again
+            // shortly instead of waiting out the whole reservation.
+            let busy = now + chrono::Duration::from_std(BUSY_RETRY).unwrap_or_default();
+            let run_at =
+                if account.held_until.is_some_and(|h| h > now) { at.min(busy) } else { at };
+            d.store.touch_next_run(&[target.id], run_at).await?;
+            return Ok(ExecutionOutcome::Reschedule { job: job.clone(), run_at });
         }
         if !self.configured(&account) {
             // Pinned to an account this process cannot connect: it stays pinned, for a process
@@ -269,7 +286,8 @@ impl JoinService {
             return Ok(ExecutionOutcome::Done(Settled::AccountNotHere));
         }
         // A claim without a recorded in-doubt answer is a crash mid-join: in doubt as well.
-        let previous = u32::try_from(target.in_doubt_tries).unwrap_or(0).max(1);
+        let tries = u32::try_from(target.in_doubt_tries).unwrap_or(0);
+        let previous = if in_doubt { tries.max(1) } else { tries };
         match self.take(&account, target).await? {
             Taken::Yes(held) => {
                 self.attempt_and_give_back(job, target, &account, held, previous).await

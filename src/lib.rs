@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md for the map. `domain` is pure policy; everything else is an adapter.
 
 pub mod accounts_config;
+pub mod accounts_import;
 pub mod admin;
 pub mod app;
 pub mod config;

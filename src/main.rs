@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -13,9 +12,7 @@ use smart_joiner::admin::{self, CheckOptions, LeaseMode};
 use smart_joiner::app::{self, TelegramArgs, parse_duration};
 use smart_joiner::config::{Settings, SettingsArgs};
 use smart_joiner::domain::TargetStatus;
-use smart_joiner::lease::LocalLocks;
 use smart_joiner::redact::Redactor;
-use smart_joiner::runner::SmartJoiner;
 use smart_joiner::status::{Cell, Style, Table, account_color, target_color, when};
 use smart_joiner::store::{Store, StoreError};
 use smart_joiner::telemetry;
@@ -110,6 +107,22 @@ enum MigrateAction {
     },
     /// List migrations and whether they are applied.
     Status,
+    /// Take over a SmartJoiner database in place: its accounts and targets (every row,
+    /// status, binding, timestamp and column) become smart-joiner's, in one transaction.
+    /// `migrate down` of the first migration gives them back in their original shape.
+    Adopt {
+        /// Print every change and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The column of `targets` holding the group (`@username` or a link); detected among
+        /// the usual names when not given.
+        #[arg(long, value_parser = non_empty)]
+        group_column: Option<String>,
+        /// The column of `accounts` holding the session name that keys accounts_config.json;
+        /// detected among the usual names when not given.
+        #[arg(long, value_parser = non_empty)]
+        session_column: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +137,26 @@ enum AccountsAction {
         /// reported). Without it they stay where they are.
         #[arg(long = "move")]
         move_existing: bool,
+    },
+    /// Turn a folder of Telethon `.session` files (with their optional `.json` companions:
+    /// app_id, app_hash, proxy) into an accounts_config.json. Session files are only read;
+    /// every file imports or nothing is written.
+    Import {
+        /// The folder holding NAME.session (and NAME.json) files.
+        #[arg(long = "from", value_name = "DIR")]
+        from: PathBuf,
+        /// The accounts file to write (default: ACCOUNTS_CONFIG).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Replace the output file when it exists.
+        #[arg(long)]
+        force: bool,
+        /// api_id of the entries whose .json lacks app_id.
+        #[arg(long)]
+        api_id: Option<i32>,
+        /// api_hash of the entries whose .json lacks app_hash.
+        #[arg(long, env = "IMPORT_API_HASH", hide_env_values = true)]
+        api_hash: Option<String>,
     },
     /// List accounts and their state.
     List {
@@ -361,53 +394,10 @@ async fn run_batch(
     max_wait: Duration,
     telegram: &TelegramArgs,
 ) -> anyhow::Result<()> {
-    // The whole file is validated before anything is written (as `accounts sync` does).
-    let accounts = AccountsConfig::load(&settings.accounts_config)?;
-    let store = open_store(settings).await?;
-    // New accounts join the pool; known ones stay in theirs (moving is `accounts sync --move`).
-    let names = accounts.session_names();
-    let sync = store.sync_accounts_with(&names, pool, false).await?;
-    for name in &sync.repaired {
-        tracing::info!(account = %app::shown(name), "account made active again: it was marked unauthorized only for a missing config entry");
-    }
-    if !sync.in_other_pools.is_empty() {
-        let in_pool = names.len() - sync.in_other_pools.len();
-        let mut pools: Vec<&str> = sync.in_other_pools.iter().map(|(_, p)| p.as_str()).collect();
-        pools.sort_unstable();
-        pools.dedup();
-        if in_pool == 0 {
-            bail!(
-                "pool {pool:?} has none of the {} accounts of {}; they are in pool(s) {} (pass --pool, or move them with `smart-joiner accounts sync --pool {pool} --move`)",
-                names.len(),
-                settings.accounts_config.display(),
-                pools.join(", ")
-            );
-        }
-        tracing::warn!(
-            "{} accounts of the file are in other pools ({}) and are not used by this run",
-            sync.in_other_pools.len(),
-            pools.join(", ")
-        );
-    }
-    let telegram = app::telegram(telegram, settings)?;
-    // Closed at the end, whatever happened: on SQLite that checkpoints the WAL into the file,
-    // so a copy of smart_joiner.db is a whole backup.
-    let closing = store.clone();
-    let service = app::join_service(
-        settings,
-        store,
-        Arc::new(LocalLocks::default()),
-        telegram,
-        accounts,
-        "run".to_owned(),
-    );
-    let report = SmartJoiner::new(service, pool, max_wait)
-        .with_stop(stop_on_signal())
-        .run_batch(niche, batch_size)
-        .await;
-    let closed = closing.close().await;
-    let report = report?;
-    closed?;
+    // The same batch the Python package's run_batch runs (app::run_batch).
+    let report =
+        app::run_batch(settings, niche, batch_size, pool, max_wait, telegram, stop_on_signal())
+            .await?;
     println!("{report}");
     if report.interrupted {
         return Err(Interrupted.into());
@@ -450,6 +440,15 @@ async fn migrate_with(store: &Store, action: MigrateAction, out: Out) -> anyhow:
                 }
             }
         }
+        MigrateAction::Adopt { dry_run, group_column, session_column } => {
+            let opts = smart_joiner::store::AdoptOptions { group_column, session_column };
+            let plan = if dry_run {
+                store.plan_adoption(&opts).await?
+            } else {
+                store.adopt_smartjoiner(&opts).await?
+            };
+            print_adoption(&plan, dry_run, out);
+        }
         MigrateAction::Status => {
             let rows = store.migration_status().await?;
             if out.json {
@@ -469,7 +468,69 @@ async fn migrate_with(store: &Store, action: MigrateAction, out: Out) -> anyhow:
     Ok(())
 }
 
+fn print_adoption(plan: &smart_joiner::store::AdoptionPlan, dry_run: bool, out: Out) {
+    if out.json {
+        let unparsed: Vec<_> = plan
+            .unparsed
+            .iter()
+            .map(|u| json!({ "id": u.id, "status": u.status, "reason": u.reason }))
+            .collect();
+        out.json(json!({
+            "dry_run": dry_run,
+            "adopted": !dry_run,
+            "group_column": plan.group_column,
+            "session_column": plan.session_column,
+            "accounts": plan.accounts,
+            "targets": plan.targets,
+            "bound": plan.bound,
+            "changes": plan.changes,
+            "unparsed": unparsed,
+        }));
+        return;
+    }
+    let verb = if dry_run { "would adopt" } else { "adopted" };
+    println!(
+        "{verb} SmartJoiner's tables: {} accounts, {} targets ({} bound, kept bound); group column {}, session column {}",
+        plan.accounts, plan.targets, plan.bound, plan.group_column, plan.session_column
+    );
+    println!("{}:", if dry_run { "changes it would make, in order" } else { "changes made" });
+    for change in &plan.changes {
+        println!("  {change}");
+    }
+    if !plan.unparsed.is_empty() {
+        println!(
+            "{} target(s) whose {} is not a link smart-joiner can join (kept, never joined):",
+            plan.unparsed.len(),
+            plan.group_column
+        );
+        for u in &plan.unparsed {
+            println!("  targets#{} ({}): {}", u.id, u.status, u.reason);
+        }
+    }
+    if dry_run {
+        println!("nothing was changed (dry run)");
+    }
+}
+
 async fn accounts(settings: &Settings, action: AccountsAction, out: Out) -> anyhow::Result<()> {
+    if let AccountsAction::Import { from, output, force, api_id, api_hash } = action {
+        // A file operation: no database.
+        let defaults = smart_joiner::accounts_import::ImportDefaults { api_id, api_hash };
+        let imported = smart_joiner::accounts_import::import_dir(&from, &defaults)?;
+        let path = output.unwrap_or_else(|| settings.accounts_config.clone());
+        imported.write(&path, force).with_context(|| format!("cannot write {}", path.display()))?;
+        if out.json {
+            out.json(json!({ "written": path.display().to_string(), "accounts": imported.names }));
+        } else {
+            println!(
+                "wrote {} account(s) to {} (it holds their sessions: keep it private): {}",
+                imported.names.len(),
+                path.display(),
+                imported.names.iter().map(|n| app::shown(n)).collect::<Vec<_>>().join(", ")
+            );
+        }
+        return Ok(());
+    }
     let store = open_store(settings).await?;
     let result = accounts_with(&store, settings, action, out).await;
     finish(store, result).await
@@ -544,6 +605,8 @@ async fn accounts_with(
             let r = store.resume_account(a.id, &cli_actor(), chrono::Utc::now()).await?;
             report_action(r, &format!("resumed {}", app::shown(&session_name)), out)?;
         }
+        // Handled before the database is opened.
+        AccountsAction::Import { .. } => {}
         AccountsAction::Sync { pool, move_existing } => {
             let accounts = AccountsConfig::load(&settings.accounts_config)?;
             let names: Vec<String> = accounts.iter().map(|a| a.session_name.clone()).collect();

@@ -5,7 +5,8 @@
 //! or a `joining` target whose account lease is gone and whose retry is well past due, gets its
 //! job pushed again. The push's idempotency key is derived from the target's `next_run_at`, the
 //! same key its original job carried, so while that job is alive in Redis the push is a no-op:
-//! overlapping or repeated producer runs never put a target into two live jobs.
+//! overlapping or repeated producer runs never put a target into two live jobs. A key whose job
+//! has finished is freed first ([`JobQueue::push_recovery`]), so it cannot swallow the push.
 
 use std::time::Duration;
 
@@ -159,21 +160,16 @@ async fn push_page(
     (pushed, failed)
 }
 
+/// Pushes the job of a target presumed lost; returns whether one was pushed (not when a live
+/// job already carries its schedule).
 async fn push(queue: &JobQueue, target: &Target, pool: &str, report: &mut ProduceReport) -> bool {
-    let ok = push_one(queue, target, pool).await;
-    if !ok {
-        report.push_failures += 1;
-    }
-    ok
-}
-
-async fn push_one(queue: &JobQueue, target: &Target, pool: &str) -> bool {
     let job: JoinJobV1 = JoinTask::new(target.id, pool).into_current();
     let due = target.next_run_at.unwrap_or_else(Utc::now);
-    match queue.push(job, due).await {
-        Ok(()) => true,
+    match queue.push_recovery(job, due).await {
+        Ok(pushed) => pushed,
         Err(e) => {
             warn!(target = %target.link, error = %e, "push failed; the target stays queued for recovery");
+            report.push_failures += 1;
             false
         }
     }

@@ -6,10 +6,12 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use apalis::prelude::{BackendExt, BoxDynError, Data, Monitor, WorkerBuilder, WorkerBuilderExt};
 use chrono::Utc;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::domain::{JoinJobV1, JoinTask};
@@ -36,6 +38,16 @@ pub struct WorkerOptions {
 struct HandlerCtx {
     service: JoinService,
     queue: JobQueue,
+    /// Every job runs in a task of its own, tracked here. apalis keeps its in-flight handler
+    /// futures inside the worker's stream and drops them all when a backend error ends the
+    /// worker (a restarted or wiped Redis: "worker not registered"; an acknowledgement after
+    /// the job was handed to another worker). Dropping a join mid-flight is a crash in all but
+    /// name: Telegram's answer (a FloodWait, say) is lost before it is recorded. A task of its
+    /// own finishes its join, its decision and its follow-up push whatever becomes of the
+    /// apalis worker that fetched it.
+    joins: TaskTracker,
+    /// Bounds the joins of the process, including those of a worker instance apalis dropped.
+    slots: Arc<Semaphore>,
 }
 
 /// Handles one job until it is settled or pushed back to the queue.
@@ -73,7 +85,17 @@ pub async fn handle_job(service: &JoinService, queue: &JobQueue, job: JoinJobV1)
 }
 
 async fn apalis_handler(task: JoinTask, ctx: Data<Arc<HandlerCtx>>) -> Result<(), BoxDynError> {
-    handle_job(&ctx.service, &ctx.queue, task.into_current()).await;
+    let ctx = Arc::clone(&ctx);
+    let job = task.into_current();
+    let target_id = job.target_id;
+    let run = ctx.joins.clone().spawn(async move {
+        let _slot = ctx.slots.clone().acquire_owned().await;
+        handle_job(&ctx.service, &ctx.queue, job).await;
+    });
+    if let Err(e) = run.await {
+        // Only a panic ends the task early; the target stays in the database for recovery.
+        error!(target_id, error = %e, "join task failed");
+    }
     Ok(())
 }
 
@@ -85,7 +107,18 @@ pub async fn run(
     opts: WorkerOptions,
     shutdown: impl Future<Output = std::io::Result<()>> + Send + 'static,
 ) -> Result<(), BoxDynError> {
-    let ctx = Arc::new(HandlerCtx { service, queue: queue.clone() });
+    let joins = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(opts.concurrency.max(1)));
+    let ctx = Arc::new(HandlerCtx { service, queue: queue.clone(), joins: joins.clone(), slots });
+    // When the signal came, so the joins still running after the monitor stopped (those of a
+    // worker instance apalis dropped) get what is left of the shutdown timeout.
+    let signalled = Arc::new(std::sync::OnceLock::new());
+    let seen = signalled.clone();
+    let shutdown = async move {
+        let result = shutdown.await;
+        let _ = seen.set(Instant::now());
+        result
+    };
     let storage = queue.storage();
     let factory_opts = opts.clone();
     let monitor = Monitor::new()
@@ -108,6 +141,12 @@ pub async fn run(
     info!(worker = %opts.name, concurrency = opts.concurrency, "worker started");
     let promoter = tokio::spawn(promote_due_jobs(queue, opts.poll_interval));
     let stopped = monitor.run_with_signal(shutdown).await;
+    joins.close();
+    let since = signalled.get().map_or(Duration::ZERO, Instant::elapsed);
+    let left = opts.shutdown_timeout.saturating_sub(since);
+    if tokio::time::timeout(left, joins.wait()).await.is_err() {
+        warn!(running = joins.len(), "shutdown timeout reached with joins still running");
+    }
     promoter.abort();
     stopped?;
     info!(worker = %opts.name, "worker stopped");

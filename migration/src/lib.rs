@@ -6,6 +6,7 @@
 pub use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::Statement;
 
+pub mod adopt;
 mod m20260112_000001_create_tables;
 mod m20261123_000002_account_hold;
 mod m20261124_000003_leaner_indexes;
@@ -24,6 +25,12 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000004_audit_log::Migration),
         ]
     }
+}
+
+/// Creates sea-orm-migration's table of applied migrations when it is missing (an adoption
+/// marks the migrations whose schema it built as applied, inside its transaction).
+pub async fn install_migrations_table<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
+    Migrator::install(db).await
 }
 
 /// The tables a migration's `down` drops, with every row in them, by migration name.
@@ -57,8 +64,15 @@ pub async fn plan_rollback<C: ConnectionTrait>(db: &C, n: u32) -> Result<Rollbac
         applied.iter().rev().take(n as usize).map(|m| m.name().to_owned()).collect();
     let backend = db.get_database_backend();
     let mut tables_with_rows = Vec::new();
+    // On an adopted SmartJoiner database the first migration's `down` gives the tables back
+    // in their original shape instead of dropping them: only `join_attempts` goes.
+    let adopted = adopt::is_adopted(db).await?;
     for migration in &migrations {
-        for table in tables_dropped_by(migration) {
+        let dropped = match tables_dropped_by(migration) {
+            tables if adopted && migration == "m20260112_000001_create_tables" => &tables[..1],
+            tables => tables,
+        };
+        for table in dropped {
             // The names come from the list above, never from input.
             let sql = format!("SELECT COUNT(*) AS n FROM \"{table}\"");
             let row = db.query_one_raw(Statement::from_string(backend, sql)).await?;

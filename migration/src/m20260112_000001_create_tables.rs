@@ -257,6 +257,10 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // An adopted SmartJoiner database keeps its tables: they go back to their shape.
+        if crate::adopt::is_adopted(manager.get_connection()).await? {
+            return crate::adopt::undo(manager.get_connection()).await;
+        }
         // Indexes go with their tables; children before parents.
         for table in [
             JoinAttempts::Table.into_iden(),

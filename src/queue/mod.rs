@@ -169,6 +169,24 @@ end
 return #ids
 "#;
 
+/// Frees a recovery push's idempotency key when the job that claimed it is finished.
+///
+/// KEYS: the key's field, the done set, the dead set, the task data hash. Returns 1 when the
+/// key is free (never claimed, or claimed by a finished or vanished job, and now deleted), 0
+/// when a live job (scheduled, ready, in flight or waiting for apalis' retry) holds it.
+const FREE_FINISHED_KEY: &str = r#"
+local id = redis.call('get', KEYS[1])
+if not id then
+    return 1
+end
+if redis.call('sismember', KEYS[2], id) == 1 or redis.call('sismember', KEYS[3], id) == 1
+    or redis.call('hexists', KEYS[4], id) == 0 then
+    redis.call('del', KEYS[1])
+    return 1
+end
+return 0
+"#;
+
 /// The idempotency key of a job: one target, one schedule.
 pub fn idempotency_key(target_id: i64, due: Option<DateTime<Utc>>) -> String {
     format!("t{target_id}:{}", due.map_or(0, |d| d.timestamp_millis()))
@@ -268,6 +286,39 @@ impl JobQueue {
             .push_task(task(job, due))
             .await
             .map_err(|e| QueueError::Push { target_id, message: e.to_string() })
+    }
+
+    /// Pushes the job of a target presumed lost, unless a live job already carries its
+    /// schedule. Returns whether a job was pushed.
+    ///
+    /// A plain [`push`](Self::push) is a no-op while the schedule's idempotency key lives (an
+    /// hour), also when the job that claimed it has finished: a job that ended without a
+    /// follow-up (its retry push failed, say) leaves the target on that same schedule, and its
+    /// recovery would be swallowed for the key's whole lifetime. Here the key is freed first
+    /// when its job is done, dead or gone, so the target is pushed again; while the job is
+    /// alive (it will run, or apalis re-queues it from a dead worker) nothing is pushed.
+    pub async fn push_recovery(
+        &self,
+        job: JoinJobV1,
+        due: DateTime<Utc>,
+    ) -> Result<bool, QueueError> {
+        let target_id = job.target_id;
+        let config = self.storage.get_config();
+        let field =
+            format!("{}:{}", config.idempotency_key_set(), idempotency_key(target_id, Some(due)));
+        let mut conn = self.conn.clone();
+        let free: i64 = redis::Script::new(FREE_FINISHED_KEY)
+            .key(field)
+            .key(config.done_jobs_set())
+            .key(config.dead_jobs_set())
+            .key(config.job_data_hash())
+            .invoke_async(&mut conn)
+            .await?;
+        if free == 0 {
+            return Ok(false);
+        }
+        self.push(job, due).await?;
+        Ok(true)
     }
 
     /// Pushes many jobs in one round trip (one script call in Redis), with the same keys and

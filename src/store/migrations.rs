@@ -37,6 +37,15 @@ impl Store {
         if plan.migrations.is_empty() {
             return Ok(Vec::new());
         }
+        // On an adopted SmartJoiner database the first migration's down gives the tables back
+        // in their shape; when that cannot work now, nothing is rolled back.
+        let first = migration::adopt::ADOPTED_MIGRATIONS[0];
+        if plan.migrations.iter().any(|m| m == first)
+            && migration::adopt::is_adopted(db).await?
+            && let Some(message) = migration::adopt::undo_blocker(db).await?
+        {
+            return Err(StoreError::CannotUndoAdoption { message });
+        }
         let steps = u32::try_from(plan.migrations.len()).unwrap_or(u32::MAX);
         if let Err(e) = Migrator::down(db, Some(steps)).await {
             // Each migration is rolled back on its own: say which ones went before the failure.

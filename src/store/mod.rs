@@ -9,6 +9,7 @@
 
 mod accounts;
 mod actions;
+mod adopt;
 mod apply;
 mod browse;
 pub mod entity;
@@ -18,6 +19,7 @@ mod sql;
 mod targets;
 
 pub use actions::{ActionResult, AuditEntry};
+pub use adopt::{AdoptOptions, AdoptionPlan, GROUP_COLUMNS, SESSION_COLUMNS, Unparsed};
 pub use browse::{HourCount, QueuedCount, TargetFilter};
 pub use reports::{AccountOverview, ReadyGroup, TargetCount};
 pub use targets::NO_AVAILABLE_ACCOUNTS;
@@ -63,6 +65,13 @@ pub enum StoreError {
     /// A rollback failed part way: `done` were rolled back before it.
     #[error("rolling back failed after rolling back [{}]: {message}", done.join(", "))]
     RollbackFailed { done: Vec<String>, message: String },
+    /// A database `migrate adopt` cannot adopt as it is: every problem. Nothing was changed.
+    #[error("this database cannot be adopted, nothing was changed: {}", problems.join("; "))]
+    NotAdoptable { problems: Vec<String> },
+    /// `migrate down` would give an adopted SmartJoiner database back, but cannot now: why.
+    /// Nothing was rolled back.
+    #[error("the tables cannot go back to SmartJoiner's shape, nothing was rolled back: {message}")]
+    CannotUndoAdoption { message: String },
     /// The SQLite file this store opened was deleted, moved or replaced.
     #[error("the database file {} {problem}", path.display())]
     File { path: std::path::PathBuf, problem: String },
@@ -124,6 +133,8 @@ pub struct Account {
     pub last_action_at: Option<DateTime<Utc>>,
     /// Fencing counter: bumped each time the account's lease is taken.
     pub lease_epoch: i64,
+    /// While a join holds the account: when that hold ends unless extended.
+    pub held_until: Option<DateTime<Utc>>,
 }
 
 /// A target group or channel, as stored.
@@ -423,6 +434,7 @@ impl TryFrom<entity::accounts::Model> for Account {
             next_allowed_action_time: m.next_allowed_action_time,
             last_action_at: m.last_action_at,
             lease_epoch: m.lease_epoch,
+            held_until: m.held_until,
         })
     }
 }

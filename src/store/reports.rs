@@ -113,6 +113,8 @@ impl Store {
             .expr(Expr::col(targets::Column::Id).count())
             .filter(targets::Column::Status.eq(TargetStatus::Joined.as_str()))
             .filter(targets::Column::WarmupEndsAt.lte(now))
+            // An adopted row whose group was not a link (kind `unparsed`) is no group to post in.
+            .filter(targets::Column::Kind.ne(migration::adopt::UNPARSED_KIND))
             .group_by(targets::Column::AssignedAccountId)
             .into_tuple()
             .all(&self.db)

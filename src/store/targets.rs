@@ -43,7 +43,12 @@ impl Store {
     }
 
     pub async fn target(&self, id: i64) -> Result<Option<Target>, StoreError> {
-        targets::Entity::find_by_id(id).one(&self.db).await?.map(Target::try_from).transpose()
+        targets::Entity::find_by_id(id)
+            .filter(targets::Column::Kind.ne(migration::adopt::UNPARSED_KIND))
+            .one(&self.db)
+            .await?
+            .map(Target::try_from)
+            .transpose()
     }
 
     /// Targets by id, optionally of one niche and/or one status.
@@ -52,7 +57,11 @@ impl Store {
         niche: Option<&str>,
         status: Option<TargetStatus>,
     ) -> Result<Vec<Target>, StoreError> {
-        let mut q = targets::Entity::find().order_by_asc(targets::Column::Id);
+        // An adopted SmartJoiner row whose group is not a link (`migrate adopt` listed it) is
+        // kept in the table but is no target: it is never loaded.
+        let mut q = targets::Entity::find()
+            .filter(targets::Column::Kind.ne(migration::adopt::UNPARSED_KIND))
+            .order_by_asc(targets::Column::Id);
         if let Some(niche) = niche {
             q = q.filter(targets::Column::Niche.eq(niche));
         }

@@ -6,6 +6,8 @@
 pub mod fake;
 pub mod grammers;
 pub mod session;
+pub mod session_file;
+pub mod session_import;
 
 use async_trait::async_trait;
 

@@ -31,6 +31,7 @@ on_both_backends!(
     a_worker_that_dies_after_sending_a_join_still_holds_the_account_back,
     a_flood_wait_answered_while_the_lease_ran_out_still_cools_the_account_down,
     a_worker_frozen_until_its_hold_ran_out_sends_no_join,
+    a_pinned_target_whose_account_is_mid_join_elsewhere_looks_again_shortly,
 );
 
 fn answers(list: &[&str]) -> Vec<Answer> {
@@ -716,4 +717,50 @@ async fn a_worker_frozen_until_its_hold_ran_out_sends_no_join(store: Store) {
         "{out:?}"
     );
     assert_eq!(status_of(&store, &targets[0]).await.assigned_account_id, None);
+}
+
+/// An in-doubt target stays with its account. While that account is mid-join for another
+/// target, its rest is a reservation to the hold's end (a minute and more), which the other
+/// join's decision shortens to one pause: the pinned job looks again shortly instead of waiting
+/// out the reservation.
+async fn a_pinned_target_whose_account_is_mid_join_elsewhere_looks_again_shortly(store: Store) {
+    let targets = links("midjoin", 2);
+    let accounts = seed(&store, 1, &targets, "cars").await;
+    let script = Script {
+        targets: HashMap::from([(targets[0].to_string(), answers(&["joined_then_timeout"]))]),
+        ..Script::default()
+    };
+    let svc = service(
+        &store,
+        Arc::new(LocalLocks::default()),
+        Arc::new(ScriptedTelegram::new(script)),
+        accounts,
+        fast_pacing(),
+        LIMITS,
+    );
+    let queued = store.queue_new_targets("cars", 2, Utc::now()).await.unwrap();
+    let job = JoinTask::new(queued[0].id, "default").into_current();
+    let first = svc.execute(&job).await.unwrap();
+    assert!(matches!(first, ExecutionOutcome::Reschedule { .. }), "{first:?}");
+    let pinned = status_of(&store, &targets[0]).await;
+    assert_eq!(pinned.status, TargetStatus::Joining, "in doubt, pinned");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Another process takes the account for the second target and is mid-join.
+    let account = account_named(&store, "acc_00").await;
+    let now = Utc::now();
+    let hold = now + chrono::Duration::seconds(90);
+    let take = store.take_for_join(account.id, queued[1].id, now, hold, hold).await.unwrap();
+    assert!(matches!(take, smart_joiner::store::Take::Taken { .. }), "{take:?}");
+
+    let again = svc.execute(&job).await.unwrap();
+    let ExecutionOutcome::Reschedule { run_at, .. } = again else { panic!("{again:?}") };
+    assert!(
+        run_at < Utc::now() + chrono::Duration::seconds(2),
+        "waits for the reservation: {run_at}"
+    );
+    let t = status_of(&store, &targets[0]).await;
+    assert_eq!(t.status, TargetStatus::Joining);
+    let stored = t.next_run_at.expect("scheduled");
+    assert!((stored - run_at).num_milliseconds().abs() <= 1, "{stored} vs {run_at}");
 }

@@ -4,6 +4,7 @@
 //! its own database.
 
 mod actions;
+mod adopt;
 mod chaos;
 mod cluster;
 mod console;
@@ -14,6 +15,7 @@ mod join;
 mod operator;
 mod ops;
 mod pipeline;
+mod sessions;
 mod store;
 mod support;
 mod telegram;

@@ -77,9 +77,19 @@ async fn several_workers_and_the_producer_settle_hundreds_of_targets_keeping_eve
     // In-doubt targets whose account then cooled down for 900 s wait for it, pinned.
     let accounts = cluster.store.accounts(None).await.unwrap();
     let pinned = cluster.store.targets(None, Some(TargetStatus::Joining)).await.unwrap();
+    let logs = cluster.worker_logs();
     for t in &pinned {
         let holder = accounts.iter().find(|a| Some(a.id) == t.claimed_account_id).unwrap();
-        assert_eq!(holder.status, smart_joiner::domain::AccountStatus::Cooldown, "{t:?}");
+        let story: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains(&t.link.to_string()) || l.contains(&holder.session_name))
+            .collect();
+        assert_eq!(
+            holder.status,
+            smart_joiner::domain::AccountStatus::Cooldown,
+            "{t:?}\n{holder:?}\n{}",
+            story.join("\n")
+        );
     }
     let joined = counts.get(&TargetStatus::Joined).copied().unwrap_or(0);
     assert_eq!(joined + pinned.len(), 180, "{counts:?}");
@@ -282,4 +292,135 @@ async fn the_producer_queues_a_batch_of_several_pages_exactly_once() {
     queue.push(job, later).await.unwrap();
     assert_eq!(queue.promote_due().await.unwrap(), 0);
     assert_eq!(queue.depth().await.unwrap(), (25_000, 1));
+}
+
+/// A job that ended without a follow-up (a worker whose retry push failed, say) leaves its
+/// target on the schedule that job carried, and the job's idempotency key lives on for an hour.
+/// The producer's recovery must push the target again instead of being swallowed by that key,
+/// and must still push nothing while the job is alive. Before `JobQueue::push_recovery` the
+/// push was a silent no-op (reported as a recovery) and the target waited for the key to expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_job_does_not_swallow_the_recovery_of_its_target() {
+    use apalis::prelude::{BackendExt, BoxDynError, WorkerBuilder};
+    use smart_joiner::domain::JoinTask;
+    use smart_joiner::lease::RedisLocks;
+    use smart_joiner::producer::{ProduceOptions, produce};
+    use smart_joiner::queue::{JobQueue, QueueSettings, connect_redis};
+
+    let (store, _url) = pg_database().await;
+    let redis = PrivateRedis::start();
+    let conn = connect_redis(&redis.url).await.unwrap();
+    let queue = JobQueue::new(conn.clone(), &QueueSettings::default());
+    let locks = RedisLocks::new(conn, "lost:", Duration::from_secs(30));
+    store.import_targets(&links("lost", 1), "lost").await.unwrap();
+    let opts = |recover_after| ProduceOptions {
+        niche: "lost".into(),
+        batch_size: 10,
+        pool: "default".into(),
+        recover_after,
+    };
+    let jobs =
+        || async { queue.depth().await.map(|(ready, scheduled)| ready + scheduled).unwrap() };
+
+    let report = produce(&store, &queue, &locks, &opts(Duration::from_secs(3600))).await.unwrap();
+    assert_eq!(report.queued, 1);
+    assert_eq!(jobs().await, 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    // While its job is alive, a recovery pass (everything counts as overdue) pushes nothing.
+    let report = produce(&store, &queue, &locks, &opts(Duration::ZERO)).await.unwrap();
+    assert_eq!((report.recovered_queued, report.push_failures), (0, 0), "{report}");
+    assert_eq!(jobs().await, 1, "a live job is never doubled");
+
+    // The job runs and ends without touching the target.
+    async fn ends_without_follow_up(_task: JoinTask) -> Result<(), BoxDynError> {
+        Ok(())
+    }
+    let worker = WorkerBuilder::new(format!("ack-{}", ulid::Ulid::new()))
+        .backend(queue.storage().poll_with_interval(Duration::from_millis(50)))
+        .build(ends_without_follow_up);
+    let watched = queue.clone();
+    let ran = async move {
+        while watched.depth().await.map(|(ready, scheduled)| ready + scheduled).unwrap() > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Let the worker acknowledge the job it ran.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        worker.run_until(async {
+            ran.await;
+            Ok::<(), std::io::Error>(())
+        }),
+    )
+    .await
+    .expect("the job ran within 30 s")
+    .unwrap();
+    let target = &store.targets(Some("lost"), None).await.unwrap()[0];
+    assert_eq!(target.status, TargetStatus::Queued, "the job left the target as it was");
+
+    let report = produce(&store, &queue, &locks, &opts(Duration::ZERO)).await.unwrap();
+    assert_eq!((report.recovered_queued, report.push_failures), (1, 0), "{report}");
+    assert_eq!(jobs().await, 1, "the target has a job again");
+}
+
+/// A Redis wiped mid-join ends the apalis worker that fetched the jobs ("worker not registered"
+/// at its next heartbeat), and apalis drops the handler futures that worker holds. Every join
+/// must still finish and record Telegram's answer, here a 700 s FloodWait arriving after the
+/// wipe: a dropped join loses it, and the account's next connection would meet the wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn joins_in_flight_when_redis_is_wiped_still_record_their_answers() {
+    use smart_joiner::domain::AccountStatus;
+
+    let (store, url) = pg_database().await;
+    let redis = PrivateRedis::start();
+    let names = account_names(3);
+    store.sync_accounts(&names, "default").await.unwrap();
+    store.import_targets(&links("wiped", 3), "cars").await.unwrap();
+    let script = Script {
+        default: "flood_wait:700".parse().unwrap(),
+        latency_ms: 3000,
+        ..Script::default()
+    };
+    let env = [("CALL_TIMEOUT", "6s"), ("QUEUE_HEARTBEAT", "200ms")];
+    let mut cluster =
+        Cluster::new(store, url, &redis.url, &accounts_json(&names), &script, &env).await;
+    cluster.spawn_worker("wiped").await;
+    cluster.produce("cars", 3, "1h").await;
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let joining = || async {
+        let targets = cluster.store.targets(None, Some(TargetStatus::Joining)).await.unwrap();
+        targets.len()
+    };
+    while joining().await < 3 {
+        assert!(std::time::Instant::now() < deadline, "never claimed\n{}", cluster.worker_logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    redis.flushall().await;
+
+    // The answers come about 3 s after the claims.
+    let recorded = || async {
+        let accounts = cluster.store.accounts(None).await.unwrap();
+        accounts.iter().filter(|a| a.status == AccountStatus::Cooldown).count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while recorded().await < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let logs = cluster.worker_logs();
+    cluster.stop_all();
+    assert!(
+        logs.contains("worker stopped on a backend error"),
+        "the wipe did not end the apalis worker, so nothing was tested\n{logs}"
+    );
+    let accounts = cluster.store.accounts(None).await.unwrap();
+    assert!(
+        accounts.iter().all(|a| a.status == AccountStatus::Cooldown),
+        "every FloodWait must be recorded: {accounts:#?}\n{logs}"
+    );
+    let attempts = cluster.store.attempts(None, None).await.unwrap();
+    let waits: Vec<_> = attempts.iter().map(|a| a.flood_wait_seconds).collect();
+    assert_eq!(waits, vec![Some(700); 3], "{attempts:#?}");
 }

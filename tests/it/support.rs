@@ -91,6 +91,22 @@ pub async fn pg_database() -> (Store, String) {
     (store, url)
 }
 
+/// The URL of a brand-new, empty Postgres database (no migrations): for tests that build
+/// another tool's tables first.
+pub async fn pg_empty_database() -> String {
+    let admin_url = admin_url();
+    let admin =
+        Database::connect(admin_url.as_str()).await.unwrap_or_else(|e| unreachable(&admin_url, e));
+    drop_stale_databases(&admin).await;
+    let name = format!("{DB_PREFIX}{}", ulid::Ulid::new().to_string().to_lowercase());
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .unwrap_or_else(|e| unreachable(&admin_url, e));
+    admin.close().await.ok();
+    url_for(&admin_url, &name)
+}
+
 /// A store on a new, migrated SQLite file; the file lives as long as the returned directory.
 pub async fn sqlite_store() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
