@@ -28,7 +28,7 @@ fi
 
 echo "== docker-compose.yml"
 # The compose file mounts ./accounts_config.json; the check needs no real one.
-COMPOSE_PROFILES=producer,admin,observability docker-compose -f docker-compose.yml config -q
+COMPOSE_PROFILES=producer,admin,observability,console docker-compose -f docker-compose.yml config -q
 echo "docker-compose.yml: valid"
 
 out=$(mktemp -d)

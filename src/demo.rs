@@ -141,6 +141,23 @@ pub async fn run_until(
     progress: &mut (dyn FnMut(&str) + Send),
     stop: tokio_util::sync::CancellationToken,
 ) -> Result<DemoReport, DemoError> {
+    run_observed(progress, stop, None).await
+}
+
+/// The demo's database, handed to an observer (`demo --console`) as soon as it is filled:
+/// the store and the temporary directory holding it, which lives as long as the observer
+/// keeps it.
+pub struct DemoDb {
+    pub store: Store,
+    pub dir: tempfile::TempDir,
+}
+
+/// [`run_until`], handing the database to `observer` before the first join.
+pub async fn run_observed(
+    progress: &mut (dyn FnMut(&str) + Send),
+    stop: tokio_util::sync::CancellationToken,
+    observer: Option<tokio::sync::oneshot::Sender<DemoDb>>,
+) -> Result<DemoReport, DemoError> {
     let started = Instant::now();
     let pacing = pacing();
     let (scenario, links) = scenario(&pacing);
@@ -176,6 +193,16 @@ pub async fn run_until(
         pacing.join_pause_min,
         pacing.join_pause_max
     ));
+
+    // Without an observer the directory (and the database in it) goes when the demo ends.
+    let _dir = match observer {
+        Some(observer) => {
+            // An observer that went away simply does not see the demo.
+            let _ = observer.send(DemoDb { store: store.clone(), dir });
+            None
+        }
+        None => Some(dir),
+    };
 
     let call_timeout = Duration::from_secs(5);
     let service = JoinService::new(JoinDeps {
@@ -277,7 +304,8 @@ impl DemoReport {
             "\nWith real accounts: put SmartJoiner's accounts_config.json here, then\n  \
              smart-joiner migrate up\n  smart-joiner accounts sync\n  \
              smart-joiner targets import groups.txt --niche ukraine_cars\n  \
-             smart-joiner run ukraine_cars 5\n(see README.md; real pacing is 5-10 minutes per account per join)."
+             smart-joiner run ukraine_cars 5\n(see README.md; real pacing is 5-10 minutes per account per join).\n\
+             `smart-joiner demo --console` shows the groups being joined in the operator console."
         );
         out
     }

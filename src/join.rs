@@ -15,7 +15,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::accounts_config::AccountsConfig;
 use crate::domain::{
-    DecideCtx, Decision, JoinJobV1, JoinOutcome, Next, Pacing, TargetStatus, decide,
+    AccountStatus, DecideCtx, Decision, JoinJobV1, JoinOutcome, Next, Pacing, TargetStatus, decide,
 };
 use crate::lease::{AccountLocks, Lease, LeaseError};
 use crate::store::{Account, Applied, Attempt, Limits, Store, StoreError, Take, Target};
@@ -64,7 +64,8 @@ pub enum Settled {
     GivenBack,
     /// Our lease epoch was stale: nothing was written.
     Stale,
-    /// Pinned to an account this process has no valid config entry for: left pinned.
+    /// Pinned to an account this process has no valid config entry for, or that an operator
+    /// paused: left pinned.
     AccountNotHere,
 }
 
@@ -242,6 +243,14 @@ impl JoinService {
     ) -> Result<ExecutionOutcome, JoinError> {
         let d = &*self.deps;
         let account = d.store.account(account_id).await?;
+        if account.as_ref().is_some_and(|a| a.status == AccountStatus::Paused) {
+            // Paused by an operator: it works again once resumed, so the pin stays (moving it
+            // could make a second account join); an operator who knows the account is not a
+            // member releases it (`targets release`, the console).
+            let later = now + chrono::Duration::from_std(NOT_HERE_RETRY).unwrap_or_default();
+            d.store.touch_next_run(&[target.id], later).await?;
+            return Ok(ExecutionOutcome::Done(Settled::AccountNotHere));
+        }
         if !in_doubt && !account.as_ref().is_some_and(|a| a.status.can_work()) {
             // Bound to an account that will not act again: no other account may take the
             // group, so it waits for an operator, back in `new`.

@@ -7,6 +7,7 @@ pub mod accounts_import;
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod domain;
 pub mod fuzzing;

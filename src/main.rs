@@ -52,7 +52,20 @@ enum Command {
         telegram: TelegramArgs,
     },
     /// See it work: a loopback Telegram DC, a few accounts and groups, the real join path.
-    Demo,
+    Demo {
+        /// Serve the operator console on the demo's database (CONSOLE_ADDR) while the demo
+        /// runs and after it ends, until Ctrl-C.
+        #[arg(long)]
+        console: bool,
+        #[command(flatten)]
+        console_args: smart_joiner::console::ConsoleArgs,
+    },
+    /// Serve the operator console (web pages on CONSOLE_ADDR; CONSOLE_TOKEN to read,
+    /// CONSOLE_ADMIN_TOKEN to act).
+    Console {
+        #[command(flatten)]
+        args: smart_joiner::console::ConsoleArgs,
+    },
     /// Apply or inspect database migrations.
     Migrate {
         #[command(subcommand)]
@@ -172,10 +185,30 @@ enum AccountsAction {
         #[command(flatten)]
         telegram: TelegramArgs,
     },
+    /// Pause an account: it is never picked until resumed; a join under way finishes first.
+    /// Refused for an account in a worse status (banned, ...). Audited as cli:<user>.
+    Pause {
+        session_name: String,
+        /// Why (kept as the status reason and in the audit log).
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Resume a paused account (only a pause is lifted; a rest it has still runs). Audited.
+    Resume { session_name: String },
 }
 
 #[derive(Debug, Subcommand)]
 enum TargetsAction {
+    /// Give an `error` target another chance (back to `new`). Audited as cli:<user>.
+    Retry { id: i64 },
+    /// Release a `joining` target pinned to an account after unanswered joins (back to `new`,
+    /// unclaimed), once you checked the account is not a member. Audited as cli:<user>.
+    Release {
+        id: i64,
+        /// Confirm that the pinned account is not a member of the group.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Import targets from a file: one link per line, or a CSV whose first column is the link.
     /// All or nothing: a file with an invalid line imports nothing unless --skip-invalid.
     Import {
@@ -264,7 +297,8 @@ async fn run(cli: Cli, redactor: &mut Redactor) -> anyhow::Result<()> {
     let settings = cli.settings.into_settings()?;
     *redactor = settings.redactor();
     let mut logs = telemetry::LogSettings::from_settings(&settings);
-    if !matches!(cli.command, Command::Run { .. } | Command::Demo) {
+    if !matches!(cli.command, Command::Run { .. } | Command::Demo { .. } | Command::Console { .. })
+    {
         logs = logs.for_admin_command();
     }
     let telemetry = telemetry::init(&logs, "smart-joiner")?;
@@ -273,7 +307,8 @@ async fn run(cli: Cli, redactor: &mut Redactor) -> anyhow::Result<()> {
         Command::Run { niche, batch_size, pool, max_wait, telegram } => {
             run_batch(&settings, &niche, batch_size, &pool, max_wait, &telegram).await
         }
-        Command::Demo => demo().await,
+        Command::Demo { console, console_args } => demo(console.then_some(console_args)).await,
+        Command::Console { args } => console(&settings, args).await,
         Command::Migrate { action } => migrate(&settings, action, out).await,
         Command::Accounts { action } => accounts(&settings, action, out).await,
         Command::Targets { action } => targets(&settings, action, out).await,
@@ -283,9 +318,37 @@ async fn run(cli: Cli, redactor: &mut Redactor) -> anyhow::Result<()> {
     result
 }
 
-async fn demo() -> anyhow::Result<()> {
+async fn demo(console: Option<smart_joiner::console::ConsoleArgs>) -> anyhow::Result<()> {
     let progress = &mut |line: &str| tracing::info!("{line}");
-    let report = smart_joiner::demo::run_until(progress, stop_on_signal()).await?;
+    let Some(args) = console else {
+        let report = smart_joiner::demo::run_until(progress, stop_on_signal()).await?;
+        return demo_end(report);
+    };
+    let auth = smart_joiner::console::auth_from_env()?;
+    let listener = smart_joiner::console::bind(args.addr, &auth).await?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<smart_joiner::demo::DemoDb>();
+    let stop = stop_on_signal();
+    let done = stop.clone();
+    let server = tokio::spawn(async move {
+        let Ok(db) = rx.await else { return (Ok(()), None) };
+        let limits = smart_joiner::store::Limits { daily_join_cap: 20, channel_limit: 500 };
+        let c = smart_joiner::console::Console { store: db.store, auth, limits, queues: None };
+        // The directory is handed back, so it outlives the demo's last write.
+        (smart_joiner::console::serve(listener, c, done.cancelled_owned()).await, Some(db.dir))
+    });
+    let report = smart_joiner::demo::run_observed(progress, stop.clone(), Some(tx)).await;
+    let result = report.map_err(anyhow::Error::from).and_then(demo_end);
+    if !stop.is_cancelled() {
+        tracing::info!("the demo ended; the console stays up on its database until Ctrl-C");
+        stop.cancelled().await;
+    }
+    let (served, dir) = server.await.context("the console task failed")?;
+    drop(dir);
+    served?;
+    result
+}
+
+fn demo_end(report: smart_joiner::demo::DemoReport) -> anyhow::Result<()> {
     print!("{}", report.render());
     if report.interrupted {
         return Err(Interrupted.into());
@@ -473,6 +536,52 @@ async fn accounts(settings: &Settings, action: AccountsAction, out: Out) -> anyh
     finish(store, result).await
 }
 
+/// Who runs an admin command, for the audit log: `cli:<login name>`.
+fn cli_actor() -> String {
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME"));
+    format!("cli:{}", user.ok().filter(|u| !u.is_empty()).as_deref().unwrap_or("unknown"))
+}
+
+/// Prints what an audited action did; a refusal is an error.
+fn report_action(
+    result: smart_joiner::store::ActionResult,
+    done: &str,
+    out: Out,
+) -> anyhow::Result<()> {
+    match result {
+        smart_joiner::store::ActionResult::Done if out.json => {
+            out.json(json!({ "done": done }));
+            Ok(())
+        }
+        smart_joiner::store::ActionResult::Done => {
+            println!("{done}");
+            Ok(())
+        }
+        smart_joiner::store::ActionResult::Refused(why) => bail!("nothing done: {why}"),
+    }
+}
+
+async fn console(
+    settings: &Settings,
+    args: smart_joiner::console::ConsoleArgs,
+) -> anyhow::Result<()> {
+    let auth = smart_joiner::console::auth_from_env()?;
+    let listener = smart_joiner::console::bind(args.addr, &auth).await?;
+    let store = open_store(settings).await?;
+    let limits = smart_joiner::store::Limits {
+        daily_join_cap: settings.daily_join_cap,
+        channel_limit: settings.channel_limit,
+    };
+    let queues = match smart_joiner::console::queues(&args, settings.redis_url.expose()).await {
+        Ok(queues) => queues,
+        Err(e) => return finish(store, Err(e.into())).await,
+    };
+    let c = smart_joiner::console::Console { store: store.clone(), auth, limits, queues };
+    let stop = stop_on_signal();
+    let served = smart_joiner::console::serve(listener, c, stop.cancelled_owned()).await;
+    finish(store, served.context("the console stopped")).await
+}
+
 async fn accounts_with(
     store: &Store,
     settings: &Settings,
@@ -480,6 +589,22 @@ async fn accounts_with(
     out: Out,
 ) -> anyhow::Result<()> {
     match action {
+        AccountsAction::Pause { session_name, note } => {
+            let Some(a) = store.account_by_name(&session_name).await? else {
+                bail!("no account named {}", app::shown(&session_name));
+            };
+            let r = store
+                .pause_account(a.id, &cli_actor(), note.as_deref(), chrono::Utc::now())
+                .await?;
+            report_action(r, &format!("paused {}", app::shown(&session_name)), out)?;
+        }
+        AccountsAction::Resume { session_name } => {
+            let Some(a) = store.account_by_name(&session_name).await? else {
+                bail!("no account named {}", app::shown(&session_name));
+            };
+            let r = store.resume_account(a.id, &cli_actor(), chrono::Utc::now()).await?;
+            report_action(r, &format!("resumed {}", app::shown(&session_name)), out)?;
+        }
         // Handled before the database is opened.
         AccountsAction::Import { .. } => {}
         AccountsAction::Sync { pool, move_existing } => {
@@ -600,6 +725,24 @@ async fn accounts_with(
 
 async fn targets(settings: &Settings, action: TargetsAction, out: Out) -> anyhow::Result<()> {
     match action {
+        TargetsAction::Retry { id } => {
+            let store = open_store(settings).await?;
+            let r = store.retry_target(id, &cli_actor(), chrono::Utc::now()).await;
+            let r = finish(store, r.map_err(anyhow::Error::from)).await?;
+            report_action(r, &format!("target {id} is new again"), out)?;
+        }
+        TargetsAction::Release { id, yes } => {
+            if !yes {
+                bail!(
+                    "check that the pinned account is not a member of the group (otherwise a \
+                     second account would join it), then pass --yes"
+                );
+            }
+            let store = open_store(settings).await?;
+            let r = store.release_pin(id, &cli_actor(), chrono::Utc::now()).await;
+            let r = finish(store, r.map_err(anyhow::Error::from)).await?;
+            report_action(r, &format!("target {id} released: new and unclaimed"), out)?;
+        }
         TargetsAction::Import { file, niche, skip_invalid } => {
             let parsed = admin::read_targets_file(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;

@@ -143,6 +143,7 @@ pub fn heading(title: &str, style: Style) -> String {
 pub fn account_color(status: AccountStatus) -> Option<Color> {
     Some(match status {
         AccountStatus::Active => Color::Green,
+        AccountStatus::Paused => Color::Yellow,
         s if s.can_work() => Color::Yellow,
         _ => Color::Red,
     })

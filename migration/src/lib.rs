@@ -10,6 +10,7 @@ pub mod adopt;
 mod m20260112_000001_create_tables;
 mod m20261123_000002_account_hold;
 mod m20261124_000003_leaner_indexes;
+mod m20261202_000004_audit_log;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20260112_000001_create_tables::Migration),
             Box::new(m20261123_000002_account_hold::Migration),
             Box::new(m20261124_000003_leaner_indexes::Migration),
+            Box::new(m20261202_000004_audit_log::Migration),
         ]
     }
 }
@@ -39,6 +41,7 @@ pub async fn install_migrations_table<C: ConnectionTrait>(db: &C) -> Result<(), 
 pub fn tables_dropped_by(migration: &str) -> &'static [&'static str] {
     match migration {
         "m20260112_000001_create_tables" => &["join_attempts", "targets", "accounts"],
+        "m20261202_000004_audit_log" => &["audit_log"],
         _ => &[],
     }
 }

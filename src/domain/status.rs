@@ -49,6 +49,9 @@ string_enum! {
         Frozen => "frozen",
         /// In too many channels (CHANNELS_TOO_MUCH): needs an operator.
         Full => "full",
+        /// Paused by an operator (`accounts pause`, the console): never picked until resumed.
+        /// A join already under way finishes and is recorded; the account stays paused.
+        Paused => "paused",
     }
 }
 
@@ -59,17 +62,27 @@ impl AccountStatus {
     }
 
     /// How bad the status is, for verdicts that may only ever worsen it: working, then the
-    /// waits by length, then the statuses that need an operator, a ban last.
+    /// waits by length, then an operator's pause, then the statuses that need an operator, a
+    /// ban last. A wait Telegram imposes on a paused account leaves it paused (the rest is
+    /// still recorded in `next_allowed_action_time`); a ban or a revoked session replaces the
+    /// pause, so resuming can never hide one.
     pub fn severity(self) -> u8 {
         match self {
             AccountStatus::Active => 0,
             AccountStatus::FloodWait => 1,
             AccountStatus::Cooldown => 2,
-            AccountStatus::Full => 3,
-            AccountStatus::Frozen => 4,
-            AccountStatus::Unauthorized => 5,
-            AccountStatus::Banned => 6,
+            AccountStatus::Paused => 3,
+            AccountStatus::Full => 4,
+            AccountStatus::Frozen => 5,
+            AccountStatus::Unauthorized => 6,
+            AccountStatus::Banned => 7,
         }
+    }
+
+    /// Whether an operator may pause an account in this status: only one that could work
+    /// (a pause never replaces a worse status).
+    pub fn can_pause(self) -> bool {
+        self.severity() < AccountStatus::Paused.severity()
     }
 
     /// Whether an account in this status may ever work again without an operator.
@@ -131,6 +144,17 @@ mod tests {
             assert_eq!(serde_json::to_string(s).unwrap(), format!("\"{}\"", s.as_str()));
         }
         assert_eq!(AccountStatus::parse("nope"), None);
+    }
+
+    #[test]
+    fn a_pause_ranks_above_the_waits_and_below_every_operator_status() {
+        use AccountStatus::*;
+        assert!(!Paused.can_work());
+        let pausable: Vec<_> = AccountStatus::ALL.iter().filter(|s| s.can_pause()).collect();
+        assert_eq!(pausable, [&Active, &FloodWait, &Cooldown]);
+        for worse in [Full, Frozen, Unauthorized, Banned] {
+            assert!(worse.severity() > Paused.severity(), "{worse}");
+        }
     }
 
     #[test]

@@ -378,3 +378,25 @@ mod tests {
         assert!(!text.contains("secretpw"), "{text}");
     }
 }
+
+/// The depth of every pool's queue of one deployment, for the operator console (which serves
+/// all pools and knows their names only from the database).
+#[derive(Clone)]
+pub struct QueueDepths {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl QueueDepths {
+    /// Connects to `url` (see [`connect_redis`]); `prefix` is the deployment's `REDIS_PREFIX`.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, QueueError> {
+        Ok(QueueDepths { conn: connect_redis(url).await?, prefix: prefix.to_owned() })
+    }
+
+    /// The queue of `pool`: (ready now, scheduled for later), as [`JobQueue::depth`].
+    pub async fn depth(&self, pool: &str) -> Result<(u64, u64), QueueError> {
+        let settings =
+            QueueSettings { name: format!("{}join:v1:{pool}", self.prefix), ..Default::default() };
+        JobQueue::new(self.conn.clone(), &settings).depth().await
+    }
+}

@@ -65,6 +65,10 @@ impl Store {
             workable_statuses: &workable,
             normalise: &normalise,
         };
-        adopt::adopt(self.connection(), &options).await.map_err(store_error)
+        let plan = adopt::adopt(self.connection(), &options).await.map_err(store_error)?;
+        // The adoption builds the schema of the migrations it marks applied; the later ones
+        // (the audit log, ...) are applied on top, as `migrate up` would.
+        self.migrate().await?;
+        Ok(plan)
     }
 }

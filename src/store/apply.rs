@@ -251,13 +251,13 @@ fn account_change(
     use accounts::Column as C;
     match change {
         AccountChange::Pace { until } => vec![
-            (C::Status, Expr::val(crate::domain::AccountStatus::Active.as_str())),
-            (C::StatusReason, Expr::val(None::<String>)),
+            (C::Status, unless_paused(Expr::val(AccountStatus::Active.as_str()), C::Status)),
+            (C::StatusReason, unless_paused(Expr::val(None::<String>), C::StatusReason)),
             (C::NextAllowedActionTime, Expr::val(*until)),
         ],
         AccountChange::Wait { status, until, reason } => vec![
-            (C::Status, Expr::val(status.as_str())),
-            (C::StatusReason, Expr::val(reason.as_str())),
+            (C::Status, unless_paused(Expr::val(status.as_str()), C::Status)),
+            (C::StatusReason, unless_paused(Expr::val(reason.as_str()), C::StatusReason)),
             (C::NextAllowedActionTime, Expr::val(*until)),
         ],
         AccountChange::Disable { status, reason } => vec![
@@ -269,6 +269,18 @@ fn account_change(
         // was taken, so no earlier rest of its own is cut short.
         AccountChange::Unchanged => vec![(C::NextAllowedActionTime, Expr::val(finished_at))],
     }
+}
+
+/// `value`, unless an operator paused the account while its join ran: then the column keeps
+/// what it holds, so the pause (and its reason) outlives the decision. The rest is written
+/// either way, and a status worse than a pause (`Disable`) replaces it.
+fn unless_paused(value: SimpleExpr, column: accounts::Column) -> SimpleExpr {
+    Expr::case(
+        Expr::col(accounts::Column::Status).eq(AccountStatus::Paused.as_str()),
+        Expr::col(column),
+    )
+    .finally(value)
+    .into()
 }
 
 fn target_change(

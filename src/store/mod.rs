@@ -8,15 +8,19 @@
 //! single writer format makes text order equal time order, so range filters work on both.
 
 mod accounts;
+mod actions;
 mod adopt;
 mod apply;
+mod browse;
 pub mod entity;
 mod migrations;
 mod reports;
 mod sql;
 mod targets;
 
+pub use actions::{ActionResult, AuditEntry};
 pub use adopt::{AdoptOptions, AdoptionPlan, GROUP_COLUMNS, SESSION_COLUMNS, Unparsed};
+pub use browse::{HourCount, QueuedCount, TargetFilter};
 pub use reports::{AccountOverview, ReadyGroup, TargetCount};
 pub use targets::NO_AVAILABLE_ACCOUNTS;
 

@@ -36,32 +36,10 @@ impl Store {
         links: &[TargetLink],
         niche: &str,
     ) -> Result<ImportReport, StoreError> {
-        let now = Utc::now();
-        let mut seen = HashSet::new();
-        let unique: Vec<&TargetLink> = links.iter().filter(|l| seen.insert(*l)).collect();
         let txn = self.db.begin().await?;
-        let mut inserted = 0;
-        for chunk in unique.chunks(CHUNK) {
-            let rows = chunk.iter().map(|link| targets::ActiveModel {
-                link: Set(link.to_string()),
-                kind: Set(link.kind().as_str().to_owned()),
-                niche: Set(niche.to_owned()),
-                status: Set(status(TargetStatus::New).to_owned()),
-                attempts: Set(0),
-                in_doubt_tries: Set(0),
-                created_at: Set(now),
-                updated_at: Set(now),
-                ..Default::default()
-            });
-            // ON CONFLICT DO NOTHING also covers a concurrent import of the same link.
-            let res = targets::Entity::insert_many(rows)
-                .on_conflict(OnConflict::column(targets::Column::Link).do_nothing().to_owned())
-                .exec_without_returning(&txn)
-                .await?;
-            inserted += res;
-        }
+        let report = import_targets_on(&txn, links, niche, Utc::now()).await?;
         txn.commit().await?;
-        Ok(ImportReport { inserted, duplicates: links.len() as u64 - inserted })
+        Ok(report)
     }
 
     pub async fn target(&self, id: i64) -> Result<Option<Target>, StoreError> {
@@ -335,4 +313,36 @@ pub(super) async fn claim_target_on<C: ConnectionTrait>(
         .exec(db)
         .await?;
     Ok(res.rows_affected == 1)
+}
+
+/// [`Store::import_targets`] inside a transaction (the console's audited import shares it).
+pub(super) async fn import_targets_on<C: ConnectionTrait>(
+    txn: &C,
+    links: &[TargetLink],
+    niche: &str,
+    now: DateTime<Utc>,
+) -> Result<ImportReport, StoreError> {
+    let mut seen = HashSet::new();
+    let unique: Vec<&TargetLink> = links.iter().filter(|l| seen.insert(*l)).collect();
+    let mut inserted = 0;
+    for chunk in unique.chunks(CHUNK) {
+        let rows = chunk.iter().map(|link| targets::ActiveModel {
+            link: Set(link.to_string()),
+            kind: Set(link.kind().as_str().to_owned()),
+            niche: Set(niche.to_owned()),
+            status: Set(status(TargetStatus::New).to_owned()),
+            attempts: Set(0),
+            in_doubt_tries: Set(0),
+            created_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        });
+        // ON CONFLICT DO NOTHING also covers a concurrent import of the same link.
+        let res = targets::Entity::insert_many(rows)
+            .on_conflict(OnConflict::column(targets::Column::Link).do_nothing().to_owned())
+            .exec_without_returning(txn)
+            .await?;
+        inserted += res;
+    }
+    Ok(ImportReport { inserted, duplicates: links.len() as u64 - inserted })
 }

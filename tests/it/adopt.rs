@@ -222,7 +222,11 @@ async fn a_dry_run_prints_every_change_and_changes_nothing() {
     assert_eq!(plan.unparsed.len(), 1);
     assert_eq!(plan.unparsed[0].id, 5);
     assert!(plan.unparsed[0].reason.contains("not a link at all"), "{:?}", plan.unparsed[0]);
-    assert!(store.pending_migrations().await.unwrap().len() == 3, "still unmigrated");
+    assert_eq!(
+        store.pending_migrations().await.unwrap().len() as u32,
+        all_migrations(),
+        "still unmigrated"
+    );
     store.close().await.unwrap();
     assert_eq!(shape(&db).await, shape0);
     assert_eq!(data(&db).await, data0);
@@ -316,8 +320,8 @@ async fn an_adopted_database_keeps_rows_statuses_bindings_and_their_columns_and_
     assert!(again.to_string().contains("adopted already"), "{again}");
 
     // Undo: the first migration's down gives the tables back as they were, to the byte.
-    let rolled = store.migrate_down(3, false).await.unwrap();
-    assert_eq!(rolled.len(), 3, "{rolled:?}");
+    let rolled = store.migrate_down(all_migrations(), false).await.unwrap();
+    assert_eq!(rolled.len() as u32, all_migrations(), "{rolled:?}");
     store.close().await.unwrap();
     assert_eq!(shape(&db).await, shape0);
     assert_eq!(data(&db).await, data0);
@@ -406,20 +410,20 @@ async fn after_adoption_run_joins_new_groups_and_a_group_bound_before_the_switch
 
     // Rows added after the switch survive the undo, their group column filled.
     store.import_targets(&[link("@after_switch")], "ukraine_cars").await.unwrap();
-    let refused = store.migrate_down(3, false).await.unwrap_err();
+    let refused = store.migrate_down(all_migrations(), false).await.unwrap_err();
     assert!(
         matches!(&refused, StoreError::WouldDropRows { tables } if tables.iter().all(|(t, _)| t == "join_attempts")),
         "{refused}"
     );
     // Their added_by is NOT NULL and the new row has none: refused before anything is undone.
-    let refused = store.migrate_down(3, true).await.unwrap_err();
+    let refused = store.migrate_down(all_migrations(), true).await.unwrap_err();
     assert!(
         refused.to_string().contains("cannot restore NOT NULL on targets.added_by: 1 row(s) added since the adoption have no value there"),
         "{refused}"
     );
     assert!(store.pending_migrations().await.unwrap().is_empty(), "nothing was rolled back");
     exec(&db, "UPDATE targets SET added_by = 'smart-joiner' WHERE added_by IS NULL").await;
-    store.migrate_down(3, true).await.unwrap();
+    store.migrate_down(all_migrations(), true).await.unwrap();
     store.close().await.unwrap();
     assert_eq!(shape(&db).await, shape0);
     let rows = texts(
@@ -472,7 +476,7 @@ async fn a_link_group_column_a_session_column_identity_ids_and_nulls_are_adopted
     // Added after the switch: an account and a target; the undo fills their columns.
     store.sync_accounts(&["s1".into(), "s2".into(), "s3".into()], "default").await.unwrap();
     store.import_targets(&[link("@new_group")], "cars").await.unwrap();
-    store.migrate_down(3, false).await.unwrap();
+    store.migrate_down(all_migrations(), false).await.unwrap();
     store.close().await.unwrap();
     assert_eq!(shape(&db).await, shape0);
     let now = data(&db).await;
@@ -622,7 +626,14 @@ async fn migrate_adopt_on_the_command_line_dry_runs_adopts_and_migrate_down_undo
     assert!(status.as_array().unwrap().iter().all(|m| m["applied"] == true), "{stdout}");
     let (ok, stdout, stderr) = cli(&url, &["migrate", "adopt"]);
     assert!(!ok && stderr.contains("adopted already"), "{stdout}{stderr}");
-    let (ok, stdout, stderr) = cli(&url, &["migrate", "down", "3"]);
+    let all = all_migrations().to_string();
+    let (ok, stdout, stderr) = cli(&url, &["migrate", "down", &all]);
     assert!(ok, "{stdout}{stderr}");
     assert_eq!(data(&db).await, data0);
+}
+
+/// How many migrations there are: rolling back that many reaches the first one's `down`.
+fn all_migrations() -> u32 {
+    use migration::MigratorTrait;
+    migration::Migrator::migrations().len() as u32
 }

@@ -3,9 +3,11 @@
 //! Postgres must be running (see `support::pg_store` for how to point at it); every test gets
 //! its own database.
 
+mod actions;
 mod adopt;
 mod chaos;
 mod cluster;
+mod console;
 mod demo;
 mod faults;
 mod harness;

@@ -443,7 +443,9 @@ async fn migrate_down_on_the_command_line_names_tables_rows_and_rollbacks() {
     store.sync_accounts(&["a1".into(), "a2".into(), "a3".into()], "default").await.unwrap();
     store.close().await.unwrap();
 
-    let ran = run(&sj, &["migrate", "down", "3"], &env, dir.path()).await;
+    // Rolling back every migration drops the tables with the rows.
+    let all = newest_first.len().to_string();
+    let ran = run(&sj, &["migrate", "down", &all], &env, dir.path()).await;
     assert_eq!(ran.code, Some(1), "{}", ran.all());
     assert!(
         ran.stderr.contains("accounts (3 rows)") && ran.stderr.contains("--yes"),
@@ -456,11 +458,12 @@ async fn migrate_down_on_the_command_line_names_tables_rows_and_rollbacks() {
 
     // The schema crate's own tool keeps the same rule.
     let migration = migration_binary().await;
-    let ran = run(migration, &["down", "3"], &env, dir.path()).await;
+    let ran = run(migration, &["down", &all], &env, dir.path()).await;
     assert_eq!(ran.code, Some(1), "{}", ran.all());
     assert!(ran.stderr.contains("accounts (3 row(s))"), "{}", ran.all());
 
-    let ran = run(&sj, &["--json", "migrate", "down", "5", "--yes"], &env, dir.path()).await;
+    let more = (newest_first.len() + 1).to_string();
+    let ran = run(&sj, &["--json", "migrate", "down", &more, "--yes"], &env, dir.path()).await;
     assert_eq!(ran.code, Some(0), "{}", ran.all());
     let json: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
     assert_eq!(json, serde_json::json!({ "rolled_back": newest_first }));
