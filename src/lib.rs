@@ -8,6 +8,7 @@ pub mod app;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod exporter;
 pub mod health;
 pub mod invariants;
 pub mod join;

@@ -221,7 +221,31 @@ impl JobQueue {
         Ok((ready, scheduled))
     }
 
-    /// Whether Redis answers.
+    /// Jobs of this queue due now: the ready list plus the scheduled jobs whose time has come
+    /// (apalis-redis keeps due and future jobs alike in its scheduled set until a fetch or
+    /// [`promote_due`](Self::promote_due) moves them). What autoscaling reads: a job that waits
+    /// for a FloodWait or a pause to end is scheduled in the future and not counted.
+    pub async fn due(&self) -> Result<u64, QueueError> {
+        let config = self.storage.get_config();
+        let now = Utc::now().timestamp().max(0);
+        let mut conn = self.conn.clone();
+        let (ready, due): (u64, u64) = redis::pipe()
+            .cmd("LLEN")
+            .arg(config.active_jobs_list())
+            .cmd("ZCOUNT")
+            .arg(config.scheduled_jobs_set())
+            .arg("-inf")
+            .arg(now)
+            .query_async(&mut conn)
+            .await?;
+        Ok(ready + due)
+    }
+
+    /// The queue named in `settings`, on this queue's Redis connection.
+    pub fn sibling(&self, settings: &QueueSettings) -> JobQueue {
+        JobQueue::new(self.conn.clone(), settings)
+    }
+
     /// Moves every due job from the scheduled set to the ready list, a chunk at a time, and
     /// returns how many it moved.
     ///
@@ -253,6 +277,7 @@ impl JobQueue {
         }
     }
 
+    /// Whether Redis answers.
     pub async fn ping(&self) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
         redis::cmd("PING").query_async::<String>(&mut conn).await?;

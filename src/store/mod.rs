@@ -12,10 +12,12 @@ mod apply;
 pub mod entity;
 mod migrations;
 mod reports;
+mod scaling;
 mod sql;
 mod targets;
 
 pub use reports::{AccountOverview, ReadyGroup, TargetCount};
+pub use scaling::PoolAccounts;
 pub use targets::NO_AVAILABLE_ACCOUNTS;
 
 use std::path::PathBuf;
