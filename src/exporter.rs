@@ -119,7 +119,12 @@ impl Exporter {
         let accounts = accounts
             .map_err(|_| format!("database: no answer within {CHECK_TIMEOUT:?}"))?
             .map_err(|e| format!("database: {e}"))?;
-        Ok(PoolScaling { pool: pool.to_owned(), due, workable: accounts.workable, busy: accounts.busy })
+        Ok(PoolScaling {
+            pool: pool.to_owned(),
+            due,
+            workable: accounts.workable,
+            busy: accounts.busy,
+        })
     }
 
     /// Reads everything the gauges show into the metrics. What cannot be read keeps its last
@@ -245,10 +250,15 @@ async fn metrics(State(e): State<Arc<Exporter>>) -> Response {
 /// (KEDA then counts a failure and, after its threshold, applies the ScaledObject's fallback).
 async fn scaling(State(e): State<Arc<Exporter>>, Path(pool): Path<String>) -> Response {
     let (code, body) = match e.scaling(&pool).await {
-        Ok(s) => (StatusCode::OK, serde_json::to_string(&ScalingAnswer { pool: &s, slots: s.slots() })),
+        Ok(s) => {
+            (StatusCode::OK, serde_json::to_string(&ScalingAnswer { pool: &s, slots: s.slots() }))
+        }
         Err(err) => {
             warn!(pool = %pool, error = %err, "scaling: cannot read the pool");
-            (StatusCode::SERVICE_UNAVAILABLE, serde_json::to_string(&serde_json::json!({ "error": err })))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::to_string(&serde_json::json!({ "error": err })),
+            )
         }
     };
     (code, [(header::CONTENT_TYPE, "application/json")], body.unwrap_or_default()).into_response()

@@ -9,6 +9,7 @@ mod demo;
 mod faults;
 mod harness;
 mod join;
+mod monitoring;
 mod operator;
 mod ops;
 mod pipeline;
