@@ -63,6 +63,10 @@ echo "== custom resources (k8s/schemas)"
 echo "== alert rules and dashboard"
 promtool check rules deploy/prometheus/smart-joiner.rules.yaml
 promtool test rules deploy/prometheus/smart-joiner.rules.test.yaml
+# The compose Prometheus' config, with its rule file where this checkout has it.
+sed "s|/etc/prometheus/smart-joiner.rules.yaml|$PWD/deploy/prometheus/smart-joiner.rules.yaml|" \
+  deploy/prometheus/prometheus.yml >"$out/prometheus.yml"
+promtool check config "$out/prometheus.yml"
 python3 -m json.tool deploy/grafana/smart-joiner.json >/dev/null
 bash deploy/monitoring-sync.sh --check
 echo "deployment files: valid"
