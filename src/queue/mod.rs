@@ -140,7 +140,12 @@ impl QueueSettings {
 /// after 500 ms), and sends one PING: a server that wants a password the URL lacks answers
 /// only the first command with NOAUTH, and that should stop a process at start, not at its
 /// first job. Errors never hold the URL's password.
+///
+/// `rediss://` URLs connect over TLS (rustls): the server's certificate is checked against the
+/// system's roots, or the file named by `SSL_CERT_FILE` (a private CA); `rediss://...#insecure`
+/// skips the check.
 pub async fn connect_redis(url: &str) -> Result<ConnectionManager, QueueError> {
+    install_tls_provider();
     let fail = |e: redis::RedisError| QueueError::Redis(RedisFailure::new(&e, Some(url)));
     let client = redis::Client::open(url).map_err(fail)?;
     let config = ConnectionManagerConfig::new()
@@ -151,6 +156,12 @@ pub async fn connect_redis(url: &str) -> Result<ConnectionManager, QueueError> {
     let mut probe = conn.clone();
     redis::cmd("PING").query_async::<String>(&mut probe).await.map_err(fail)?;
     Ok(conn)
+}
+
+/// Makes ring rustls' process-wide crypto provider (the redis crate's TLS asks for the default
+/// one; sqlx picks its own). Safe to call any number of times.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Jobs moved per call of [`PROMOTE_DUE`]: well below the 8,000 values one Lua `unpack` takes.

@@ -16,4 +16,5 @@ mod pipeline;
 mod store;
 mod support;
 mod telegram;
+mod tls;
 mod wire;
