@@ -47,7 +47,7 @@ t0=$(date +%s)
 log() { printf '%s smoke: %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 fail() {
   log "FAILED: $*"
-  compose logs --no-color --tail=60 worker tgsim >&2 2>/dev/null || true
+  compose logs --no-color --tail=60 migrate worker tgsim >&2 2>/dev/null || true
   exit 1
 }
 compose() { "$COMPOSE" -p "$PROJECT" -f docker-compose.yml -f deploy/smoke/compose.smoke.yml "$@"; }
@@ -121,12 +121,12 @@ PY
 chmod 666 "$SMOKE_DIR"/*
 
 log "starting tgsim"
-compose up -d tgsim >/dev/null
+compose up -d tgsim >/dev/null || fail "compose up tgsim"
 for _ in $(seq 60); do [[ -s "$SMOKE_DIR/accounts_config.json" ]] && break; sleep 1; done
 [[ -s "$SMOKE_DIR/accounts_config.json" ]] || fail "tgsim wrote no accounts file"
 
 log "starting postgres, redis, migrate and two workers"
-compose up -d postgres redis migrate worker >/dev/null
+compose up -d postgres redis migrate worker >/dev/null || fail "compose up"
 healthy_workers() {
   local n=0 id
   for id in $(compose ps -q worker); do
@@ -141,7 +141,10 @@ log "two workers healthy"
 # 4. Accounts, targets, producer.
 admin accounts sync >/dev/null || fail "accounts sync"
 admin targets import /smoke/targets.txt --niche "$NICHE" >/dev/null || fail "targets import"
-produce() { compose run --rm --no-deps -T producer "$NICHE" "$TARGETS" >/dev/null 2>&1 || fail "producer"; }
+produce() {
+  compose run --rm --no-deps -T producer "$NICHE" "$TARGETS" >"$SMOKE_DIR/producer.log" 2>&1 ||
+    fail "producer: $(tail -5 "$SMOKE_DIR/producer.log")"
+}
 produce
 
 # Counts of the niche's targets by status, from `status --json`.
