@@ -18,6 +18,11 @@ if ! command -v pg_isready >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 
   apt-get update -qq && apt-get install -y -qq postgresql redis-server >/dev/null
 fi
 
+# The TLS test makes its own CA and starts its own Postgres and Redis (tests/it/tls.rs).
+if ! command -v openssl >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq openssl >/dev/null
+fi
+
 if ! pg_isready -h 127.0.0.1 -p 5432 >/dev/null 2>&1; then
   echo "PostgreSQL not answering: starting it"
   cluster_version=$(ls /etc/postgresql | sort -V | tail -n 1)

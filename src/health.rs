@@ -5,8 +5,9 @@
 //!   dependency on purpose: a Redis outage must not make Kubernetes restart every worker.
 //! - `/readyz` (readiness) answers 200 when Postgres and Redis both answer within a short
 //!   timeout, 503 with the failing dependency named otherwise.
-//! - `/metrics` samples the state gauges (accounts by status, leases held, queue depth) and
-//!   renders every metric of [`crate::metrics`] as Prometheus text.
+//! - `/metrics` samples the state gauges (accounts by status, leases held, queue depth,
+//!   whether the monitor runs and the dependencies answer) and renders every metric of
+//!   [`crate::metrics`] as Prometheus text.
 //!
 //! [`serve`] takes a bound listener and a shutdown future, so tests start it on port 0.
 
@@ -61,26 +62,35 @@ pub struct Probes {
 impl Probes {
     /// Checks Postgres and Redis; the names of those that did not answer.
     pub async fn not_ready(&self) -> Vec<String> {
+        let (db, redis) = self.check().await;
+        db.into_iter().chain(redis).collect()
+    }
+
+    /// Checks Postgres and Redis at once: what failed in each, `None` when it answered.
+    async fn check(&self) -> (Option<String>, Option<String>) {
         let db = tokio::time::timeout(CHECK_TIMEOUT, self.store.ping());
         let redis = tokio::time::timeout(CHECK_TIMEOUT, self.queue.ping());
         let (db, redis) = tokio::join!(db, redis);
-        let mut down = Vec::new();
-        match db {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => down.push(format!("database: {e}")),
-            Err(_) => down.push(format!("database: no answer within {CHECK_TIMEOUT:?}")),
-        }
-        match redis {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => down.push(format!("redis: {}", e.detail())),
-            Err(_) => down.push(format!("redis: no answer within {CHECK_TIMEOUT:?}")),
-        }
-        down
+        let db = match db {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("database: {e}")),
+            Err(_) => Some(format!("database: no answer within {CHECK_TIMEOUT:?}")),
+        };
+        let redis = match redis {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(format!("redis: {}", e.detail())),
+            Err(_) => Some(format!("redis: no answer within {CHECK_TIMEOUT:?}")),
+        };
+        (db, redis)
     }
 
     /// Reads the state gauges from the database and Redis into the metrics. A dependency that
     /// does not answer leaves its gauges at their last value.
     pub async fn sample(&self) {
+        self.metrics.set_worker_running(&self.pool, self.liveness.is_running());
+        let (db, redis) = self.check().await;
+        self.metrics.set_dependency_up("database", db.is_none());
+        self.metrics.set_dependency_up("redis", redis.is_none());
         let accounts = tokio::time::timeout(CHECK_TIMEOUT, self.store.account_status_counts());
         let leases = tokio::time::timeout(CHECK_TIMEOUT, self.locks.held_count());
         let depth = tokio::time::timeout(CHECK_TIMEOUT, self.queue.depth());

@@ -10,6 +10,7 @@ pub mod config;
 pub mod console;
 pub mod demo;
 pub mod domain;
+pub mod exporter;
 pub mod fuzzing;
 pub mod health;
 pub mod invariants;

@@ -90,6 +90,24 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         ready_limit: u64,
     },
+    /// Serve, for every pool, what autoscaling and the alert rules read (due jobs, workable
+    /// and busy accounts, accounts by status, queue depth) on /metrics and /scaling/POOL, until
+    /// SIGTERM. One always-on replica per deployment (docs/operations.md).
+    Exporter {
+        /// Port of /healthz, /readyz, /metrics and /scaling/POOL (all interfaces); 0 picks one.
+        #[arg(long, env = "METRICS_PORT", default_value_t = 9090)]
+        port: u16,
+        /// Pools reported even while no account is in them (comma-separated); every pool of
+        /// the database is reported anyway.
+        #[arg(long, env = "EXPORTER_POOLS", value_delimiter = ',', value_parser = non_empty)]
+        pools: Vec<String>,
+        /// Prefix of the Redis keys of the deployment (as the workers').
+        #[arg(long, env = "REDIS_PREFIX", default_value = "smart_joiner:")]
+        redis_prefix: String,
+        /// How often the gauges are refreshed for OTLP; a scrape always refreshes them.
+        #[arg(long, env = "METRICS_SAMPLE_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+        sample_interval: Duration,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -297,8 +315,10 @@ async fn run(cli: Cli, redactor: &mut Redactor) -> anyhow::Result<()> {
     let settings = cli.settings.into_settings()?;
     *redactor = settings.redactor();
     let mut logs = telemetry::LogSettings::from_settings(&settings);
-    if !matches!(cli.command, Command::Run { .. } | Command::Demo { .. } | Command::Console { .. })
-    {
+    if !matches!(
+        cli.command,
+        Command::Run { .. } | Command::Demo { .. } | Command::Console { .. } | Command::Exporter { .. }
+    ) {
         logs = logs.for_admin_command();
     }
     let telemetry = telemetry::init(&logs, "smart-joiner")?;
@@ -313,9 +333,52 @@ async fn run(cli: Cli, redactor: &mut Redactor) -> anyhow::Result<()> {
         Command::Accounts { action } => accounts(&settings, action, out).await,
         Command::Targets { action } => targets(&settings, action, out).await,
         Command::Status { pool, ready_limit } => status(&settings, pool, ready_limit, out).await,
+        Command::Exporter { port, pools, redis_prefix, sample_interval } => {
+            let metrics = telemetry.metrics();
+            exporter(&settings, port, pools, redis_prefix, sample_interval, metrics).await
+        }
     };
     telemetry.shutdown().await;
     result
+}
+
+async fn exporter(
+    settings: &Settings,
+    port: u16,
+    pools: Vec<String>,
+    redis_prefix: String,
+    sample_interval: Duration,
+    metrics: &'static smart_joiner::metrics::Metrics,
+) -> anyhow::Result<()> {
+    use smart_joiner::exporter::{self, Exporter};
+    let redis = app::RedisArgs {
+        redis_prefix: redis_prefix.clone(),
+        pool: "default".to_owned(),
+        queue_heartbeat: Duration::from_secs(10),
+    };
+    let app::Backends { store, locks, queue } = app::connect_backends(settings, &redis).await?;
+    let listener = smart_joiner::health::bind(port)
+        .await
+        .with_context(|| format!("cannot listen on the exporter port {port}"))?;
+    let exporter = Exporter {
+        store: store.clone(),
+        queue,
+        locks,
+        redis_prefix,
+        pools,
+        limits: smart_joiner::store::Limits {
+            daily_join_cap: settings.daily_join_cap,
+            channel_limit: settings.channel_limit,
+        },
+        metrics,
+    };
+    let sampler = tokio::spawn(exporter.clone().sample_every(sample_interval));
+    let stop = async {
+        let _ = app::shutdown_signal().await;
+    };
+    let served = exporter::serve(listener, exporter, stop).await;
+    sampler.abort();
+    finish(store, served.context("the exporter's port failed")).await
 }
 
 async fn demo(console: Option<smart_joiner::console::ConsoleArgs>) -> anyhow::Result<()> {

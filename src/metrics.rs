@@ -45,6 +45,13 @@ pub struct Metrics {
     accounts: Gauge<u64>,
     leases_held: Gauge<u64>,
     queue_depth: Gauge<u64>,
+    queue_due: Gauge<u64>,
+    accounts_workable: Gauge<u64>,
+    accounts_busy: Gauge<u64>,
+    scaling_slots: Gauge<u64>,
+    targets_in_doubt: Gauge<u64>,
+    dependency_up: Gauge<u64>,
+    worker_running: Gauge<u64>,
 }
 
 static GLOBAL: OnceLock<Metrics> = OnceLock::new();
@@ -115,6 +122,42 @@ impl Metrics {
                 .u64_gauge("smart_joiner.queue.depth")
                 .with_description("Jobs in the pool's queue: ready to run, or scheduled for later")
                 .build(),
+            queue_due: meter
+                .u64_gauge("smart_joiner.queue.due")
+                .with_description(
+                    "Jobs of the pool's queue due now: ready, or scheduled at or before now",
+                )
+                .build(),
+            accounts_workable: meter
+                .u64_gauge("smart_joiner.accounts.workable")
+                .with_description(
+                    "Accounts of the pool that could start a join now (free, rested, below the caps)",
+                )
+                .build(),
+            accounts_busy: meter
+                .u64_gauge("smart_joiner.accounts.busy")
+                .with_description("Accounts of the pool held by a join in flight")
+                .build(),
+            scaling_slots: meter
+                .u64_gauge("smart_joiner.scaling.slots")
+                .with_description(
+                    "Job slots the pool can use now: busy + min(due jobs, workable accounts)",
+                )
+                .build(),
+            targets_in_doubt: meter
+                .u64_gauge("smart_joiner.targets.in_doubt")
+                .with_description(
+                    "Open targets whose last join got no clear answer, waiting for a retry",
+                )
+                .build(),
+            dependency_up: meter
+                .u64_gauge("smart_joiner.dependency.up")
+                .with_description("1 when the dependency (database, redis) answered the last check")
+                .build(),
+            worker_running: meter
+                .u64_gauge("smart_joiner.worker.running")
+                .with_description("1 while this worker process runs its job monitor")
+                .build(),
             provider,
             prometheus,
         }
@@ -164,6 +207,28 @@ impl Metrics {
         let pool = KeyValue::new("pool", pool.to_owned());
         self.queue_depth.record(ready, &[pool.clone(), KeyValue::new("state", "ready")]);
         self.queue_depth.record(scheduled, &[pool, KeyValue::new("state", "scheduled")]);
+    }
+
+    /// Sets the scaling gauges of `pool` (see [`crate::exporter`]).
+    pub fn set_pool_scaling(&self, s: &crate::exporter::PoolScaling) {
+        let pool = [KeyValue::new("pool", s.pool.clone())];
+        self.queue_due.record(s.due, &pool);
+        self.accounts_workable.record(s.workable, &pool);
+        self.accounts_busy.record(s.busy, &pool);
+        self.scaling_slots.record(s.slots(), &pool);
+    }
+
+    pub fn set_targets_in_doubt(&self, n: u64) {
+        self.targets_in_doubt.record(n, &[]);
+    }
+
+    /// `dependency` is `database` or `redis`.
+    pub fn set_dependency_up(&self, dependency: &'static str, up: bool) {
+        self.dependency_up.record(u64::from(up), &[KeyValue::new("dependency", dependency)]);
+    }
+
+    pub fn set_worker_running(&self, pool: &str, running: bool) {
+        self.worker_running.record(u64::from(running), &[KeyValue::new("pool", pool.to_owned())]);
     }
 
     /// Everything recorded so far, in the Prometheus text exposition format (version 0.0.4).

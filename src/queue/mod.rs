@@ -140,7 +140,12 @@ impl QueueSettings {
 /// after 500 ms), and sends one PING: a server that wants a password the URL lacks answers
 /// only the first command with NOAUTH, and that should stop a process at start, not at its
 /// first job. Errors never hold the URL's password.
+///
+/// `rediss://` URLs connect over TLS (rustls): the server's certificate is checked against the
+/// system's roots, or the file named by `SSL_CERT_FILE` (a private CA); `rediss://...#insecure`
+/// skips the check.
 pub async fn connect_redis(url: &str) -> Result<ConnectionManager, QueueError> {
+    install_tls_provider();
     let fail = |e: redis::RedisError| QueueError::Redis(RedisFailure::new(&e, Some(url)));
     let client = redis::Client::open(url).map_err(fail)?;
     let config = ConnectionManagerConfig::new()
@@ -151,6 +156,12 @@ pub async fn connect_redis(url: &str) -> Result<ConnectionManager, QueueError> {
     let mut probe = conn.clone();
     redis::cmd("PING").query_async::<String>(&mut probe).await.map_err(fail)?;
     Ok(conn)
+}
+
+/// Makes ring rustls' process-wide crypto provider (the redis crate's TLS asks for the default
+/// one; sqlx picks its own). Safe to call any number of times.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Jobs moved per call of [`PROMOTE_DUE`]: well below the 8,000 values one Lua `unpack` takes.
@@ -239,7 +250,31 @@ impl JobQueue {
         Ok((ready, scheduled))
     }
 
-    /// Whether Redis answers.
+    /// Jobs of this queue due now: the ready list plus the scheduled jobs whose time has come
+    /// (apalis-redis keeps due and future jobs alike in its scheduled set until a fetch or
+    /// [`promote_due`](Self::promote_due) moves them). What autoscaling reads: a job that waits
+    /// for a FloodWait or a pause to end is scheduled in the future and not counted.
+    pub async fn due(&self) -> Result<u64, QueueError> {
+        let config = self.storage.get_config();
+        let now = Utc::now().timestamp().max(0);
+        let mut conn = self.conn.clone();
+        let (ready, due): (u64, u64) = redis::pipe()
+            .cmd("LLEN")
+            .arg(config.active_jobs_list())
+            .cmd("ZCOUNT")
+            .arg(config.scheduled_jobs_set())
+            .arg("-inf")
+            .arg(now)
+            .query_async(&mut conn)
+            .await?;
+        Ok(ready + due)
+    }
+
+    /// The queue named in `settings`, on this queue's Redis connection.
+    pub fn sibling(&self, settings: &QueueSettings) -> JobQueue {
+        JobQueue::new(self.conn.clone(), settings)
+    }
+
     /// Moves every due job from the scheduled set to the ready list, a chunk at a time, and
     /// returns how many it moved.
     ///
@@ -271,6 +306,7 @@ impl JobQueue {
         }
     }
 
+    /// Whether Redis answers.
     pub async fn ping(&self) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
         redis::cmd("PING").query_async::<String>(&mut conn).await?;

@@ -15,6 +15,7 @@ mod browse;
 pub mod entity;
 mod migrations;
 mod reports;
+mod scaling;
 mod sql;
 mod targets;
 
@@ -22,6 +23,7 @@ pub use actions::{ActionResult, AuditEntry};
 pub use adopt::{AdoptOptions, AdoptionPlan, GROUP_COLUMNS, SESSION_COLUMNS, Unparsed};
 pub use browse::{HourCount, QueuedCount, TargetFilter};
 pub use reports::{AccountOverview, ReadyGroup, TargetCount};
+pub use scaling::PoolAccounts;
 pub use targets::NO_AVAILABLE_ACCOUNTS;
 
 use std::path::PathBuf;
