@@ -317,7 +317,10 @@ async fn run(cli: Cli, redactor: &mut Redactor) -> anyhow::Result<()> {
     let mut logs = telemetry::LogSettings::from_settings(&settings);
     if !matches!(
         cli.command,
-        Command::Run { .. } | Command::Demo { .. } | Command::Console { .. } | Command::Exporter { .. }
+        Command::Run { .. }
+            | Command::Demo { .. }
+            | Command::Console { .. }
+            | Command::Exporter { .. }
     ) {
         logs = logs.for_admin_command();
     }
