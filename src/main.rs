@@ -17,6 +17,30 @@ use smart_joiner::status::{Cell, Style, Table, account_color, target_color, when
 use smart_joiner::store::{Store, StoreError};
 use smart_joiner::telemetry;
 
+/// `println!` that treats a closed stdout (`smart-joiner status | head -1`) as the end of the
+/// output, as a Unix filter does: the process exits quietly instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => { write_out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `print!` with the same rule as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => { write_out(format_args!($($arg)*)) };
+}
+
+/// Writes to stdout. A reader that went away (EPIPE) ends the process with status 0, as
+/// ripgrep and coreutils' filters do; every write of a command is committed before its output
+/// is printed, so nothing is left half-done. Another write error is reported on stderr.
+fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(args).and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => eprintln!("error: cannot write to standard output: {e}"),
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     version,
@@ -307,7 +331,7 @@ struct Out {
 
 impl Out {
     fn json(&self, value: serde_json::Value) {
-        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
     }
 }
 
@@ -415,7 +439,7 @@ async fn demo(console: Option<smart_joiner::console::ConsoleArgs>) -> anyhow::Re
 }
 
 fn demo_end(report: smart_joiner::demo::DemoReport) -> anyhow::Result<()> {
-    print!("{}", report.render());
+    out!("{}", report.render());
     if report.interrupted {
         return Err(Interrupted.into());
     }
@@ -464,7 +488,7 @@ async fn run_batch(
     let report =
         app::run_batch(settings, niche, batch_size, pool, max_wait, telegram, stop_on_signal())
             .await?;
-    println!("{report}");
+    outln!("{report}");
     if report.interrupted {
         return Err(Interrupted.into());
     }
@@ -485,7 +509,7 @@ async fn migrate_with(store: &Store, action: MigrateAction, out: Out) -> anyhow:
             if out.json {
                 out.json(json!({ "applied": pending }));
             } else {
-                println!("migrations applied: {}", pending.len());
+                outln!("migrations applied: {}", pending.len());
             }
         }
         MigrateAction::Down { n, yes } => {
@@ -498,11 +522,11 @@ async fn migrate_with(store: &Store, action: MigrateAction, out: Out) -> anyhow:
             if out.json {
                 out.json(json!({ "rolled_back": rolled_back }));
             } else if rolled_back.is_empty() {
-                println!("nothing rolled back: no migration is applied");
+                outln!("nothing rolled back: no migration is applied");
             } else {
-                println!("rolled back {} migration(s), newest first:", rolled_back.len());
+                outln!("rolled back {} migration(s), newest first:", rolled_back.len());
                 for name in &rolled_back {
-                    println!("  {name}");
+                    outln!("  {name}");
                 }
             }
         }
@@ -527,7 +551,7 @@ async fn migrate_with(store: &Store, action: MigrateAction, out: Out) -> anyhow:
                     let state = if applied { "applied" } else { "pending" };
                     t.row(vec![name.into(), state.into()]);
                 }
-                print!("{}", t.render(out.style));
+                out!("{}", t.render(out.style));
             }
         }
     }
@@ -555,26 +579,30 @@ fn print_adoption(plan: &smart_joiner::store::AdoptionPlan, dry_run: bool, out: 
         return;
     }
     let verb = if dry_run { "would adopt" } else { "adopted" };
-    println!(
+    outln!(
         "{verb} SmartJoiner's tables: {} accounts, {} targets ({} bound, kept bound); group column {}, session column {}",
-        plan.accounts, plan.targets, plan.bound, plan.group_column, plan.session_column
+        plan.accounts,
+        plan.targets,
+        plan.bound,
+        plan.group_column,
+        plan.session_column
     );
-    println!("{}:", if dry_run { "changes it would make, in order" } else { "changes made" });
+    outln!("{}:", if dry_run { "changes it would make, in order" } else { "changes made" });
     for change in &plan.changes {
-        println!("  {change}");
+        outln!("  {change}");
     }
     if !plan.unparsed.is_empty() {
-        println!(
+        outln!(
             "{} target(s) whose {} is not a link smart-joiner can join (kept, never joined):",
             plan.unparsed.len(),
             plan.group_column
         );
         for u in &plan.unparsed {
-            println!("  targets#{} ({}): {}", u.id, u.status, u.reason);
+            outln!("  targets#{} ({}): {}", u.id, u.status, u.reason);
         }
     }
     if dry_run {
-        println!("nothing was changed (dry run)");
+        outln!("nothing was changed (dry run)");
     }
 }
 
@@ -588,7 +616,7 @@ async fn accounts(settings: &Settings, action: AccountsAction, out: Out) -> anyh
         if out.json {
             out.json(json!({ "written": path.display().to_string(), "accounts": imported.names }));
         } else {
-            println!(
+            outln!(
                 "wrote {} account(s) to {} (it holds their sessions: keep it private): {}",
                 imported.names.len(),
                 path.display(),
@@ -620,7 +648,7 @@ fn report_action(
             Ok(())
         }
         smart_joiner::store::ActionResult::Done => {
-            println!("{done}");
+            outln!("{done}");
             Ok(())
         }
         smart_joiner::store::ActionResult::Refused(why) => bail!("nothing done: {why}"),
@@ -688,7 +716,7 @@ async fn accounts_with(
                     "repaired": report.repaired,
                 }));
             } else {
-                println!(
+                outln!(
                     "{} accounts in {}: added {}, moved to pool {pool} {}, left in other pools {}, repaired {}, unchanged {}",
                     names.len(),
                     settings.accounts_config.display(),
@@ -703,25 +731,25 @@ async fn accounts_with(
                 );
                 let shown = app::shown;
                 for name in &report.added {
-                    println!("  added: {}", shown(name));
+                    outln!("  added: {}", shown(name));
                 }
                 for name in &report.moved_pool {
-                    println!("  moved to pool {pool}: {}", shown(name));
+                    outln!("  moved to pool {pool}: {}", shown(name));
                 }
                 for (name, other) in &report.in_other_pools {
-                    println!(
+                    outln!(
                         "  in pool {other}, not moved (pass --move to move it): {}",
                         shown(name)
                     );
                 }
                 for name in &report.repaired {
-                    println!(
+                    outln!(
                         "  made active again (was unauthorized only for a missing config entry): {}",
                         shown(name)
                     );
                 }
                 for name in &report.missing_from_config {
-                    println!("  in the database but not in the file (kept): {}", shown(name));
+                    outln!("  in the database but not in the file (kept): {}", shown(name));
                 }
             }
         }
@@ -754,7 +782,7 @@ async fn accounts_with(
                         a.status_reason.unwrap_or_default().into(),
                     ]);
                 }
-                print!("{}", t.render(out.style));
+                out!("{}", t.render(out.style));
             }
         }
         AccountsAction::Check { pool, accounts: only, leases, redis_prefix, telegram } => {
@@ -782,7 +810,7 @@ async fn accounts_with(
                         r.verdict.to_string().into(),
                     ]);
                 }
-                print!("{}", t.render(out.style));
+                out!("{}", t.render(out.style));
             }
         }
     }
@@ -858,7 +886,7 @@ async fn targets(settings: &Settings, action: TargetsAction, out: Out) -> anyhow
                         admin::shown_line(text, why)
                     );
                 }
-                println!(
+                outln!(
                     "accepted {}, duplicates {} ({} already stored, {} repeated in the file), rejected {}",
                     report.inserted,
                     report.duplicates + in_file,
@@ -907,7 +935,7 @@ async fn targets(settings: &Settings, action: TargetsAction, out: Out) -> anyhow
                         detail.into(),
                     ]);
                 }
-                print!("{}", tab.render(out.style));
+                out!("{}", tab.render(out.style));
             }
         }
     }
@@ -937,7 +965,7 @@ async fn status(
     if out.json {
         out.json(report.to_json());
     } else {
-        print!("{}", report.render(out.style));
+        out!("{}", report.render(out.style));
     }
     Ok(())
 }

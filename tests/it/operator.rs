@@ -593,3 +593,35 @@ async fn check_file_notices_a_deleted_or_replaced_sqlite_file() {
     crate::support::pg_store().await.check_file().unwrap();
     Store::connect("sqlite::memory:").await.unwrap().check_file().unwrap();
 }
+
+/// `smart-joiner ... | head -1`: a reader that goes away before the output is written ends
+/// the command quietly (status 0, nothing on stderr) instead of a panic, in the plain and the
+/// JSON output, and the command's work is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_a_command_quietly_instead_of_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("smart_joiner.db").display());
+    let sj = smart_joiner();
+    for args in
+        [&["migrate", "up"][..], &["--json", "migrate", "status"][..], &["migrate", "status"][..]]
+    {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = std::process::Command::new(&sj)
+            .args(args)
+            .env("DATABASE_URL", &db)
+            .env("LOG_DIR", dir.path().join("logs"))
+            .current_dir(dir.path())
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    // The first command's work was done although nobody read its output.
+    let store = Store::connect(&db).await.unwrap();
+    assert!(store.pending_migrations().await.unwrap().is_empty());
+    store.close().await.unwrap();
+}
