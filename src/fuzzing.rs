@@ -17,9 +17,9 @@ use std::ops::Range;
 use serde_json::Value;
 
 use crate::accounts_config::{AccountsConfig, AccountsConfigError};
-use crate::admin::{parse_targets, shown_line};
 use crate::config::Settings;
 use crate::domain::{LinkError, TargetLink};
+use crate::ops::check::{parse_targets, shown_line};
 use crate::telegram::session::TelethonSession;
 
 /// A fuzz check: arbitrary bytes in, a panic only when a property is broken.

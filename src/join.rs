@@ -422,7 +422,7 @@ impl JoinService {
         };
         let finished_at = Utc::now();
         tracing::Span::current().record("outcome", outcome.kind());
-        crate::metrics::join_finished(&outcome, started_at, finished_at);
+        crate::telemetry::metrics::join_finished(&outcome, started_at, finished_at);
 
         // 6. Decide and write, fenced by the epoch.
         let jitter: f64 = rand::rng().random();

@@ -3,26 +3,15 @@
 //! See ARCHITECTURE.md for the map. `domain` is pure policy; everything else is an adapter.
 
 pub mod accounts_config;
-pub mod accounts_import;
-pub mod admin;
-pub mod app;
 pub mod config;
-pub mod console;
-pub mod demo;
 pub mod domain;
-pub mod exporter;
 pub mod fuzzing;
-pub mod health;
-pub mod invariants;
 pub mod join;
 pub mod lease;
-pub mod metrics;
-pub mod producer;
+pub mod modes;
+pub mod ops;
 pub mod queue;
 pub mod redact;
-pub mod runner;
-pub mod status;
 pub mod store;
 pub mod telegram;
 pub mod telemetry;
-pub mod worker;

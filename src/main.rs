@@ -8,12 +8,12 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use smart_joiner::accounts_config::AccountsConfig;
-use smart_joiner::admin::{self, CheckOptions, LeaseMode};
-use smart_joiner::app::{self, TelegramArgs, parse_duration};
 use smart_joiner::config::{Settings, SettingsArgs};
 use smart_joiner::domain::TargetStatus;
+use smart_joiner::modes::wiring::{self, TelegramArgs, parse_duration};
+use smart_joiner::ops::check::{self, CheckOptions, LeaseMode};
+use smart_joiner::ops::output::{Cell, Style, Table, account_color, target_color, when};
 use smart_joiner::redact::Redactor;
-use smart_joiner::status::{Cell, Style, Table, account_color, target_color, when};
 use smart_joiner::store::{Store, StoreError};
 use smart_joiner::telemetry;
 
@@ -82,13 +82,13 @@ enum Command {
         #[arg(long)]
         console: bool,
         #[command(flatten)]
-        console_args: smart_joiner::console::ConsoleArgs,
+        console_args: smart_joiner::ops::console::ConsoleArgs,
     },
     /// Serve the operator console (web pages on CONSOLE_ADDR; CONSOLE_TOKEN to read,
     /// CONSOLE_ADMIN_TOKEN to act).
     Console {
         #[command(flatten)]
-        args: smart_joiner::console::ConsoleArgs,
+        args: smart_joiner::ops::console::ConsoleArgs,
     },
     /// Apply or inspect database migrations.
     Migrate {
@@ -314,7 +314,7 @@ fn stop_on_signal() -> tokio_util::sync::CancellationToken {
     let stop = tokio_util::sync::CancellationToken::new();
     let cancel = stop.clone();
     tokio::spawn(async move {
-        if app::shutdown_signal().await.is_ok() {
+        if wiring::shutdown_signal().await.is_ok() {
             tracing::warn!("stop requested: ending the joins in flight, starting no new one");
             cancel.cancel();
         }
@@ -375,16 +375,17 @@ async fn exporter(
     pools: Vec<String>,
     redis_prefix: String,
     sample_interval: Duration,
-    metrics: &'static smart_joiner::metrics::Metrics,
+    metrics: &'static smart_joiner::telemetry::metrics::Metrics,
 ) -> anyhow::Result<()> {
-    use smart_joiner::exporter::{self, Exporter};
-    let redis = app::RedisArgs {
+    use smart_joiner::ops::exporter::{self, Exporter};
+    let redis = wiring::RedisArgs {
         redis_prefix: redis_prefix.clone(),
         pool: "default".to_owned(),
         queue_heartbeat: Duration::from_secs(10),
     };
-    let app::Backends { store, locks, queue } = app::connect_backends(settings, &redis).await?;
-    let listener = smart_joiner::health::bind(port)
+    let wiring::Backends { store, locks, queue } =
+        wiring::connect_backends(settings, &redis).await?;
+    let listener = smart_joiner::ops::health::bind(port)
         .await
         .with_context(|| format!("cannot listen on the exporter port {port}"))?;
     let exporter = Exporter {
@@ -401,32 +402,32 @@ async fn exporter(
     };
     let sampler = tokio::spawn(exporter.clone().sample_every(sample_interval));
     let stop = async {
-        let _ = app::shutdown_signal().await;
+        let _ = wiring::shutdown_signal().await;
     };
     let served = exporter::serve(listener, exporter, stop).await;
     sampler.abort();
     finish(store, served.context("the exporter's port failed")).await
 }
 
-async fn demo(console: Option<smart_joiner::console::ConsoleArgs>) -> anyhow::Result<()> {
+async fn demo(console: Option<smart_joiner::ops::console::ConsoleArgs>) -> anyhow::Result<()> {
     let progress = &mut |line: &str| tracing::info!("{line}");
     let Some(args) = console else {
-        let report = smart_joiner::demo::run_until(progress, stop_on_signal()).await?;
+        let report = smart_joiner::modes::demo::run_until(progress, stop_on_signal()).await?;
         return demo_end(report);
     };
-    let auth = smart_joiner::console::auth_from_env()?;
-    let listener = smart_joiner::console::bind(args.addr, &auth).await?;
-    let (tx, rx) = tokio::sync::oneshot::channel::<smart_joiner::demo::DemoDb>();
+    let auth = smart_joiner::ops::console::auth_from_env()?;
+    let listener = smart_joiner::ops::console::bind(args.addr, &auth).await?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<smart_joiner::modes::demo::DemoDb>();
     let stop = stop_on_signal();
     let done = stop.clone();
     let server = tokio::spawn(async move {
         let Ok(db) = rx.await else { return (Ok(()), None) };
         let limits = smart_joiner::store::Limits { daily_join_cap: 20, channel_limit: 500 };
-        let c = smart_joiner::console::Console { store: db.store, auth, limits, queues: None };
+        let c = smart_joiner::ops::console::Console { store: db.store, auth, limits, queues: None };
         // The directory is handed back, so it outlives the demo's last write.
-        (smart_joiner::console::serve(listener, c, done.cancelled_owned()).await, Some(db.dir))
+        (smart_joiner::ops::console::serve(listener, c, done.cancelled_owned()).await, Some(db.dir))
     });
-    let report = smart_joiner::demo::run_observed(progress, stop.clone(), Some(tx)).await;
+    let report = smart_joiner::modes::demo::run_observed(progress, stop.clone(), Some(tx)).await;
     let result = report.map_err(anyhow::Error::from).and_then(demo_end);
     if !stop.is_cancelled() {
         tracing::info!("the demo ended; the console stays up on its database until Ctrl-C");
@@ -438,7 +439,7 @@ async fn demo(console: Option<smart_joiner::console::ConsoleArgs>) -> anyhow::Re
     result
 }
 
-fn demo_end(report: smart_joiner::demo::DemoReport) -> anyhow::Result<()> {
+fn demo_end(report: smart_joiner::modes::demo::DemoReport) -> anyhow::Result<()> {
     out!("{}", report.render());
     if report.interrupted {
         return Err(Interrupted.into());
@@ -484,9 +485,9 @@ async fn run_batch(
     max_wait: Duration,
     telegram: &TelegramArgs,
 ) -> anyhow::Result<()> {
-    // The same batch the Python package's run_batch runs (app::run_batch).
+    // The same batch the Python package's run_batch runs (wiring::run_batch).
     let report =
-        app::run_batch(settings, niche, batch_size, pool, max_wait, telegram, stop_on_signal())
+        wiring::run_batch(settings, niche, batch_size, pool, max_wait, telegram, stop_on_signal())
             .await?;
     outln!("{report}");
     if report.interrupted {
@@ -609,8 +610,8 @@ fn print_adoption(plan: &smart_joiner::store::AdoptionPlan, dry_run: bool, out: 
 async fn accounts(settings: &Settings, action: AccountsAction, out: Out) -> anyhow::Result<()> {
     if let AccountsAction::Import { from, output, force, api_id, api_hash } = action {
         // A file operation: no database.
-        let defaults = smart_joiner::accounts_import::ImportDefaults { api_id, api_hash };
-        let imported = smart_joiner::accounts_import::import_dir(&from, &defaults)?;
+        let defaults = smart_joiner::ops::accounts_import::ImportDefaults { api_id, api_hash };
+        let imported = smart_joiner::ops::accounts_import::import_dir(&from, &defaults)?;
         let path = output.unwrap_or_else(|| settings.accounts_config.clone());
         imported.write(&path, force).with_context(|| format!("cannot write {}", path.display()))?;
         if out.json {
@@ -620,7 +621,7 @@ async fn accounts(settings: &Settings, action: AccountsAction, out: Out) -> anyh
                 "wrote {} account(s) to {} (it holds their sessions: keep it private): {}",
                 imported.names.len(),
                 path.display(),
-                imported.names.iter().map(|n| app::shown(n)).collect::<Vec<_>>().join(", ")
+                imported.names.iter().map(|n| wiring::shown(n)).collect::<Vec<_>>().join(", ")
             );
         }
         return Ok(());
@@ -657,22 +658,23 @@ fn report_action(
 
 async fn console(
     settings: &Settings,
-    args: smart_joiner::console::ConsoleArgs,
+    args: smart_joiner::ops::console::ConsoleArgs,
 ) -> anyhow::Result<()> {
-    let auth = smart_joiner::console::auth_from_env()?;
-    let listener = smart_joiner::console::bind(args.addr, &auth).await?;
+    let auth = smart_joiner::ops::console::auth_from_env()?;
+    let listener = smart_joiner::ops::console::bind(args.addr, &auth).await?;
     let store = open_store(settings).await?;
     let limits = smart_joiner::store::Limits {
         daily_join_cap: settings.daily_join_cap,
         channel_limit: settings.channel_limit,
     };
-    let queues = match smart_joiner::console::queues(&args, settings.redis_url.expose()).await {
+    let queues = match smart_joiner::ops::console::queues(&args, settings.redis_url.expose()).await
+    {
         Ok(queues) => queues,
         Err(e) => return finish(store, Err(e.into())).await,
     };
-    let c = smart_joiner::console::Console { store: store.clone(), auth, limits, queues };
+    let c = smart_joiner::ops::console::Console { store: store.clone(), auth, limits, queues };
     let stop = stop_on_signal();
-    let served = smart_joiner::console::serve(listener, c, stop.cancelled_owned()).await;
+    let served = smart_joiner::ops::console::serve(listener, c, stop.cancelled_owned()).await;
     finish(store, served.context("the console stopped")).await
 }
 
@@ -685,19 +687,19 @@ async fn accounts_with(
     match action {
         AccountsAction::Pause { session_name, note } => {
             let Some(a) = store.account_by_name(&session_name).await? else {
-                bail!("no account named {}", app::shown(&session_name));
+                bail!("no account named {}", wiring::shown(&session_name));
             };
             let r = store
                 .pause_account(a.id, &cli_actor(), note.as_deref(), chrono::Utc::now())
                 .await?;
-            report_action(r, &format!("paused {}", app::shown(&session_name)), out)?;
+            report_action(r, &format!("paused {}", wiring::shown(&session_name)), out)?;
         }
         AccountsAction::Resume { session_name } => {
             let Some(a) = store.account_by_name(&session_name).await? else {
-                bail!("no account named {}", app::shown(&session_name));
+                bail!("no account named {}", wiring::shown(&session_name));
             };
             let r = store.resume_account(a.id, &cli_actor(), chrono::Utc::now()).await?;
-            report_action(r, &format!("resumed {}", app::shown(&session_name)), out)?;
+            report_action(r, &format!("resumed {}", wiring::shown(&session_name)), out)?;
         }
         // Handled before the database is opened.
         AccountsAction::Import { .. } => {}
@@ -729,7 +731,7 @@ async fn accounts_with(
                         - report.moved_pool.len()
                         - report.in_other_pools.len(),
                 );
-                let shown = app::shown;
+                let shown = wiring::shown;
                 for name in &report.added {
                     outln!("  added: {}", shown(name));
                 }
@@ -775,7 +777,7 @@ async fn accounts_with(
                 let mut t = Table::new(&["account", "pool", "status", "next action", "reason"]);
                 for a in list {
                     t.row(vec![
-                        app::shown(&a.session_name).into(),
+                        wiring::shown(&a.session_name).into(),
                         a.pool.into(),
                         Cell::colored(a.status.as_str(), account_color(a.status)),
                         when(a.next_allowed_action_time, now).into(),
@@ -787,14 +789,14 @@ async fn accounts_with(
         }
         AccountsAction::Check { pool, accounts: only, leases, redis_prefix, telegram } => {
             let config = AccountsConfig::load(&settings.accounts_config)?;
-            let tg = app::telegram(&telegram, settings)?;
-            let locks = admin::check_locks(leases, settings, &redis_prefix).await?;
+            let tg = wiring::telegram(&telegram, settings)?;
+            let locks = check::check_locks(leases, settings, &redis_prefix).await?;
             if !out.json {
                 eprintln!("leases: {}", locks.describe());
             }
             let opts = CheckOptions { pool, accounts: only, call_timeout: settings.call_timeout };
             let results =
-                admin::check_accounts(store, &config, tg.as_ref(), locks.locks(), &opts).await?;
+                check::check_accounts(store, &config, tg.as_ref(), locks.locks(), &opts).await?;
             if out.json {
                 let rows: Vec<_> = results
                     .iter()
@@ -805,7 +807,7 @@ async fn accounts_with(
                 let mut t = Table::new(&["account", "result", "detail"]);
                 for r in &results {
                     t.row(vec![
-                        app::shown(&r.session_name).into(),
+                        wiring::shown(&r.session_name).into(),
                         Cell::colored(r.verdict.kind(), r.verdict.color()),
                         r.verdict.to_string().into(),
                     ]);
@@ -838,7 +840,7 @@ async fn targets(settings: &Settings, action: TargetsAction, out: Out) -> anyhow
             report_action(r, &format!("target {id} released: new and unclaimed"), out)?;
         }
         TargetsAction::Import { file, niche, skip_invalid } => {
-            let parsed = admin::read_targets_file(&file)
+            let parsed = check::read_targets_file(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             if parsed.links.is_empty() && parsed.rejected.is_empty() {
                 bail!(
@@ -851,7 +853,7 @@ async fn targets(settings: &Settings, action: TargetsAction, out: Out) -> anyhow
                     eprintln!(
                         "{}:{line}: rejected {}: {why}",
                         file.display(),
-                        admin::shown_line(text, why)
+                        check::shown_line(text, why)
                     );
                 }
                 bail!(
@@ -869,7 +871,7 @@ async fn targets(settings: &Settings, action: TargetsAction, out: Out) -> anyhow
                 let rejected: Vec<_> = parsed
                     .rejected
                     .iter()
-                    .map(|(line, text, why)| json!({ "line": line, "text": admin::shown_line(text, why), "reason": why.to_string() }))
+                    .map(|(line, text, why)| json!({ "line": line, "text": check::shown_line(text, why), "reason": why.to_string() }))
                     .collect();
                 out.json(json!({
                     "niche": niche,
@@ -883,7 +885,7 @@ async fn targets(settings: &Settings, action: TargetsAction, out: Out) -> anyhow
                     eprintln!(
                         "{}:{line}: rejected {}: {why}",
                         file.display(),
-                        admin::shown_line(text, why)
+                        check::shown_line(text, why)
                     );
                 }
                 outln!(
@@ -951,7 +953,7 @@ async fn status(
     let store = open_store(settings).await?;
     let now = chrono::Utc::now();
     let read = async {
-        Ok::<_, StoreError>(smart_joiner::status::StatusReport {
+        Ok::<_, StoreError>(smart_joiner::ops::output::StatusReport {
             now,
             accounts: store.account_overview(pool.as_deref(), now).await?,
             targets: store.target_counts().await?,

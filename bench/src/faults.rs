@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use smart_joiner::domain::{TargetLink, TargetStatus};
-use smart_joiner::invariants;
+use smart_joiner::ops::invariants;
 use smart_joiner::store::Limits;
 use tgsim::{Account, Answer, Group, Outcome, Scenario, Script, Server, Step, Trigger, Violation};
 
@@ -33,19 +33,19 @@ pub struct FaultArgs {
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
     /// How long the driver injects process and service faults.
-    #[arg(long, default_value = "90s", value_parser = smart_joiner::app::parse_duration)]
+    #[arg(long, default_value = "90s", value_parser = smart_joiner::modes::wiring::parse_duration)]
     pub fault_phase: Duration,
     /// Time between two driver faults.
-    #[arg(long, default_value = "3s", value_parser = smart_joiner::app::parse_duration)]
+    #[arg(long, default_value = "3s", value_parser = smart_joiner::modes::wiring::parse_duration)]
     pub fault_every: Duration,
     /// How long the work may take to settle after the fault phase.
-    #[arg(long, default_value = "180s", value_parser = smart_joiner::app::parse_duration)]
+    #[arg(long, default_value = "180s", value_parser = smart_joiner::modes::wiring::parse_duration)]
     pub settle: Duration,
     /// Pause after a join (scaled from SmartJoiner's 5-10 min); the maximum is 1.5x.
-    #[arg(long, default_value = "4s", value_parser = smart_joiner::app::parse_duration)]
+    #[arg(long, default_value = "4s", value_parser = smart_joiner::modes::wiring::parse_duration)]
     pub join_pause: Duration,
     /// Account lease TTL; SIGSTOPs last 1.75x this, so the lease expires under a paused worker.
-    #[arg(long, default_value = "4s", value_parser = smart_joiner::app::parse_duration)]
+    #[arg(long, default_value = "4s", value_parser = smart_joiner::modes::wiring::parse_duration)]
     pub lease_ttl: Duration,
     /// Directory of the producer and worker binaries (default: next to this binary).
     #[arg(long)]

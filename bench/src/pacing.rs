@@ -10,7 +10,7 @@ use smart_joiner::accounts_config::AccountsConfig;
 use smart_joiner::domain::{JoinTask, Pacing, TargetLink};
 use smart_joiner::join::{ExecutionOutcome, JoinDeps, JoinService};
 use smart_joiner::lease::LocalLocks;
-use smart_joiner::runner::SmartJoiner;
+use smart_joiner::modes::batch::SmartJoiner;
 use smart_joiner::store::Limits;
 use smart_joiner::telegram::fake::{Script, ScriptedTelegram};
 
@@ -25,7 +25,7 @@ pub struct PacingArgs {
     #[arg(long, default_value_t = 10)]
     pub per_account: usize,
     /// The pause p after each join (JOIN_PAUSE_MIN = JOIN_PAUSE_MAX = p).
-    #[arg(long, default_value = "1s", value_parser = smart_joiner::app::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = smart_joiner::modes::wiring::parse_duration)]
     pub pause: Duration,
     /// Targets timed through the sequential loop (its time is extrapolated to M).
     #[arg(long, default_value_t = 20)]

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use smart_joiner::app::{self, Backends, RedisArgs, parse_duration};
 use smart_joiner::config::{Settings, SettingsArgs};
-use smart_joiner::producer::{ProduceOptions, produce};
+use smart_joiner::modes::producer::{ProduceOptions, produce};
+use smart_joiner::modes::wiring::{self, Backends, RedisArgs, parse_duration};
 use smart_joiner::telemetry;
 use tracing::Instrument as _;
 
@@ -63,7 +63,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, settings: Settings) -> anyhow::Result<usize> {
-    let Backends { store, locks, queue } = app::connect_backends(&settings, &cli.redis).await?;
+    let Backends { store, locks, queue } = wiring::connect_backends(&settings, &cli.redis).await?;
     let opts = ProduceOptions {
         niche: cli.niche,
         batch_size: cli.batch_size,

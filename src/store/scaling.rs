@@ -1,4 +1,4 @@
-//! What autoscaling and the alert rules read about a pool (see [`crate::exporter`]): accounts
+//! What autoscaling and the alert rules read about a pool (see [`crate::ops::exporter`]): accounts
 //! that could start a join now, accounts mid-join, and targets waiting for an in-doubt retry.
 
 use chrono::{DateTime, Utc};

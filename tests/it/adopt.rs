@@ -15,7 +15,7 @@ use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use smart_joiner::accounts_config::AccountsConfig;
 use smart_joiner::domain::{AccountStatus, TargetLink, TargetStatus};
 use smart_joiner::lease::LocalLocks;
-use smart_joiner::runner::SmartJoiner;
+use smart_joiner::modes::batch::SmartJoiner;
 use smart_joiner::store::{AdoptOptions, Store, StoreError};
 use smart_joiner::telegram::fake::{Script, ScriptedTelegram};
 
@@ -403,7 +403,7 @@ async fn after_adoption_run_joins_new_groups_and_a_group_bound_before_the_switch
     assert_eq!(target(&store, 1).await.assigned_account_id, Some(1));
     // Invariants 2, 4 and 5 over the attempts made since the switch (the binding check wants an
     // attempt trail behind every binding, which SmartJoiner's rows do not have).
-    let inv = smart_joiner::invariants::check(&store, fast_pacing().join_pause_min, &LIMITS)
+    let inv = smart_joiner::ops::invariants::check(&store, fast_pacing().join_pause_min, &LIMITS)
         .await
         .unwrap();
     assert!(inv.flood_wait.is_empty() && inv.lost.is_empty() && inv.pacing.is_empty(), "{inv:#?}");

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use sea_orm::{ConnectionTrait, Statement};
 use smart_joiner::domain::{AccountStatus, TargetLink, TargetStatus};
-use smart_joiner::invariants;
+use smart_joiner::ops::invariants;
 use tgsim::{Account, Answer, Group, Scenario, Script, Server};
 
 use crate::cluster::{Cluster, PrivateRedis};

@@ -5,8 +5,9 @@ use smart_joiner::domain::TargetStatus;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_demo_settles_every_group_through_the_real_client_with_no_violations() {
     let mut lines = Vec::new();
-    let report =
-        smart_joiner::demo::run(&mut |l: &str| lines.push(l.to_owned())).await.expect("demo runs");
+    let report = smart_joiner::modes::demo::run(&mut |l: &str| lines.push(l.to_owned()))
+        .await
+        .expect("demo runs");
     assert_eq!(report.unsettled(), 0, "{}", report.render());
     assert!(report.violations.is_empty(), "{}", report.render());
     assert!(

@@ -10,7 +10,6 @@ mod cluster;
 mod console;
 mod demo;
 mod faults;
-mod harness;
 mod join;
 mod monitoring;
 mod operator;
@@ -22,3 +21,6 @@ mod support;
 mod telegram;
 mod tls;
 mod wire;
+
+// The join harness lives with the other test helpers; `crate::harness` stays its short path.
+use support::harness;

@@ -10,13 +10,13 @@ use chrono::{Duration as Span, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use smart_joiner::domain::{AccountStatus, JoinJobV1, TargetLink};
-use smart_joiner::exporter::{self, Exporter, PoolScaling};
 use smart_joiner::lease::RedisLocks;
-use smart_joiner::metrics::Metrics;
+use smart_joiner::ops::exporter::{self, Exporter, PoolScaling};
 use smart_joiner::queue::{JobQueue, QueueSettings, connect_redis};
 use smart_joiner::store::Limits;
 use smart_joiner::store::entity::{accounts, targets};
 use smart_joiner::telegram::fake::Script;
+use smart_joiner::telemetry::metrics::Metrics;
 
 use crate::cluster::{Cluster, PrivateRedis};
 use crate::harness::{account_names, accounts_json};
@@ -130,7 +130,7 @@ async fn the_exporter_counts_due_jobs_not_jobs_waiting_for_a_flood_wait_and_caps
     assert_eq!((eu_now.due, eu_now.workable, eu_now.slots()), (1, 0, 0));
     assert_eq!(exp.pools().await.unwrap(), vec!["default".to_owned(), "eu".to_owned()]);
 
-    let listener = smart_joiner::health::bind(0).await.unwrap();
+    let listener = smart_joiner::ops::health::bind(0).await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let stop = tokio_util::sync::CancellationToken::new();
     let server = tokio::spawn(exporter::serve(listener, exp, stop.clone().cancelled_owned()));

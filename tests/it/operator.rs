@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use smart_joiner::admin::{LeaseMode, check_locks};
 use smart_joiner::config::Settings;
 use smart_joiner::domain::TargetLink;
+use smart_joiner::ops::check::{LeaseMode, check_locks};
 use smart_joiner::store::{Store, StoreError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OnceCell;
@@ -482,7 +482,7 @@ async fn accounts_check_falls_back_to_local_leases_only_when_nothing_answers() {
     let garbage = not_redis().await;
     let closed = closed_port();
     let prefix = "optest:";
-    let describe = |r: Result<smart_joiner::admin::CheckLocks, _>| match r {
+    let describe = |r: Result<smart_joiner::ops::check::CheckLocks, _>| match r {
         Ok(locks) => Ok(locks.describe().to_owned()),
         Err(e) => Err(e),
     };

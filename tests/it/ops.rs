@@ -15,9 +15,9 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message as _;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait};
 use smart_joiner::accounts_config::AccountsConfig;
-use smart_joiner::admin::{CheckOptions, Verdict, check_accounts};
 use smart_joiner::domain::{AccountStatus, TargetLink, TargetStatus};
 use smart_joiner::lease::{AccountLocks, LocalLocks};
+use smart_joiner::ops::check::{CheckOptions, Verdict, check_accounts};
 use smart_joiner::store::entity::{join_attempts, targets};
 use smart_joiner::store::{Store, TargetCount};
 use smart_joiner::telegram::fake::{ConnectAnswer, Script, ScriptedTelegram};
@@ -413,10 +413,10 @@ async fn a_worker_serves_health_readiness_and_metrics_and_exports_spans_and_metr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_names_the_dependency_that_is_down_while_liveness_follows_the_monitor() {
-    use smart_joiner::health::{self, Liveness, Probes};
     use smart_joiner::lease::RedisLocks;
-    use smart_joiner::metrics::Metrics;
+    use smart_joiner::ops::health::{self, Liveness, Probes};
     use smart_joiner::queue::{JobQueue, QueueSettings, connect_redis};
+    use smart_joiner::telemetry::metrics::Metrics;
 
     let (store, _url) = pg_database().await;
     let redis = PrivateRedis::start();

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use smart_joiner::domain::TargetStatus;
-use smart_joiner::invariants;
+use smart_joiner::ops::invariants;
 use smart_joiner::telegram::fake::{Answer, Script, check_events};
 
 use crate::cluster::{Cluster, PrivateRedis};
@@ -249,7 +249,7 @@ async fn sigterm_lets_in_flight_joins_finish_and_releases_their_leases() {
 async fn the_producer_queues_a_batch_of_several_pages_exactly_once() {
     use smart_joiner::domain::TargetLink;
     use smart_joiner::lease::RedisLocks;
-    use smart_joiner::producer::{ProduceOptions, produce};
+    use smart_joiner::modes::producer::{ProduceOptions, produce};
     use smart_joiner::queue::{JobQueue, QueueSettings, connect_redis};
 
     let (store, _url) = pg_database().await;
@@ -304,7 +304,7 @@ async fn a_finished_job_does_not_swallow_the_recovery_of_its_target() {
     use apalis::prelude::{BackendExt, BoxDynError, WorkerBuilder};
     use smart_joiner::domain::JoinTask;
     use smart_joiner::lease::RedisLocks;
-    use smart_joiner::producer::{ProduceOptions, produce};
+    use smart_joiner::modes::producer::{ProduceOptions, produce};
     use smart_joiner::queue::{JobQueue, QueueSettings, connect_redis};
 
     let (store, _url) = pg_database().await;

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use smart_joiner::accounts_config::AccountsConfig;
 use smart_joiner::domain::{AccountStatus, Pacing, TargetLink, TargetStatus};
-use smart_joiner::invariants;
 use smart_joiner::lease::LocalLocks;
-use smart_joiner::runner::SmartJoiner;
+use smart_joiner::modes::batch::SmartJoiner;
+use smart_joiner::ops::invariants;
 use smart_joiner::store::Limits;
 use smart_joiner::telegram::grammers::GrammersTelegram;
 use tgsim::{Account, Answer, Group, Scenario, Script, Server, Trigger};

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use smart_joiner::app::{self, Backends, RedisArgs, TelegramArgs, parse_duration};
 use smart_joiner::config::SettingsArgs;
-use smart_joiner::health::{self, Liveness, Probes};
+use smart_joiner::modes::wiring::{self, Backends, RedisArgs, TelegramArgs, parse_duration};
+use smart_joiner::modes::worker::{self, WorkerOptions};
+use smart_joiner::ops::health::{self, Liveness, Probes};
 use smart_joiner::telemetry;
-use smart_joiner::worker::{self, WorkerOptions};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -78,10 +78,10 @@ async fn main() -> ExitCode {
 async fn run(
     cli: Cli,
     settings: smart_joiner::config::Settings,
-    metrics: &'static smart_joiner::metrics::Metrics,
+    metrics: &'static smart_joiner::telemetry::metrics::Metrics,
 ) -> anyhow::Result<()> {
-    let accounts = app::load_accounts_for_running(&settings.accounts_config)?;
-    let Backends { store, locks, queue } = app::connect_backends(&settings, &cli.redis).await?;
+    let accounts = wiring::load_accounts_for_running(&settings.accounts_config)?;
+    let Backends { store, locks, queue } = wiring::connect_backends(&settings, &cli.redis).await?;
     let listener = health::bind(cli.metrics_port)
         .await
         .with_context(|| format!("cannot listen on the metrics port {}", cli.metrics_port))?;
@@ -101,8 +101,8 @@ async fn run(
     let sampler = tokio::spawn(probes.sample_every(cli.metrics_sample_interval));
 
     let name = cli.name.unwrap_or_else(default_name);
-    let telegram = app::telegram(&cli.telegram, &settings)?;
-    let service = app::join_service(
+    let telegram = wiring::telegram(&cli.telegram, &settings)?;
+    let service = wiring::join_service(
         &settings,
         store,
         std::sync::Arc::new(locks),
@@ -117,7 +117,7 @@ async fn run(
         shutdown_timeout: cli.shutdown_timeout,
     };
     liveness.set_running(true);
-    let result = worker::run(service, queue, opts, app::shutdown_signal()).await;
+    let result = worker::run(service, queue, opts, wiring::shutdown_signal()).await;
     liveness.set_running(false);
     sampler.abort();
     stop_ops.cancel();

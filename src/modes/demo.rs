@@ -17,7 +17,7 @@ use crate::accounts_config::AccountsConfig;
 use crate::domain::{Pacing, TargetLink, TargetStatus};
 use crate::join::{JoinDeps, JoinService};
 use crate::lease::LocalLocks;
-use crate::runner::SmartJoiner;
+use crate::modes::batch::SmartJoiner;
 use crate::store::{Limits, Store};
 use crate::telegram::grammers::GrammersTelegram;
 
@@ -33,7 +33,7 @@ pub enum DemoError {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
-    Run(#[from] crate::runner::RunError),
+    Run(#[from] crate::modes::batch::RunError),
 }
 
 /// What the demo did, for the final table (and for its test).

@@ -454,7 +454,12 @@ pub(super) async fn account(
     body.push_str(&attempts_table(&attempts, &names, &links));
     body.push_str(&audit_table(&audit));
     let v = visitor(&c, &access);
-    ok(&format!("Account {}", crate::app::shown(&acc.session_name)), Tab::Accounts, &v, &body)
+    ok(
+        &format!("Account {}", crate::modes::wiring::shown(&acc.session_name)),
+        Tab::Accounts,
+        &v,
+        &body,
+    )
 }
 
 fn attempts_table(

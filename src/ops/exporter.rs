@@ -33,11 +33,11 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
-use crate::app::RedisArgs;
 use crate::lease::RedisLocks;
-use crate::metrics::Metrics;
+use crate::modes::wiring::RedisArgs;
 use crate::queue::JobQueue;
 use crate::store::{Limits, Store};
+use crate::telemetry::metrics::Metrics;
 
 /// How long one read of a dependency may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);

@@ -58,7 +58,7 @@ pub async fn handle_job(service: &JoinService, queue: &JobQueue, job: JoinJobV1)
             Ok(ExecutionOutcome::Done(_)) => return,
             Ok(ExecutionOutcome::Reschedule { job: next, run_at }) => {
                 let wait = (run_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-                crate::metrics::job_rescheduled(wait);
+                crate::telemetry::metrics::job_rescheduled(wait);
                 if wait < SLEEP_BELOW {
                     tokio::time::sleep(wait).await;
                     job = next;

@@ -10,11 +10,13 @@
 //! OpenTelemetry: when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the per-signal
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`) is set, spans
 //! (one `join` span per job, with target, account and outcome) and the metrics of
-//! [`crate::metrics`] are exported over OTLP/HTTP with protobuf bodies. The exporters read the
+//! [`crate::telemetry::metrics`] are exported over OTLP/HTTP with protobuf bodies. The exporters read the
 //! standard variables themselves: `OTEL_EXPORTER_OTLP_HEADERS` (e.g. an API key),
 //! `OTEL_METRIC_EXPORT_INTERVAL` (default 60 s), `OTEL_BSP_*`; `OTEL_SERVICE_NAME` and
 //! `OTEL_RESOURCE_ATTRIBUTES` name the process. `OTEL_SDK_DISABLED=true` turns export off. The
 //! [`Telemetry`] guard returned by [`init`] flushes both at exit.
+
+pub mod metrics;
 
 use std::fmt;
 use std::fs::OpenOptions;
@@ -31,7 +33,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
 use tracing::{Event, Subscriber};
 
-use crate::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 
 pub use crate::config::LogFormat;
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};

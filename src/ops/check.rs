@@ -12,7 +12,7 @@ use crate::accounts_config::AccountsConfig;
 use crate::config::Settings;
 use crate::domain::{AccountStatus, LinkError, TargetLink};
 use crate::lease::{AccountLocks, LeaseError, LocalLocks, RedisLocks};
-use crate::status::Color;
+use crate::ops::output::Color;
 use crate::store::{Account, Store, StoreError};
 use crate::telegram::{ConnectError, Telegram};
 

@@ -100,13 +100,13 @@ pub enum AppError {
     #[error("{0}")]
     NotReady(String),
     #[error(transparent)]
-    Run(#[from] crate::runner::RunError),
+    Run(#[from] crate::modes::batch::RunError),
 }
 
 /// One batch as `smart-joiner run` runs it, for every caller of SmartJoiner's
 /// `run_batch(niche, batch_size)` (the command, the Python package): the accounts file
 /// validated whole, the database checked for pending migrations, new accounts added to `pool`,
-/// then [`SmartJoiner::run_batch`](crate::runner::SmartJoiner::run_batch) with in-process
+/// then [`SmartJoiner::run_batch`](crate::modes::batch::SmartJoiner::run_batch) with in-process
 /// leases; the store is closed at the end, whatever happened.
 pub async fn run_batch(
     settings: &Settings,
@@ -116,7 +116,7 @@ pub async fn run_batch(
     max_wait: Duration,
     telegram_args: &TelegramArgs,
     stop: tokio_util::sync::CancellationToken,
-) -> Result<crate::runner::BatchReport, AppError> {
+) -> Result<crate::modes::batch::BatchReport, AppError> {
     let accounts = AccountsConfig::load(&settings.accounts_config)?;
     let store = Store::connect(settings.database_url.expose()).await.map_err(AppError::Database)?;
     let result = run_batch_on(
@@ -148,7 +148,7 @@ async fn run_batch_on(
     max_wait: Duration,
     telegram_args: &TelegramArgs,
     stop: tokio_util::sync::CancellationToken,
-) -> Result<crate::runner::BatchReport, AppError> {
+) -> Result<crate::modes::batch::BatchReport, AppError> {
     let pending = store.pending_migrations().await.map_err(AppError::Database)?;
     if !pending.is_empty() {
         return Err(AppError::NotReady(format!(
@@ -190,7 +190,7 @@ async fn run_batch_on(
         accounts,
         "run".to_owned(),
     );
-    Ok(crate::runner::SmartJoiner::new(service, pool, max_wait)
+    Ok(crate::modes::batch::SmartJoiner::new(service, pool, max_wait)
         .with_stop(stop)
         .run_batch(niche, batch_size)
         .await?)

@@ -1,4 +1,7 @@
-//! Test harness: a fresh, migrated database per test, on Postgres and on SQLite.
+//! Test helpers: a fresh, migrated database per test, on Postgres and on SQLite;
+//! `harness`: a join service, its accounts and targets.
+
+pub mod harness;
 
 use std::time::{Duration, SystemTime};
 

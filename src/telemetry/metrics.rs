@@ -8,7 +8,7 @@
 //!
 //! Event metrics (joins, FloodWaits, reschedules) are recorded where they happen; state metrics
 //! (accounts by status, leases held, queue depth) are sampled by the worker (see
-//! [`crate::health`]) shortly before each scrape and periodically for OTLP.
+//! [`crate::ops::health`]) shortly before each scrape and periodically for OTLP.
 
 use std::fmt::{Display, Write as _};
 use std::sync::{Arc, OnceLock, Weak};
@@ -209,8 +209,8 @@ impl Metrics {
         self.queue_depth.record(scheduled, &[pool, KeyValue::new("state", "scheduled")]);
     }
 
-    /// Sets the scaling gauges of `pool` (see [`crate::exporter`]).
-    pub fn set_pool_scaling(&self, s: &crate::exporter::PoolScaling) {
+    /// Sets the scaling gauges of `pool` (see [`crate::ops::exporter`]).
+    pub fn set_pool_scaling(&self, s: &crate::ops::exporter::PoolScaling) {
         let pool = [KeyValue::new("pool", s.pool.clone())];
         self.queue_due.record(s.due, &pool);
         self.accounts_workable.record(s.workable, &pool);

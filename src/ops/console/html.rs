@@ -25,7 +25,7 @@ pub fn esc(text: &str) -> String {
 
 /// A session name as the CLI shows it (invisible characters escaped), then HTML-escaped.
 pub fn name(session_name: &str) -> String {
-    esc(&crate::app::shown(session_name))
+    esc(&crate::modes::wiring::shown(session_name))
 }
 
 /// One query-string value, percent-encoded.
@@ -94,17 +94,17 @@ fn badge(text: &str, color: Option<&str>) -> String {
 /// An account status as a coloured badge (green works, yellow waits or paused, red needs an
 /// operator), the CLI's colours.
 pub fn account_badge(status: AccountStatus) -> String {
-    let color = crate::status::account_color(status).map(color_name);
+    let color = crate::ops::output::account_color(status).map(color_name);
     badge(status.as_str(), color)
 }
 
 pub fn target_badge(status: TargetStatus) -> String {
-    let color = crate::status::target_color(status).map(color_name);
+    let color = crate::ops::output::target_color(status).map(color_name);
     badge(status.as_str(), color)
 }
 
-fn color_name(c: crate::status::Color) -> &'static str {
-    use crate::status::Color;
+fn color_name(c: crate::ops::output::Color) -> &'static str {
+    use crate::ops::output::Color;
     match c {
         Color::Green => "green",
         Color::Yellow => "yellow",

@@ -7,7 +7,7 @@
 //!   timeout, 503 with the failing dependency named otherwise.
 //! - `/metrics` samples the state gauges (accounts by status, leases held, queue depth,
 //!   whether the monitor runs and the dependencies answer) and renders every metric of
-//!   [`crate::metrics`] as Prometheus text.
+//!   [`crate::telemetry::metrics`] as Prometheus text.
 //!
 //! [`serve`] takes a bound listener and a shutdown future, so tests start it on port 0.
 
@@ -26,9 +26,9 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 use crate::lease::RedisLocks;
-use crate::metrics::Metrics;
 use crate::queue::JobQueue;
 use crate::store::Store;
+use crate::telemetry::metrics::Metrics;
 
 /// How long one dependency check may take before it counts as down.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);

@@ -1,0 +1,10 @@
+//! The operator surface: what the admin commands do and how they print, the console, the
+//! worker's health port, the exporter, and the invariant checker.
+
+pub mod accounts_import;
+pub mod check;
+pub mod console;
+pub mod exporter;
+pub mod health;
+pub mod invariants;
+pub mod output;
