@@ -421,7 +421,7 @@ impl JoinService {
             }
         };
         let finished_at = Utc::now();
-        tracing::Span::current().record("outcome", outcome.kind());
+        tracing::Span::current().record("outcome", outcome.kind().as_str());
         crate::telemetry::metrics::join_finished(&outcome, started_at, finished_at);
 
         // 6. Decide and write, fenced by the epoch.
@@ -629,7 +629,7 @@ fn log_decision(account: &str, target: &Target, outcome: &JoinOutcome, decision:
     use crate::domain::TargetChange::*;
     match &decision.target {
         Joined { .. } => {
-            info!(account, target = %target.link, outcome = outcome.kind(), "joined {} with {account}, bound", target.link)
+            info!(account, target = %target.link, outcome = outcome.kind().as_str(), "joined {} with {account}, bound", target.link)
         }
         Requested => {
             info!(account, target = %target.link, "join request sent to {} by {account}, bound", target.link)

@@ -52,23 +52,24 @@ pub enum JoinOutcome {
 }
 
 impl JoinOutcome {
-    /// The short name stored in `join_attempts.outcome` and used as a metric label.
-    pub fn kind(&self) -> &'static str {
+    /// What kind of answer this is: its name in `join_attempts.outcome`, in logs and as a
+    /// metric label.
+    pub fn kind(&self) -> OutcomeKind {
         match self {
-            JoinOutcome::Joined { already: false, .. } => "joined",
-            JoinOutcome::Joined { already: true, .. } => "already_participant",
-            JoinOutcome::Requested(_) => "requested",
-            JoinOutcome::FloodWait { .. } => "flood_wait",
-            JoinOutcome::SlowmodeWait { .. } => "slowmode_wait",
-            JoinOutcome::AccountLimited { .. } => "account_limited",
-            JoinOutcome::Frozen { .. } => "frozen",
-            JoinOutcome::ChannelsTooMuch => "channels_too_much",
-            JoinOutcome::Unauthorized { .. } => "unauthorized",
-            JoinOutcome::AccountBanned { .. } => "account_banned",
-            JoinOutcome::TargetInvalid { .. } => "target_invalid",
-            JoinOutcome::TargetBanned { .. } => "target_banned",
-            JoinOutcome::ConnectFailed { .. } => "connect_failed",
-            JoinOutcome::InDoubt { .. } => "in_doubt",
+            JoinOutcome::Joined { already: false, .. } => OutcomeKind::Joined,
+            JoinOutcome::Joined { already: true, .. } => OutcomeKind::AlreadyParticipant,
+            JoinOutcome::Requested(_) => OutcomeKind::Requested,
+            JoinOutcome::FloodWait { .. } => OutcomeKind::FloodWait,
+            JoinOutcome::SlowmodeWait { .. } => OutcomeKind::SlowmodeWait,
+            JoinOutcome::AccountLimited { .. } => OutcomeKind::AccountLimited,
+            JoinOutcome::Frozen { .. } => OutcomeKind::Frozen,
+            JoinOutcome::ChannelsTooMuch => OutcomeKind::ChannelsTooMuch,
+            JoinOutcome::Unauthorized { .. } => OutcomeKind::Unauthorized,
+            JoinOutcome::AccountBanned { .. } => OutcomeKind::AccountBanned,
+            JoinOutcome::TargetInvalid { .. } => OutcomeKind::TargetInvalid,
+            JoinOutcome::TargetBanned { .. } => OutcomeKind::TargetBanned,
+            JoinOutcome::ConnectFailed { .. } => OutcomeKind::ConnectFailed,
+            JoinOutcome::InDoubt { .. } => OutcomeKind::InDoubt,
         }
     }
 
@@ -103,9 +104,69 @@ impl fmt::Display for JoinOutcome {
             JoinOutcome::InDoubt { reason } => write!(f, "in doubt: {reason}"),
             other => match other.error_code() {
                 Some(code) => write!(f, "{} ({code})", other.kind()),
-                None => f.write_str(other.kind()),
+                None => f.write_str(other.kind().as_str()),
             },
         }
+    }
+}
+
+string_enum! {
+    /// The kind of a [`JoinOutcome`], without its details: the value of
+    /// `join_attempts.outcome`, the `outcome` field of log lines and the metric label.
+    OutcomeKind {
+        /// Joined now.
+        Joined => "joined",
+        /// USER_ALREADY_PARTICIPANT: the account was already in the group.
+        AlreadyParticipant => "already_participant",
+        /// A join request or a guard-bot check is pending.
+        Requested => "requested",
+        /// FLOOD_WAIT_X or FLOOD_PREMIUM_WAIT_X.
+        FloodWait => "flood_wait",
+        /// SLOWMODE_WAIT_X.
+        SlowmodeWait => "slowmode_wait",
+        /// PEER_FLOOD or another account-wide limit without a duration.
+        AccountLimited => "account_limited",
+        /// FROZEN_METHOD_INVALID.
+        Frozen => "frozen",
+        /// CHANNELS_TOO_MUCH.
+        ChannelsTooMuch => "channels_too_much",
+        /// The session no longer works.
+        Unauthorized => "unauthorized",
+        /// The account is banned.
+        AccountBanned => "account_banned",
+        /// The link is dead or refuses this join for good.
+        TargetInvalid => "target_invalid",
+        /// The account is banned in this group.
+        TargetBanned => "target_banned",
+        /// Nothing was sent: the client could not be built or connected.
+        ConnectFailed => "connect_failed",
+        /// The join may or may not have happened.
+        InDoubt => "in_doubt",
+    }
+}
+
+impl OutcomeKind {
+    /// Whether an attempt that ended this way is a join: it binds the target to the account,
+    /// paces the account with the join pause, and counts towards the account's daily join cap.
+    /// The one rule for "what counts": the store's eligibility queries and the invariant
+    /// checker both read it.
+    ///
+    /// `already_participant` is a join. The account did send the join call, and Telegram's
+    /// anti-spam sees the call, not our bookkeeping; the decision binds the target and paces
+    /// the account exactly as for `joined` (the account is in the group either way); and the
+    /// usual way to get this answer is the retry of an in-doubt join that did go through, which
+    /// is one real join that must be counted once. Leaving it out would let an account pass
+    /// its daily cap in real joins.
+    pub fn is_join(self) -> bool {
+        matches!(
+            self,
+            OutcomeKind::Joined | OutcomeKind::AlreadyParticipant | OutcomeKind::Requested
+        )
+    }
+
+    /// Every kind for which [`is_join`](Self::is_join) holds, in declaration order.
+    pub fn joins() -> impl Iterator<Item = OutcomeKind> {
+        Self::ALL.iter().copied().filter(|k| k.is_join())
     }
 }
 
@@ -309,5 +370,35 @@ mod tests {
         ];
         let kinds: std::collections::HashSet<_> = all.iter().map(JoinOutcome::kind).collect();
         assert_eq!(kinds.len(), all.len());
+        assert_eq!(kinds.len(), OutcomeKind::ALL.len(), "every kind has an outcome");
+        for kind in OutcomeKind::ALL {
+            assert_eq!(OutcomeKind::parse(kind.as_str()), Some(*kind));
+        }
+    }
+
+    #[test]
+    fn the_answers_that_bind_a_target_are_the_joins_the_daily_cap_counts() {
+        use crate::domain::decide::{DecideCtx, Pacing, decide};
+        let pacing = Pacing::default();
+        let ctx = DecideCtx {
+            now: chrono::DateTime::UNIX_EPOCH,
+            pacing: &pacing,
+            jitter: 0.5,
+            previous_in_doubt: 0,
+            connect_failures: 0,
+        };
+        for (outcome, counted) in [
+            (JoinOutcome::Joined { already: false, peer: PeerInfo::default() }, true),
+            (JoinOutcome::Joined { already: true, peer: PeerInfo::default() }, true),
+            (JoinOutcome::Requested(RequestKind::JoinRequest), true),
+            (JoinOutcome::FloodWait { seconds: 30 }, false),
+            (JoinOutcome::TargetInvalid { code: s("T"), message: s("m") }, false),
+            (JoinOutcome::InDoubt { reason: s("r") }, false),
+        ] {
+            assert_eq!(outcome.kind().is_join(), counted, "{outcome}");
+            assert_eq!(decide(&outcome, &ctx).binds(), counted, "{outcome}");
+        }
+        let joins: Vec<_> = OutcomeKind::joins().map(OutcomeKind::as_str).collect();
+        assert_eq!(joins, ["joined", "already_participant", "requested"]);
     }
 }

@@ -60,14 +60,6 @@ impl std::fmt::Display for InvariantReport {
     }
 }
 
-fn is_join(outcome: &str) -> bool {
-    matches!(outcome, "joined" | "requested")
-}
-
-fn is_success(outcome: &str) -> bool {
-    matches!(outcome, "joined" | "already_participant" | "requested")
-}
-
 /// Checks invariants 1, 2, 4, 5 and 6 over the whole database.
 pub async fn check(
     store: &Store,
@@ -91,7 +83,7 @@ pub async fn check(
             .get(&t.id)
             .into_iter()
             .flatten()
-            .filter(|a| is_success(&a.outcome))
+            .filter(|a| a.outcome.is_join())
             .map(|a| a.account_id)
             .collect();
         let bound = matches!(t.status, TargetStatus::Joined | TargetStatus::Requested);
@@ -145,7 +137,7 @@ pub async fn check(
                 let until = a.finished_at + chrono::Duration::seconds(secs.into());
                 flood_until = Some(flood_until.map_or(until, |u| u.max(until)));
             }
-            if is_join(&a.outcome) {
+            if a.outcome.is_join() {
                 if let Some(prev) = last_join
                     && a.finished_at - prev < min_pause
                 {

@@ -15,7 +15,7 @@ use super::entity::{accounts, join_attempts, targets};
 use super::sql::{cte, exists_in, ids_of, locked_targets, sub};
 use super::targets::{claim_target_on, claimable_by};
 use super::{
-    Account, COUNTED_OUTCOMES, Limits, Store, StoreError, SyncReport, Take, accounts_from,
+    Account, Limits, Store, StoreError, SyncReport, Take, accounts_from, counted_outcomes,
 };
 use crate::domain::AccountStatus;
 
@@ -54,7 +54,7 @@ fn counted_attempts(now: DateTime<Utc>) -> SelectStatement {
             Expr::col((join_attempts::Entity, join_attempts::Column::AccountId))
                 .equals((accounts::Entity, accounts::Column::Id)),
         )
-        .and_where(Expr::col(join_attempts::Column::Outcome).is_in(COUNTED_OUTCOMES))
+        .and_where(Expr::col(join_attempts::Column::Outcome).is_in(counted_outcomes()))
         .and_where(Expr::col(join_attempts::Column::FinishedAt).gt(now - DAY))
         .and_where(Expr::col(join_attempts::Column::FinishedAt).lte(now))
         .take()

@@ -73,7 +73,7 @@ impl Store {
             (join_attempts::Column::Epoch, Expr::val(epoch)),
             (join_attempts::Column::StartedAt, Expr::val(attempt.started_at)),
             (join_attempts::Column::FinishedAt, Expr::val(attempt.finished_at)),
-            (join_attempts::Column::Outcome, Expr::val(outcome.kind())),
+            (join_attempts::Column::Outcome, Expr::val(outcome.kind().as_str())),
             (join_attempts::Column::FloodWaitSeconds, Expr::val(flood_wait_seconds)),
             (join_attempts::Column::ErrorCode, Expr::val(outcome.error_code().map(str::to_owned))),
             (join_attempts::Column::Worker, Expr::val(attempt.worker.as_str())),

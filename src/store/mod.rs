@@ -36,7 +36,7 @@ use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
 };
 
-use crate::domain::{AccountStatus, LinkKind, TargetLink, TargetStatus};
+use crate::domain::{AccountStatus, LinkKind, OutcomeKind, TargetLink, TargetStatus};
 use crate::redact;
 
 /// What can go wrong in the store.
@@ -170,7 +170,7 @@ pub struct AttemptRow {
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     /// `JoinOutcome::kind()`.
-    pub outcome: String,
+    pub outcome: OutcomeKind,
     pub flood_wait_seconds: Option<i32>,
     pub error_code: Option<String>,
     pub worker: String,
@@ -237,8 +237,11 @@ pub enum Take {
     TargetGone,
 }
 
-/// Outcomes that count towards the daily join cap.
-pub const COUNTED_OUTCOMES: [&str; 3] = ["joined", "already_participant", "requested"];
+/// The stored outcomes that count towards the daily join cap: the joins
+/// ([`OutcomeKind::is_join`], which says why `already_participant` is one).
+fn counted_outcomes() -> impl Iterator<Item = &'static str> {
+    OutcomeKind::joins().map(OutcomeKind::as_str)
+}
 
 /// Handle to the database; cheap to clone.
 #[derive(Debug, Clone)]
@@ -471,20 +474,24 @@ impl TryFrom<entity::targets::Model> for Target {
     }
 }
 
-impl From<entity::join_attempts::Model> for AttemptRow {
-    fn from(m: entity::join_attempts::Model) -> Self {
-        AttemptRow {
+impl TryFrom<entity::join_attempts::Model> for AttemptRow {
+    type Error = StoreError;
+    fn try_from(m: entity::join_attempts::Model) -> Result<Self, StoreError> {
+        let outcome = OutcomeKind::parse(&m.outcome).ok_or_else(|| {
+            corrupt("join_attempts", m.id, format!("unknown outcome {:?}", m.outcome))
+        })?;
+        Ok(AttemptRow {
             id: m.id,
             target_id: m.target_id,
             account_id: m.account_id,
             epoch: m.epoch,
             started_at: m.started_at,
             finished_at: m.finished_at,
-            outcome: m.outcome,
+            outcome,
             flood_wait_seconds: m.flood_wait_seconds,
             error_code: m.error_code,
             worker: m.worker,
-        }
+        })
     }
 }
 

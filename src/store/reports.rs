@@ -12,7 +12,7 @@ use sea_orm::{
 };
 
 use super::entity::{accounts, join_attempts, targets};
-use super::{Account, COUNTED_OUTCOMES, Store, StoreError, accounts_from, corrupt};
+use super::{Account, Store, StoreError, accounts_from, corrupt, counted_outcomes};
 use crate::domain::{AccountStatus, TargetLink, TargetStatus};
 
 /// One account with what it has done.
@@ -77,7 +77,7 @@ impl Store {
             .select_only()
             .column(join_attempts::Column::AccountId)
             .expr(Expr::col(join_attempts::Column::Id).count())
-            .filter(join_attempts::Column::Outcome.is_in(COUNTED_OUTCOMES))
+            .filter(join_attempts::Column::Outcome.is_in(counted_outcomes()))
             .filter(join_attempts::Column::FinishedAt.gt(now - Duration::hours(24)))
             .filter(join_attempts::Column::FinishedAt.lte(now))
             .group_by(join_attempts::Column::AccountId)

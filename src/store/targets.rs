@@ -275,7 +275,7 @@ impl Store {
         if let Some(a) = account_id {
             q = q.filter(join_attempts::Column::AccountId.eq(a));
         }
-        Ok(q.all(&self.db).await?.into_iter().map(AttemptRow::from).collect())
+        q.all(&self.db).await?.into_iter().map(AttemptRow::try_from).collect()
     }
 }
 

@@ -175,7 +175,7 @@ impl Metrics {
     }
 
     pub fn record_join(&self, outcome: &JoinOutcome, elapsed: Duration) {
-        let kind = [KeyValue::new("outcome", outcome.kind())];
+        let kind = [KeyValue::new("outcome", outcome.kind().as_str())];
         self.joins.add(1, &kind);
         self.join_duration.record(elapsed.as_secs_f64(), &kind);
         if let JoinOutcome::FloodWait { seconds } = outcome {

@@ -6,8 +6,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::ConnectionTrait;
 use smart_joiner::domain::{
-    AccountChange, AccountStatus, Decision, JoinOutcome, Next, PeerInfo, RequestKind, TargetChange,
-    TargetLink, TargetStatus,
+    AccountChange, AccountStatus, Decision, JoinOutcome, Next, OutcomeKind, PeerInfo, RequestKind,
+    TargetChange, TargetLink, TargetStatus,
 };
 use smart_joiner::store::{
     Account, Applied, Attempt, AttemptRow, Limits, NO_AVAILABLE_ACCOUNTS, Store, StoreError, Take,
@@ -613,7 +613,7 @@ async fn joined_binds_the_target_and_paces_the_account(store: Store) {
     assert_eq!(a.last_action_at, Some(t0()));
 
     let row = f.only_attempt().await;
-    assert_eq!(row.outcome, "already_participant");
+    assert_eq!(row.outcome, OutcomeKind::AlreadyParticipant);
     assert_eq!((row.epoch, row.error_code, row.flood_wait_seconds), (f.epoch, None, None));
     assert_eq!((row.started_at, row.finished_at), (t0() - Duration::seconds(2), t0()));
     assert_eq!(row.worker, "worker-1");
@@ -710,7 +710,7 @@ async fn target_failure_is_terminal_with_its_code(store: Store) {
         )
     );
     assert_eq!((t.assigned_account_id, t.claimed_account_id), (None, None));
-    assert_eq!(f.only_attempt().await.outcome, "target_invalid");
+    assert_eq!(f.only_attempt().await.outcome, OutcomeKind::TargetInvalid);
 
     // A failure status that is not terminal is refused.
     let bad = Decision {

@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 
-use crate::store::{COUNTED_OUTCOMES, HourCount};
+use crate::domain::OutcomeKind;
+use crate::store::HourCount;
 
 /// What an attempt counts as in the charts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +19,7 @@ pub enum Kind {
 }
 
 pub fn kind(outcome: &str) -> Kind {
-    if COUNTED_OUTCOMES.contains(&outcome) {
+    if OutcomeKind::parse(outcome).is_some_and(OutcomeKind::is_join) {
         Kind::Join
     } else if outcome == "flood_wait" {
         Kind::FloodWait

@@ -481,13 +481,13 @@ fn attempts_table(
             "<tr data-outcome=\"{o}\"><td>{t}</td><td><a href=\"/accounts/{aid}\">{acc}</a></td>\
              <td><a href=\"/groups/{tid}\">{link}</a></td><td>{badge}</td><td>{code}</td>\
              <td class=\"num\">{fw}</td><td class=\"num\">{took} ms</td><td>{w}</td></tr>",
-            o = esc(&a.outcome),
+            o = esc(a.outcome.as_str()),
             t = time(a.finished_at),
             aid = a.account_id,
             acc = names.get(&a.account_id).map_or_else(|| a.account_id.to_string(), |n| name(n)),
             tid = a.target_id,
             link = links.get(&a.target_id).map_or_else(|| a.target_id.to_string(), |l| esc(l)),
-            badge = html::outcome_badge(&a.outcome),
+            badge = html::outcome_badge(a.outcome.as_str()),
             code = esc(a.error_code.as_deref().unwrap_or("")),
             fw = a.flood_wait_seconds.map_or(String::new(), |s| format!("{s} s")),
             w = esc(&a.worker),
