@@ -452,19 +452,7 @@ fn demo_end(report: smart_joiner::modes::demo::DemoReport) -> anyhow::Result<()>
 
 /// Opens the database for a command that needs the current schema.
 async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
-    let store = Store::connect(settings.database_url.expose()).await?;
-    let pending = match store.pending_migrations().await {
-        Ok(pending) => pending,
-        Err(e) => return finish(store, Err(e.into())).await,
-    };
-    if !pending.is_empty() {
-        let n = pending.len();
-        let result = Err(anyhow::anyhow!(
-            "the database has {n} pending migrations: run `smart-joiner migrate up` first"
-        ));
-        return finish(store, result).await;
-    }
-    Ok(store)
+    Ok(wiring::open_database(settings).await?)
 }
 
 /// Ends a command that used `store`: the store is closed (on SQLite its WAL is checkpointed

@@ -88,6 +88,52 @@ pub async fn plan_rollback<C: ConnectionTrait>(db: &C, n: u32) -> Result<Rollbac
     Ok(Rollback { migrations, tables_with_rows })
 }
 
+/// Where a database's schema stands next to the migrations this build knows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SchemaState {
+    /// Migrations of this build that are not applied, oldest first.
+    pub pending: Vec<String>,
+    /// Migrations recorded as applied that this build does not know (a newer build applied
+    /// them), in name order.
+    pub unknown: Vec<String>,
+}
+
+impl SchemaState {
+    /// Whether the schema is exactly the one this build was written for.
+    pub fn is_current(&self) -> bool {
+        self.pending.is_empty() && self.unknown.is_empty()
+    }
+}
+
+/// Reads where the schema stands, changing nothing (not even creating the migrations table on
+/// a database that was never migrated).
+pub async fn schema_state<C: ConnectionTrait>(db: &C) -> Result<SchemaState, DbErr> {
+    let refused = match Migrator::get_pending_migrations_read_only(db).await {
+        Ok(pending) => {
+            let pending = pending.iter().map(|m| m.name().to_owned()).collect();
+            return Ok(SchemaState { pending, unknown: Vec::new() });
+        }
+        Err(e) => e,
+    };
+    // sea-orm-migration refuses a database that holds migrations it does not know (then the
+    // table exists): read the recorded versions to name them. Any other failure is its own.
+    let sql = "SELECT version FROM seaql_migrations";
+    let Ok(rows) = db.query_all_raw(Statement::from_string(db.get_database_backend(), sql)).await
+    else {
+        return Err(refused);
+    };
+    let applied: Vec<String> =
+        rows.iter().map(|r| r.try_get::<String>("", "version")).collect::<Result<_, _>>()?;
+    let known: Vec<String> = Migrator::migrations().iter().map(|m| m.name().to_owned()).collect();
+    let mut unknown: Vec<String> = applied.iter().filter(|v| !known.contains(v)).cloned().collect();
+    if unknown.is_empty() {
+        return Err(refused);
+    }
+    unknown.sort();
+    let pending = known.into_iter().filter(|m| !applied.contains(m)).collect();
+    Ok(SchemaState { pending, unknown })
+}
+
 #[cfg(test)]
 mod tests {
     use sea_orm_migration::sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend};
@@ -145,5 +191,29 @@ mod tests {
         assert!(last.tables_with_rows.is_empty());
         let full = plan_rollback(&db, 99).await.unwrap();
         assert_eq!(full.tables_with_rows, vec![("accounts".to_owned(), 2)]);
+    }
+
+    #[tokio::test]
+    async fn the_schema_state_names_pending_and_unknown_migrations_and_changes_nothing() {
+        let db = sqlite().await;
+        let all: Vec<String> = Migrator::migrations().iter().map(|m| m.name().to_owned()).collect();
+        let never = schema_state(&db).await.unwrap();
+        assert_eq!(never, SchemaState { pending: all.clone(), unknown: vec![] });
+        let sql = "SELECT name FROM sqlite_master WHERE name = 'seaql_migrations'";
+        let made = db.query_all_raw(Statement::from_string(DbBackend::Sqlite, sql)).await.unwrap();
+        assert!(made.is_empty(), "reading created the migrations table");
+        Migrator::up(&db, Some(1)).await.unwrap();
+        assert_eq!(schema_state(&db).await.unwrap().pending, all[1..].to_vec());
+        Migrator::up(&db, None).await.unwrap();
+        assert!(schema_state(&db).await.unwrap().is_current());
+        db.execute_unprepared(
+            "INSERT INTO seaql_migrations (version, applied_at) VALUES ('m29990101_000001_later', 0)",
+        )
+        .await
+        .unwrap();
+        let ahead = schema_state(&db).await.unwrap();
+        assert_eq!(ahead.unknown, ["m29990101_000001_later"]);
+        assert!(ahead.pending.is_empty());
+        assert!(!ahead.is_current());
     }
 }

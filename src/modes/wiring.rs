@@ -67,17 +67,62 @@ pub struct Backends {
     pub queue: crate::queue::JobQueue,
 }
 
-/// Connects to the database and to Redis, as the producer and the worker both do.
+/// Opens the database for a process that needs the schema this build was written for: every
+/// `smart-joiner` command but `migrate`, the worker, the producer, the exporter and the Python
+/// package. A database with pending migrations, or with migrations this build does not know,
+/// is refused here, before anything is read or written, with the same message in every binary
+/// ([`schema_refusal`]).
+pub async fn open_database(settings: &Settings) -> Result<Store, AppError> {
+    let store = Store::connect(settings.database_url.expose()).await.map_err(AppError::Database)?;
+    let refused = match store.schema_state().await {
+        Ok(state) => match schema_refusal(&state) {
+            None => return Ok(store),
+            Some(why) => AppError::NotReady(why),
+        },
+        Err(e) => AppError::Database(e),
+    };
+    // The refusal is the error to report; a failed close after it would only hide it.
+    let _ = store.close().await;
+    Err(refused)
+}
+
+/// Why a process refuses a database whose schema is not the one this build was written for;
+/// `None` when it is.
+pub fn schema_refusal(state: &migration::SchemaState) -> Option<String> {
+    if !state.unknown.is_empty() {
+        return Some(format!(
+            "the database has migrations this build does not know ({}): a newer smart-joiner \
+             applied them; run that version",
+            state.unknown.join(", ")
+        ));
+    }
+    if !state.pending.is_empty() {
+        return Some(format!(
+            "the database has {} pending migrations: run `smart-joiner migrate up` first",
+            state.pending.len()
+        ));
+    }
+    None
+}
+
+/// Connects to the database (refusing a schema that is not this build's, see
+/// [`open_database`]) and to Redis, as the producer, the worker and the exporter do.
 pub async fn connect_backends(
     settings: &Settings,
     redis: &RedisArgs,
 ) -> Result<Backends, AppError> {
-    let store = Store::connect(settings.database_url.expose()).await.map_err(AppError::Database)?;
+    let store = open_database(settings).await?;
     let redis_url = settings.redis_url.expose();
-    let conn = crate::queue::connect_redis(redis_url).await.map_err(|e| AppError::Redis {
-        url: crate::redact::redact_url(redis_url),
-        message: e.detail(),
-    })?;
+    let conn = match crate::queue::connect_redis(redis_url).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            let _ = store.close().await;
+            return Err(AppError::Redis {
+                url: crate::redact::redact_url(redis_url),
+                message: e.detail(),
+            });
+        }
+    };
     let locks =
         crate::lease::RedisLocks::new(conn.clone(), redis.redis_prefix.clone(), settings.lease_ttl);
     let queue = crate::queue::JobQueue::new(conn, &redis.queue_settings());
@@ -105,7 +150,7 @@ pub enum AppError {
 
 /// One batch as `smart-joiner run` runs it, for every caller of SmartJoiner's
 /// `run_batch(niche, batch_size)` (the command, the Python package): the accounts file
-/// validated whole, the database checked for pending migrations, new accounts added to `pool`,
+/// validated whole, the database opened by [`open_database`], new accounts added to `pool`,
 /// then [`SmartJoiner::run_batch`](crate::modes::batch::SmartJoiner::run_batch) with in-process
 /// leases; the store is closed at the end, whatever happened.
 pub async fn run_batch(
@@ -118,7 +163,7 @@ pub async fn run_batch(
     stop: tokio_util::sync::CancellationToken,
 ) -> Result<crate::modes::batch::BatchReport, AppError> {
     let accounts = AccountsConfig::load(&settings.accounts_config)?;
-    let store = Store::connect(settings.database_url.expose()).await.map_err(AppError::Database)?;
+    let store = open_database(settings).await?;
     let result = run_batch_on(
         &store,
         settings,
@@ -149,13 +194,6 @@ async fn run_batch_on(
     telegram_args: &TelegramArgs,
     stop: tokio_util::sync::CancellationToken,
 ) -> Result<crate::modes::batch::BatchReport, AppError> {
-    let pending = store.pending_migrations().await.map_err(AppError::Database)?;
-    if !pending.is_empty() {
-        return Err(AppError::NotReady(format!(
-            "the database has {} pending migrations: run `smart-joiner migrate up` first",
-            pending.len()
-        )));
-    }
     // New accounts join the pool; known ones stay in theirs (moving is `accounts sync --move`).
     let names = accounts.session_names();
     let sync = store.sync_accounts_with(&names, pool, false).await.map_err(AppError::Database)?;

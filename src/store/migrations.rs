@@ -13,6 +13,13 @@ impl Store {
         Ok(pending.iter().map(|m| m.name().to_owned()).collect())
     }
 
+    /// Where the schema stands next to this build's migrations: the pending ones and those it
+    /// does not know (applied by a newer build). Reads only, like
+    /// [`pending_migrations`](Self::pending_migrations).
+    pub async fn schema_state(&self) -> Result<migration::SchemaState, StoreError> {
+        Ok(migration::schema_state(self.connection()).await?)
+    }
+
     /// Every migration, oldest first, with whether it is applied.
     pub async fn migration_status(&self) -> Result<Vec<(String, bool)>, StoreError> {
         let pending = self.pending_migrations().await?;

@@ -470,6 +470,60 @@ async fn migrate_down_on_the_command_line_names_tables_rows_and_rollbacks() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// one "open a migrated database" step: every binary refuses a schema that is not its own
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_binary_refuses_a_database_with_pending_or_unknown_migrations_with_one_message() {
+    let (producer, worker) = binaries().await;
+    let sj = smart_joiner();
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("smart_joiner.db").display());
+    std::fs::write(dir.path().join("accounts_config.json"), "[]").unwrap();
+    let env = [
+        ("DATABASE_URL", db.clone()),
+        // Nothing listens there: a binary that got past the database would fail on Redis.
+        ("REDIS_URL", format!("redis://127.0.0.1:{}/", closed_port())),
+        ("ACCOUNTS_CONFIG", dir.path().join("accounts_config.json").display().to_string()),
+        ("LOG_DIR", dir.path().join("logs").display().to_string()),
+    ];
+    let every_binary = || async {
+        vec![
+            run(&sj, &["status"], &env, dir.path()).await,
+            run(&sj, &["run", "cars", "1"], &env, dir.path()).await,
+            run(&sj, &["targets", "list"], &env, dir.path()).await,
+            run(producer, &["cars", "1"], &env, dir.path()).await,
+            run(worker, &["--metrics-port", "0"], &env, dir.path()).await,
+        ]
+    };
+
+    // Never migrated: every migration is pending.
+    let n = migration_names().len();
+    let behind =
+        format!("the database has {n} pending migrations: run `smart-joiner migrate up` first");
+    for ran in every_binary().await {
+        assert_clean_failure(&ran, &behind);
+    }
+
+    // Migrated by a newer build: a migration this one does not know.
+    assert_eq!(run(&sj, &["migrate", "up"], &env, dir.path()).await.code, Some(0));
+    let store = Store::connect(&db).await.unwrap();
+    store.sync_accounts(&["a1".into()], "default").await.unwrap();
+    store.close().await.unwrap();
+    let sql =
+        "INSERT INTO seaql_migrations (version, applied_at) VALUES ('m29990101_000001_later', 0)";
+    let conn = sea_orm::Database::connect(&db).await.unwrap();
+    sea_orm::ConnectionTrait::execute_unprepared(&conn, sql).await.unwrap();
+    conn.close().await.unwrap();
+    let ahead = "the database has migrations this build does not know (m29990101_000001_later)";
+    for ran in every_binary().await {
+        assert_clean_failure(&ran, ahead);
+    }
+    let store = Store::connect(&db).await.unwrap();
+    assert_eq!(store.accounts(None).await.unwrap().len(), 1, "nothing was changed");
+    store.close().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
 // accounts check: which Redis answers count as "no Redis"
 
 fn settings_with_redis(url: &str) -> Settings {
