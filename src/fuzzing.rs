@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::accounts_config::{AccountsConfig, AccountsConfigError};
 use crate::config::Settings;
 use crate::domain::{LinkError, TargetLink};
-use crate::ops::check::{parse_targets, shown_line};
+use crate::ops::targets_file::{parse_targets, shown_line};
 use crate::telegram::session::TelethonSession;
 
 /// A fuzz check: arbitrary bytes in, a panic only when a property is broken.

@@ -4,28 +4,22 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
-use serde_json::json;
-use smart_joiner::accounts_config::AccountsConfig;
 use smart_joiner::config::{Settings, SettingsArgs};
 use smart_joiner::domain::TargetStatus;
 use smart_joiner::modes::wiring::{self, TelegramArgs, parse_duration};
-use smart_joiner::ops::check::{self, CheckOptions, LeaseMode};
-use smart_joiner::ops::output::{Cell, Style, Table, account_color, target_color, when};
+use smart_joiner::ops::check::LeaseMode;
+use smart_joiner::ops::commands::{self, accounts::CheckArgs, targets::RELEASE_NEEDS_YES};
+use smart_joiner::ops::output::{Format, Report, render};
 use smart_joiner::redact::Redactor;
-use smart_joiner::store::{Store, StoreError};
+use smart_joiner::store::{AdoptOptions, Store};
 use smart_joiner::telemetry;
 
 /// `println!` that treats a closed stdout (`smart-joiner status | head -1`) as the end of the
 /// output, as a Unix filter does: the process exits quietly instead of panicking.
 macro_rules! outln {
     ($($arg:tt)*) => { write_out(format_args!("{}\n", format_args!($($arg)*))) };
-}
-
-/// `print!` with the same rule as [`outln!`].
-macro_rules! out {
-    ($($arg:tt)*) => { write_out(format_args!($($arg)*)) };
 }
 
 /// Writes to stdout. A reader that went away (EPIPE) ends the process with status 0, as
@@ -322,17 +316,9 @@ fn stop_on_signal() -> tokio_util::sync::CancellationToken {
     stop
 }
 
-/// How a command prints.
-#[derive(Debug, Clone, Copy)]
-struct Out {
-    json: bool,
-    style: Style,
-}
-
-impl Out {
-    fn json(&self, value: serde_json::Value) {
-        outln!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
-    }
+/// Prints a command's report: `--json`, else text for a terminal or a pipe.
+fn print(report: &impl Report, format: Format) {
+    write_out(format_args!("{}", render(report, format)));
 }
 
 async fn run(cli: Cli, redactor: &mut Redactor) -> anyhow::Result<()> {
@@ -349,17 +335,22 @@ async fn run(cli: Cli, redactor: &mut Redactor) -> anyhow::Result<()> {
         logs = logs.for_admin_command();
     }
     let telemetry = telemetry::init(&logs, "smart-joiner")?;
-    let out = Out { json: cli.json, style: Style::detect() };
+    let format = Format::detect(cli.json);
     let result = match cli.command {
         Command::Run { niche, batch_size, pool, max_wait, telegram } => {
             run_batch(&settings, &niche, batch_size, &pool, max_wait, &telegram).await
         }
         Command::Demo { console, console_args } => demo(console.then_some(console_args)).await,
         Command::Console { args } => console(&settings, args).await,
-        Command::Migrate { action } => migrate(&settings, action, out).await,
-        Command::Accounts { action } => accounts(&settings, action, out).await,
-        Command::Targets { action } => targets(&settings, action, out).await,
-        Command::Status { pool, ready_limit } => status(&settings, pool, ready_limit, out).await,
+        Command::Migrate { action } => migrate(&settings, action, format).await,
+        Command::Accounts { action } => accounts(&settings, action, format).await,
+        Command::Targets { action } => targets(&settings, action, format).await,
+        Command::Status { pool, ready_limit } => {
+            let store = wiring::open_database(&settings).await?;
+            let report =
+                commands::overview::status(&store, &settings, pool.as_deref(), ready_limit).await;
+            finish(store, report).await.map(|r| print(&r, format))
+        }
         Command::Exporter { port, pools, redis_prefix, sample_interval } => {
             let metrics = telemetry.metrics();
             exporter(&settings, port, pools, redis_prefix, sample_interval, metrics).await
@@ -367,6 +358,210 @@ async fn run(cli: Cli, redactor: &mut Redactor) -> anyhow::Result<()> {
     };
     telemetry.shutdown().await;
     result
+}
+
+/// Ends a command that used `store`: the store is closed (on SQLite its WAL is checkpointed
+/// into the database file, so a copy of that file is a complete backup) whether the command
+/// succeeded or not. A failed close is reported unless the command failed first.
+async fn finish<T>(store: Store, result: anyhow::Result<T>) -> anyhow::Result<T> {
+    let closed = store.close().await;
+    let value = result?;
+    closed.context("cannot close the database cleanly")?;
+    Ok(value)
+}
+
+async fn migrate(settings: &Settings, action: MigrateAction, format: Format) -> anyhow::Result<()> {
+    use commands::migrate;
+    // The one command that opens the database whatever its schema.
+    let store = Store::connect(settings.database_url.expose()).await?;
+    let printed = match action {
+        MigrateAction::Up => migrate::up(&store).await.map(|r| print(&r, format)),
+        MigrateAction::Down { n, yes } => {
+            migrate::down(&store, n, yes).await.map(|r| print(&r, format))
+        }
+        MigrateAction::Status => migrate::status(&store).await.map(|r| print(&r, format)),
+        MigrateAction::Adopt { dry_run, group_column, session_column } => {
+            let opts = AdoptOptions { group_column, session_column };
+            migrate::adopt(&store, &opts, dry_run).await.map(|r| print(&r, format))
+        }
+    };
+    finish(store, printed).await
+}
+
+async fn accounts(
+    settings: &Settings,
+    action: AccountsAction,
+    format: Format,
+) -> anyhow::Result<()> {
+    use commands::accounts;
+    if let AccountsAction::Import { from, output, force, api_id, api_hash } = action {
+        // A file operation: no database.
+        let defaults = smart_joiner::ops::accounts_import::ImportDefaults { api_id, api_hash };
+        let output = output.unwrap_or_else(|| settings.accounts_config.clone());
+        print(&accounts::import(&from, &output, force, &defaults)?, format);
+        return Ok(());
+    }
+    let store = wiring::open_database(settings).await?;
+    let printed = match action {
+        AccountsAction::Import { .. } => Ok(()),
+        AccountsAction::Sync { pool, move_existing } => {
+            accounts::sync(&store, &settings.accounts_config, &pool, move_existing)
+                .await
+                .map(|r| print(&r, format))
+        }
+        AccountsAction::List { pool } => {
+            accounts::list(&store, pool.as_deref()).await.map(|r| print(&r, format))
+        }
+        AccountsAction::Check { pool, accounts: only, leases, redis_prefix, telegram } => {
+            match wiring::telegram(&telegram, settings) {
+                Ok(tg) => {
+                    let args = CheckArgs { pool, accounts: only, leases, redis_prefix };
+                    let said = |leases: &str| {
+                        if format != Format::Json {
+                            eprintln!("leases: {leases}");
+                        }
+                    };
+                    accounts::check(&store, settings, tg.as_ref(), args, said)
+                        .await
+                        .map(|r| print(&r, format))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        AccountsAction::Pause { session_name, note } => {
+            accounts::pause(&store, &session_name, note.as_deref()).await.map(|r| print(&r, format))
+        }
+        AccountsAction::Resume { session_name } => {
+            accounts::resume(&store, &session_name).await.map(|r| print(&r, format))
+        }
+    };
+    finish(store, printed).await
+}
+
+async fn targets(settings: &Settings, action: TargetsAction, format: Format) -> anyhow::Result<()> {
+    use commands::targets;
+    let mut read = None;
+    match &action {
+        TargetsAction::Release { yes: false, .. } => anyhow::bail!(RELEASE_NEEDS_YES),
+        TargetsAction::Import { file, skip_invalid, .. } => {
+            // The file is checked before the database is opened.
+            let file_read = targets::read(file)?;
+            if file_read.has_invalid_lines() && (!skip_invalid || format != Format::Json) {
+                for line in &file_read.rejected_lines {
+                    eprintln!("{line}");
+                }
+            }
+            if file_read.has_invalid_lines() && !skip_invalid {
+                return Err(file_read.refusal(file));
+            }
+            read = Some(file_read);
+        }
+        _ => {}
+    }
+    let store = wiring::open_database(settings).await?;
+    let printed = match action {
+        TargetsAction::Retry { id } => targets::retry(&store, id).await.map(|r| print(&r, format)),
+        TargetsAction::Release { id, .. } => {
+            targets::release(&store, id).await.map(|r| print(&r, format))
+        }
+        TargetsAction::Import { niche, .. } => match &read {
+            Some(read) => targets::import(&store, read, &niche).await.map(|r| print(&r, format)),
+            None => Ok(()),
+        },
+        TargetsAction::List { niche, status } => {
+            targets::list(&store, niche.as_deref(), status).await.map(|r| print(&r, format))
+        }
+    };
+    finish(store, printed).await
+}
+
+async fn run_batch(
+    settings: &Settings,
+    niche: &str,
+    batch_size: u64,
+    pool: &str,
+    max_wait: Duration,
+    telegram: &TelegramArgs,
+) -> anyhow::Result<()> {
+    // The same batch the Python package's run_batch runs.
+    let report = smart_joiner::modes::batch::run_batch(
+        settings,
+        niche,
+        batch_size,
+        pool,
+        max_wait,
+        telegram,
+        stop_on_signal(),
+    )
+    .await?;
+    outln!("{report}");
+    if report.interrupted {
+        return Err(Interrupted.into());
+    }
+    Ok(())
+}
+
+async fn demo(console: Option<smart_joiner::ops::console::ConsoleArgs>) -> anyhow::Result<()> {
+    let progress = &mut |line: &str| tracing::info!("{line}");
+    let Some(args) = console else {
+        let report = smart_joiner::modes::demo::run_until(progress, stop_on_signal()).await?;
+        return demo_end(report);
+    };
+    let auth = smart_joiner::ops::console::auth_from_env()?;
+    let listener = smart_joiner::ops::console::bind(args.addr, &auth).await?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<smart_joiner::modes::demo::DemoDb>();
+    let stop = stop_on_signal();
+    let done = stop.clone();
+    let server = tokio::spawn(async move {
+        let Ok(db) = rx.await else { return (Ok(()), None) };
+        let limits = smart_joiner::store::Limits { daily_join_cap: 20, channel_limit: 500 };
+        let c = smart_joiner::ops::console::Console { store: db.store, auth, limits, queues: None };
+        // The directory is handed back, so it outlives the demo's last write.
+        (smart_joiner::ops::console::serve(listener, c, done.cancelled_owned()).await, Some(db.dir))
+    });
+    let report = smart_joiner::modes::demo::run_observed(progress, stop.clone(), Some(tx)).await;
+    let result = report.map_err(anyhow::Error::from).and_then(demo_end);
+    if !stop.is_cancelled() {
+        tracing::info!("the demo ended; the console stays up on its database until Ctrl-C");
+        stop.cancelled().await;
+    }
+    let (served, dir) = server.await.context("the console task failed")?;
+    drop(dir);
+    served?;
+    result
+}
+
+fn demo_end(report: smart_joiner::modes::demo::DemoReport) -> anyhow::Result<()> {
+    write_out(format_args!("{}", report.render()));
+    if report.interrupted {
+        return Err(Interrupted.into());
+    }
+    if report.unsettled() > 0 || !report.violations.is_empty() {
+        anyhow::bail!("the demo did not settle cleanly");
+    }
+    Ok(())
+}
+
+async fn console(
+    settings: &Settings,
+    args: smart_joiner::ops::console::ConsoleArgs,
+) -> anyhow::Result<()> {
+    let auth = smart_joiner::ops::console::auth_from_env()?;
+    let listener = smart_joiner::ops::console::bind(args.addr, &auth).await?;
+    let store = wiring::open_database(settings).await?;
+    let limits = smart_joiner::store::Limits {
+        daily_join_cap: settings.daily_join_cap,
+        channel_limit: settings.channel_limit,
+    };
+    let queues = match smart_joiner::ops::console::queues(&args, settings.redis_url.expose()).await
+    {
+        Ok(queues) => queues,
+        Err(e) => return finish(store, Err(e.into())).await,
+    };
+    let c = smart_joiner::ops::console::Console { store: store.clone(), auth, limits, queues };
+    let stop = stop_on_signal();
+    let served = smart_joiner::ops::console::serve(listener, c, stop.cancelled_owned()).await;
+    finish(store, served.context("the console stopped")).await
 }
 
 async fn exporter(
@@ -407,555 +602,4 @@ async fn exporter(
     let served = exporter::serve(listener, exporter, stop).await;
     sampler.abort();
     finish(store, served.context("the exporter's port failed")).await
-}
-
-async fn demo(console: Option<smart_joiner::ops::console::ConsoleArgs>) -> anyhow::Result<()> {
-    let progress = &mut |line: &str| tracing::info!("{line}");
-    let Some(args) = console else {
-        let report = smart_joiner::modes::demo::run_until(progress, stop_on_signal()).await?;
-        return demo_end(report);
-    };
-    let auth = smart_joiner::ops::console::auth_from_env()?;
-    let listener = smart_joiner::ops::console::bind(args.addr, &auth).await?;
-    let (tx, rx) = tokio::sync::oneshot::channel::<smart_joiner::modes::demo::DemoDb>();
-    let stop = stop_on_signal();
-    let done = stop.clone();
-    let server = tokio::spawn(async move {
-        let Ok(db) = rx.await else { return (Ok(()), None) };
-        let limits = smart_joiner::store::Limits { daily_join_cap: 20, channel_limit: 500 };
-        let c = smart_joiner::ops::console::Console { store: db.store, auth, limits, queues: None };
-        // The directory is handed back, so it outlives the demo's last write.
-        (smart_joiner::ops::console::serve(listener, c, done.cancelled_owned()).await, Some(db.dir))
-    });
-    let report = smart_joiner::modes::demo::run_observed(progress, stop.clone(), Some(tx)).await;
-    let result = report.map_err(anyhow::Error::from).and_then(demo_end);
-    if !stop.is_cancelled() {
-        tracing::info!("the demo ended; the console stays up on its database until Ctrl-C");
-        stop.cancelled().await;
-    }
-    let (served, dir) = server.await.context("the console task failed")?;
-    drop(dir);
-    served?;
-    result
-}
-
-fn demo_end(report: smart_joiner::modes::demo::DemoReport) -> anyhow::Result<()> {
-    out!("{}", report.render());
-    if report.interrupted {
-        return Err(Interrupted.into());
-    }
-    if report.unsettled() > 0 || !report.violations.is_empty() {
-        bail!("the demo did not settle cleanly");
-    }
-    Ok(())
-}
-
-/// Opens the database for a command that needs the current schema.
-async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
-    Ok(wiring::open_database(settings).await?)
-}
-
-/// Ends a command that used `store`: the store is closed (on SQLite its WAL is checkpointed
-/// into the database file, so a copy of that file is a complete backup) whether the command
-/// succeeded or not. A failed close is reported unless the command failed first.
-async fn finish<T>(store: Store, result: anyhow::Result<T>) -> anyhow::Result<T> {
-    let closed = store.close().await;
-    let value = result?;
-    closed.context("cannot close the database cleanly")?;
-    Ok(value)
-}
-
-async fn run_batch(
-    settings: &Settings,
-    niche: &str,
-    batch_size: u64,
-    pool: &str,
-    max_wait: Duration,
-    telegram: &TelegramArgs,
-) -> anyhow::Result<()> {
-    // The same batch the Python package's run_batch runs (wiring::run_batch).
-    let report =
-        wiring::run_batch(settings, niche, batch_size, pool, max_wait, telegram, stop_on_signal())
-            .await?;
-    outln!("{report}");
-    if report.interrupted {
-        return Err(Interrupted.into());
-    }
-    Ok(())
-}
-
-async fn migrate(settings: &Settings, action: MigrateAction, out: Out) -> anyhow::Result<()> {
-    let store = Store::connect(settings.database_url.expose()).await?;
-    let result = migrate_with(&store, action, out).await;
-    finish(store, result).await
-}
-
-async fn migrate_with(store: &Store, action: MigrateAction, out: Out) -> anyhow::Result<()> {
-    match action {
-        MigrateAction::Up => {
-            let pending = store.pending_migrations().await?;
-            store.migrate().await?;
-            if out.json {
-                out.json(json!({ "applied": pending }));
-            } else {
-                outln!("migrations applied: {}", pending.len());
-            }
-        }
-        MigrateAction::Down { n, yes } => {
-            let rolled_back = match store.migrate_down(n, yes).await {
-                Err(e @ StoreError::WouldDropRows { .. }) => {
-                    bail!("{e}. Back the database up, then pass --yes to drop them with every row")
-                }
-                other => other?,
-            };
-            if out.json {
-                out.json(json!({ "rolled_back": rolled_back }));
-            } else if rolled_back.is_empty() {
-                outln!("nothing rolled back: no migration is applied");
-            } else {
-                outln!("rolled back {} migration(s), newest first:", rolled_back.len());
-                for name in &rolled_back {
-                    outln!("  {name}");
-                }
-            }
-        }
-        MigrateAction::Adopt { dry_run, group_column, session_column } => {
-            let opts = smart_joiner::store::AdoptOptions { group_column, session_column };
-            let plan = if dry_run {
-                store.plan_adoption(&opts).await?
-            } else {
-                store.adopt_smartjoiner(&opts).await?
-            };
-            print_adoption(&plan, dry_run, out);
-        }
-        MigrateAction::Status => {
-            let rows = store.migration_status().await?;
-            if out.json {
-                let list: Vec<_> =
-                    rows.iter().map(|(n, a)| json!({ "name": n, "applied": a })).collect();
-                out.json(json!(list));
-            } else {
-                let mut t = Table::new(&["migration", "state"]);
-                for (name, applied) in rows {
-                    let state = if applied { "applied" } else { "pending" };
-                    t.row(vec![name.into(), state.into()]);
-                }
-                out!("{}", t.render(out.style));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn print_adoption(plan: &smart_joiner::store::AdoptionPlan, dry_run: bool, out: Out) {
-    if out.json {
-        let unparsed: Vec<_> = plan
-            .unparsed
-            .iter()
-            .map(|u| json!({ "id": u.id, "status": u.status, "reason": u.reason }))
-            .collect();
-        out.json(json!({
-            "dry_run": dry_run,
-            "adopted": !dry_run,
-            "group_column": plan.group_column,
-            "session_column": plan.session_column,
-            "accounts": plan.accounts,
-            "targets": plan.targets,
-            "bound": plan.bound,
-            "changes": plan.changes,
-            "unparsed": unparsed,
-        }));
-        return;
-    }
-    let verb = if dry_run { "would adopt" } else { "adopted" };
-    outln!(
-        "{verb} SmartJoiner's tables: {} accounts, {} targets ({} bound, kept bound); group column {}, session column {}",
-        plan.accounts,
-        plan.targets,
-        plan.bound,
-        plan.group_column,
-        plan.session_column
-    );
-    outln!("{}:", if dry_run { "changes it would make, in order" } else { "changes made" });
-    for change in &plan.changes {
-        outln!("  {change}");
-    }
-    if !plan.unparsed.is_empty() {
-        outln!(
-            "{} target(s) whose {} is not a link smart-joiner can join (kept, never joined):",
-            plan.unparsed.len(),
-            plan.group_column
-        );
-        for u in &plan.unparsed {
-            outln!("  targets#{} ({}): {}", u.id, u.status, u.reason);
-        }
-    }
-    if dry_run {
-        outln!("nothing was changed (dry run)");
-    }
-}
-
-async fn accounts(settings: &Settings, action: AccountsAction, out: Out) -> anyhow::Result<()> {
-    if let AccountsAction::Import { from, output, force, api_id, api_hash } = action {
-        // A file operation: no database.
-        let defaults = smart_joiner::ops::accounts_import::ImportDefaults { api_id, api_hash };
-        let imported = smart_joiner::ops::accounts_import::import_dir(&from, &defaults)?;
-        let path = output.unwrap_or_else(|| settings.accounts_config.clone());
-        imported.write(&path, force).with_context(|| format!("cannot write {}", path.display()))?;
-        if out.json {
-            out.json(json!({ "written": path.display().to_string(), "accounts": imported.names }));
-        } else {
-            outln!(
-                "wrote {} account(s) to {} (it holds their sessions: keep it private): {}",
-                imported.names.len(),
-                path.display(),
-                imported.names.iter().map(|n| wiring::shown(n)).collect::<Vec<_>>().join(", ")
-            );
-        }
-        return Ok(());
-    }
-    let store = open_store(settings).await?;
-    let result = accounts_with(&store, settings, action, out).await;
-    finish(store, result).await
-}
-
-/// Who runs an admin command, for the audit log: `cli:<login name>`.
-fn cli_actor() -> String {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME"));
-    format!("cli:{}", user.ok().filter(|u| !u.is_empty()).as_deref().unwrap_or("unknown"))
-}
-
-/// Prints what an audited action did; a refusal is an error.
-fn report_action(
-    result: smart_joiner::store::ActionResult,
-    done: &str,
-    out: Out,
-) -> anyhow::Result<()> {
-    match result {
-        smart_joiner::store::ActionResult::Done if out.json => {
-            out.json(json!({ "done": done }));
-            Ok(())
-        }
-        smart_joiner::store::ActionResult::Done => {
-            outln!("{done}");
-            Ok(())
-        }
-        smart_joiner::store::ActionResult::Refused(why) => bail!("nothing done: {why}"),
-    }
-}
-
-async fn console(
-    settings: &Settings,
-    args: smart_joiner::ops::console::ConsoleArgs,
-) -> anyhow::Result<()> {
-    let auth = smart_joiner::ops::console::auth_from_env()?;
-    let listener = smart_joiner::ops::console::bind(args.addr, &auth).await?;
-    let store = open_store(settings).await?;
-    let limits = smart_joiner::store::Limits {
-        daily_join_cap: settings.daily_join_cap,
-        channel_limit: settings.channel_limit,
-    };
-    let queues = match smart_joiner::ops::console::queues(&args, settings.redis_url.expose()).await
-    {
-        Ok(queues) => queues,
-        Err(e) => return finish(store, Err(e.into())).await,
-    };
-    let c = smart_joiner::ops::console::Console { store: store.clone(), auth, limits, queues };
-    let stop = stop_on_signal();
-    let served = smart_joiner::ops::console::serve(listener, c, stop.cancelled_owned()).await;
-    finish(store, served.context("the console stopped")).await
-}
-
-async fn accounts_with(
-    store: &Store,
-    settings: &Settings,
-    action: AccountsAction,
-    out: Out,
-) -> anyhow::Result<()> {
-    match action {
-        AccountsAction::Pause { session_name, note } => {
-            let Some(a) = store.account_by_name(&session_name).await? else {
-                bail!("no account named {}", wiring::shown(&session_name));
-            };
-            let r = store
-                .pause_account(a.id, &cli_actor(), note.as_deref(), chrono::Utc::now())
-                .await?;
-            report_action(r, &format!("paused {}", wiring::shown(&session_name)), out)?;
-        }
-        AccountsAction::Resume { session_name } => {
-            let Some(a) = store.account_by_name(&session_name).await? else {
-                bail!("no account named {}", wiring::shown(&session_name));
-            };
-            let r = store.resume_account(a.id, &cli_actor(), chrono::Utc::now()).await?;
-            report_action(r, &format!("resumed {}", wiring::shown(&session_name)), out)?;
-        }
-        // Handled before the database is opened.
-        AccountsAction::Import { .. } => {}
-        AccountsAction::Sync { pool, move_existing } => {
-            let accounts = AccountsConfig::load(&settings.accounts_config)?;
-            let names: Vec<String> = accounts.iter().map(|a| a.session_name.clone()).collect();
-            let report = store.sync_accounts_with(&names, &pool, move_existing).await?;
-            if out.json {
-                out.json(json!({
-                    "pool": pool,
-                    "in_file": names.len(),
-                    "added": report.added,
-                    "moved_to_pool": report.moved_pool,
-                    "in_database_not_in_file": report.missing_from_config,
-                    "in_other_pools": report.in_other_pools.iter().map(|(n, p)| json!({ "session_name": n, "pool": p })).collect::<Vec<_>>(),
-                    "repaired": report.repaired,
-                }));
-            } else {
-                outln!(
-                    "{} accounts in {}: added {}, moved to pool {pool} {}, left in other pools {}, repaired {}, unchanged {}",
-                    names.len(),
-                    settings.accounts_config.display(),
-                    report.added.len(),
-                    report.moved_pool.len(),
-                    report.in_other_pools.len(),
-                    report.repaired.len(),
-                    names.len()
-                        - report.added.len()
-                        - report.moved_pool.len()
-                        - report.in_other_pools.len(),
-                );
-                let shown = wiring::shown;
-                for name in &report.added {
-                    outln!("  added: {}", shown(name));
-                }
-                for name in &report.moved_pool {
-                    outln!("  moved to pool {pool}: {}", shown(name));
-                }
-                for (name, other) in &report.in_other_pools {
-                    outln!(
-                        "  in pool {other}, not moved (pass --move to move it): {}",
-                        shown(name)
-                    );
-                }
-                for name in &report.repaired {
-                    outln!(
-                        "  made active again (was unauthorized only for a missing config entry): {}",
-                        shown(name)
-                    );
-                }
-                for name in &report.missing_from_config {
-                    outln!("  in the database but not in the file (kept): {}", shown(name));
-                }
-            }
-        }
-        AccountsAction::List { pool } => {
-            let now = chrono::Utc::now();
-            let list = store.accounts(pool.as_deref()).await?;
-            if out.json {
-                let rows: Vec<_> = list
-                    .iter()
-                    .map(|a| {
-                        json!({
-                            "session_name": a.session_name,
-                            "pool": a.pool,
-                            "status": a.status.as_str(),
-                            "status_reason": a.status_reason,
-                            "next_allowed_action_time": a.next_allowed_action_time.map(|t| t.to_rfc3339()),
-                            "last_action_at": a.last_action_at.map(|t| t.to_rfc3339()),
-                        })
-                    })
-                    .collect();
-                out.json(json!(rows));
-            } else {
-                let mut t = Table::new(&["account", "pool", "status", "next action", "reason"]);
-                for a in list {
-                    t.row(vec![
-                        wiring::shown(&a.session_name).into(),
-                        a.pool.into(),
-                        Cell::colored(a.status.as_str(), account_color(a.status)),
-                        when(a.next_allowed_action_time, now).into(),
-                        a.status_reason.unwrap_or_default().into(),
-                    ]);
-                }
-                out!("{}", t.render(out.style));
-            }
-        }
-        AccountsAction::Check { pool, accounts: only, leases, redis_prefix, telegram } => {
-            let config = AccountsConfig::load(&settings.accounts_config)?;
-            let tg = wiring::telegram(&telegram, settings)?;
-            let locks = check::check_locks(leases, settings, &redis_prefix).await?;
-            if !out.json {
-                eprintln!("leases: {}", locks.describe());
-            }
-            let opts = CheckOptions { pool, accounts: only, call_timeout: settings.call_timeout };
-            let results =
-                check::check_accounts(store, &config, tg.as_ref(), locks.locks(), &opts).await?;
-            if out.json {
-                let rows: Vec<_> = results
-                    .iter()
-                    .map(|r| json!({ "session_name": r.session_name, "result": r.verdict.kind(), "detail": r.verdict.to_string() }))
-                    .collect();
-                out.json(json!(rows));
-            } else {
-                let mut t = Table::new(&["account", "result", "detail"]);
-                for r in &results {
-                    t.row(vec![
-                        wiring::shown(&r.session_name).into(),
-                        Cell::colored(r.verdict.kind(), r.verdict.color()),
-                        r.verdict.to_string().into(),
-                    ]);
-                }
-                out!("{}", t.render(out.style));
-            }
-        }
-    }
-    Ok(())
-}
-
-async fn targets(settings: &Settings, action: TargetsAction, out: Out) -> anyhow::Result<()> {
-    match action {
-        TargetsAction::Retry { id } => {
-            let store = open_store(settings).await?;
-            let r = store.retry_target(id, &cli_actor(), chrono::Utc::now()).await;
-            let r = finish(store, r.map_err(anyhow::Error::from)).await?;
-            report_action(r, &format!("target {id} is new again"), out)?;
-        }
-        TargetsAction::Release { id, yes } => {
-            if !yes {
-                bail!(
-                    "check that the pinned account is not a member of the group (otherwise a \
-                     second account would join it), then pass --yes"
-                );
-            }
-            let store = open_store(settings).await?;
-            let r = store.release_pin(id, &cli_actor(), chrono::Utc::now()).await;
-            let r = finish(store, r.map_err(anyhow::Error::from)).await?;
-            report_action(r, &format!("target {id} released: new and unclaimed"), out)?;
-        }
-        TargetsAction::Import { file, niche, skip_invalid } => {
-            let parsed = check::read_targets_file(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
-            if parsed.links.is_empty() && parsed.rejected.is_empty() {
-                bail!(
-                    "{} holds no link (one link per line, or a CSV whose first column is the link)",
-                    file.display()
-                );
-            }
-            if !parsed.rejected.is_empty() && !skip_invalid {
-                for (line, text, why) in &parsed.rejected {
-                    eprintln!(
-                        "{}:{line}: rejected {}: {why}",
-                        file.display(),
-                        check::shown_line(text, why)
-                    );
-                }
-                bail!(
-                    "{} invalid line(s) in {}: nothing imported (fix them or pass --skip-invalid)",
-                    parsed.rejected.len(),
-                    file.display()
-                );
-            }
-            let store = open_store(settings).await?;
-            let links: Vec<_> = parsed.links.iter().map(|(_, l)| l.clone()).collect();
-            let report = store.import_targets(&links, &niche).await;
-            let report = finish(store, report.map_err(anyhow::Error::from)).await?;
-            let in_file = parsed.duplicate_lines.len() as u64;
-            if out.json {
-                let rejected: Vec<_> = parsed
-                    .rejected
-                    .iter()
-                    .map(|(line, text, why)| json!({ "line": line, "text": check::shown_line(text, why), "reason": why.to_string() }))
-                    .collect();
-                out.json(json!({
-                    "niche": niche,
-                    "accepted": report.inserted,
-                    "duplicates_in_database": report.duplicates,
-                    "duplicates_in_file": in_file,
-                    "rejected": rejected,
-                }));
-            } else {
-                for (line, text, why) in &parsed.rejected {
-                    eprintln!(
-                        "{}:{line}: rejected {}: {why}",
-                        file.display(),
-                        check::shown_line(text, why)
-                    );
-                }
-                outln!(
-                    "accepted {}, duplicates {} ({} already stored, {} repeated in the file), rejected {}",
-                    report.inserted,
-                    report.duplicates + in_file,
-                    report.duplicates,
-                    in_file,
-                    parsed.rejected.len()
-                );
-            }
-        }
-        TargetsAction::List { niche, status } => {
-            let store = open_store(settings).await?;
-            let list = store.targets(niche.as_deref(), status).await;
-            let list = finish(store, list.map_err(anyhow::Error::from)).await?;
-            if out.json {
-                let rows: Vec<_> = list
-                    .iter()
-                    .map(|t| {
-                        json!({
-                            "id": t.id,
-                            "link": t.link.to_string(),
-                            "niche": t.niche,
-                            "status": t.status.as_str(),
-                            "assigned_account_id": t.assigned_account_id,
-                            "joined_at": t.joined_at.map(|x| x.to_rfc3339()),
-                            "warmup_ends_at": t.warmup_ends_at.map(|x| x.to_rfc3339()),
-                            "error_code": t.error_code,
-                            "error_message": t.error_message,
-                        })
-                    })
-                    .collect();
-                out.json(json!(rows));
-            } else {
-                let mut tab = Table::new(&["id", "link", "niche", "status", "detail"]);
-                for t in list {
-                    let detail = match (&t.error_code, &t.error_message) {
-                        (Some(c), Some(m)) => format!("{c}: {m}"),
-                        (Some(c), None) => c.clone(),
-                        (None, Some(m)) => m.clone(),
-                        (None, None) => t.title.clone().unwrap_or_default(),
-                    };
-                    tab.row(vec![
-                        t.id.to_string().into(),
-                        t.link.to_string().into(),
-                        t.niche.into(),
-                        Cell::colored(t.status.as_str(), target_color(t.status)),
-                        detail.into(),
-                    ]);
-                }
-                out!("{}", tab.render(out.style));
-            }
-        }
-    }
-    Ok(())
-}
-
-async fn status(
-    settings: &Settings,
-    pool: Option<String>,
-    ready_limit: u64,
-    out: Out,
-) -> anyhow::Result<()> {
-    let store = open_store(settings).await?;
-    let now = chrono::Utc::now();
-    let read = async {
-        Ok::<_, StoreError>(smart_joiner::ops::output::StatusReport {
-            now,
-            accounts: store.account_overview(pool.as_deref(), now).await?,
-            targets: store.target_counts().await?,
-            ready: store.ready_groups(now, ready_limit).await?,
-            channel_limit: settings.channel_limit,
-            daily_join_cap: settings.daily_join_cap,
-        })
-    };
-    let report = read.await;
-    let report = finish(store, report.map_err(anyhow::Error::from)).await?;
-    if out.json {
-        out.json(report.to_json());
-    } else {
-        out!("{}", report.render(out.style));
-    }
-    Ok(())
 }

@@ -7,7 +7,7 @@
 //! ```
 //!
 //! `run_batch` is an asyncio awaitable (wrapped in a coroutine by the package's `__init__.py`)
-//! running [`smart_joiner::modes::wiring::run_batch`], the batch
+//! running [`smart_joiner::modes::batch::run_batch`], the batch
 //! `smart-joiner run` runs (same join procedure, pacing, FloodWait handling and bindings), on
 //! a tokio runtime beside the caller's event loop. Settings are read from the environment as
 //! the command reads them (`DATABASE_URL`, else `POSTGRES_HOST/PORT/USER/PASSWORD/DB` as
@@ -24,7 +24,8 @@ use clap::Parser;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use smart_joiner::config::{Secret, Settings, SettingsArgs};
-use smart_joiner::modes::wiring::{self, TelegramArgs};
+use smart_joiner::modes::batch;
+use smart_joiner::modes::wiring::TelegramArgs;
 use tokio_util::sync::CancellationToken;
 
 /// The process's logging, installed by the first batch (inside the tokio runtime, as the
@@ -128,7 +129,7 @@ impl SmartJoiner {
             init_logging(&settings);
             let stop = CancellationToken::new();
             let result =
-                wiring::run_batch(&settings, &niche, batch_size, &pool, max_wait, &telegram, stop)
+                batch::run_batch(&settings, &niche, batch_size, &pool, max_wait, &telegram, stop)
                     .await;
             let report = result.map_err(|e| {
                 // The store's errors are redacted already; this is the backstop the binaries

@@ -15,8 +15,12 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::accounts_config::AccountsConfig;
+use crate::config::Settings;
 use crate::domain::{JoinTask, TargetStatus};
 use crate::join::{ExecutionOutcome, JoinError, JoinService};
+use crate::modes::wiring::{AppError, TelegramArgs, join_service, open_database, telegram};
+use crate::ops::output::shown;
 use crate::store::{Store, StoreError, Target};
 
 /// How often a batch checks that its SQLite file is still the one it opened.
@@ -194,4 +198,90 @@ async fn settle(
             }
         }
     }
+}
+
+/// One batch as `smart-joiner run` runs it, for every caller of SmartJoiner's
+/// `run_batch(niche, batch_size)` (the command, the Python package): the accounts file
+/// validated whole, the database opened by [`open_database`], new accounts added to `pool`,
+/// then [`SmartJoiner::run_batch`] with in-process
+/// leases; the store is closed at the end, whatever happened.
+pub async fn run_batch(
+    settings: &Settings,
+    niche: &str,
+    batch_size: u64,
+    pool: &str,
+    max_wait: Duration,
+    telegram_args: &TelegramArgs,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<BatchReport, AppError> {
+    let accounts = AccountsConfig::load(&settings.accounts_config)?;
+    let store = open_database(settings).await?;
+    let result = run_batch_on(
+        &store,
+        settings,
+        accounts,
+        niche,
+        batch_size,
+        pool,
+        max_wait,
+        telegram_args,
+        stop,
+    )
+    .await;
+    let closed = store.close().await;
+    let report = result?;
+    closed.map_err(AppError::Database)?;
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_batch_on(
+    store: &Store,
+    settings: &Settings,
+    accounts: AccountsConfig,
+    niche: &str,
+    batch_size: u64,
+    pool: &str,
+    max_wait: Duration,
+    telegram_args: &TelegramArgs,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<BatchReport, AppError> {
+    // New accounts join the pool; known ones stay in theirs (moving is `accounts sync --move`).
+    let names = accounts.session_names();
+    let sync = store.sync_accounts_with(&names, pool, false).await.map_err(AppError::Database)?;
+    for name in &sync.repaired {
+        tracing::info!(account = %shown(name), "account made active again: it was marked unauthorized only for a missing config entry");
+    }
+    if !sync.in_other_pools.is_empty() {
+        let in_pool = names.len() - sync.in_other_pools.len();
+        let mut pools: Vec<&str> = sync.in_other_pools.iter().map(|(_, p)| p.as_str()).collect();
+        pools.sort_unstable();
+        pools.dedup();
+        if in_pool == 0 {
+            return Err(AppError::NotReady(format!(
+                "pool {pool:?} has none of the {} accounts of {}; they are in pool(s) {} (pass --pool, or move them with `smart-joiner accounts sync --pool {pool} --move`)",
+                names.len(),
+                settings.accounts_config.display(),
+                pools.join(", ")
+            )));
+        }
+        tracing::warn!(
+            "{} accounts of the file are in other pools ({}) and are not used by this run",
+            sync.in_other_pools.len(),
+            pools.join(", ")
+        );
+    }
+    let telegram = telegram(telegram_args, settings)?;
+    let service = join_service(
+        settings,
+        store.clone(),
+        Arc::new(crate::lease::LocalLocks::default()),
+        telegram,
+        accounts,
+        "run".to_owned(),
+    );
+    Ok(SmartJoiner::new(service, pool, max_wait)
+        .with_stop(stop)
+        .run_batch(niche, batch_size)
+        .await?)
 }

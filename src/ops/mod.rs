@@ -3,8 +3,10 @@
 
 pub mod accounts_import;
 pub mod check;
+pub mod commands;
 pub mod console;
 pub mod exporter;
 pub mod health;
 pub mod invariants;
 pub mod output;
+pub mod targets_file;

@@ -1,14 +1,13 @@
 //! How the admin commands print: aligned, coloured tables on a terminal, tab-separated plain
-//! text when piped, JSON with `--json`; and the `status` report built from the store's reports.
+//! text when piped, JSON with `--json`. Every command's report goes through [`render`].
 
 use std::fmt::Write as _;
 use std::io::IsTerminal as _;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::domain::{AccountStatus, TargetStatus};
-use crate::store::{AccountOverview, ReadyGroup, TargetCount};
 
 /// How text output looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +28,59 @@ impl Style {
 
     /// Tab-separated, no colour.
     pub const PLAIN: Style = Style { aligned: false, color: false };
+}
+
+/// A session name as it is printed: control and invisible characters escaped (names are keys
+/// an operator wrote; see [`crate::accounts_config::display_name`]).
+pub fn shown(name: &str) -> String {
+    crate::accounts_config::display_name(name).to_string()
+}
+
+/// Serialises an optional time as [`DateTime::to_rfc3339`] writes it
+/// (`2026-01-12T10:00:00+00:00`), the spelling of every time in the commands' JSON.
+pub fn rfc3339<S: serde::Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&t.to_rfc3339()),
+        None => s.serialize_none(),
+    }
+}
+
+/// How a report is printed: text in a [`Style`], or JSON (`--json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text(Style),
+    Json,
+}
+
+impl Format {
+    /// JSON when asked for, else text styled for where stdout goes ([`Style::detect`]).
+    pub fn detect(json: bool) -> Self {
+        if json { Format::Json } else { Format::Text(Style::detect()) }
+    }
+}
+
+/// What a command returns: serialisable for `--json`, and its text form.
+pub trait Report: serde::Serialize {
+    /// The text form in `style`: tables aligned and coloured on a terminal, plain when piped.
+    /// Ends with a newline unless empty.
+    fn render(&self, style: Style) -> String;
+}
+
+/// The one path from a report to what is printed. JSON is pretty-printed with its keys in
+/// alphabetical order, whatever the order of the report's fields.
+pub fn render(report: &(impl Report + ?Sized), format: Format) -> String {
+    match format {
+        Format::Text(style) => report.render(style),
+        Format::Json => {
+            // Through a `Value`, whose objects sort their keys.
+            let value = serde_json::to_value(report).unwrap_or_else(
+                |e| json!({ "error": format!("the report could not be serialised: {e}") }),
+            );
+            let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
+            text.push('\n');
+            text
+        }
+    }
 }
 
 /// ANSI colours used for statuses.
@@ -171,116 +223,6 @@ pub fn when(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
         }
         _ => "now".to_owned(),
     }
-}
-
-fn rfc3339(t: Option<DateTime<Utc>>) -> Value {
-    t.map_or(Value::Null, |t| Value::String(t.to_rfc3339()))
-}
-
-/// What `smart-joiner status` shows.
-#[derive(Debug, Clone)]
-pub struct StatusReport {
-    pub now: DateTime<Utc>,
-    pub accounts: Vec<AccountOverview>,
-    pub targets: Vec<TargetCount>,
-    pub ready: Vec<ReadyGroup>,
-    /// The channel limit, shown next to each account's bound count.
-    pub channel_limit: u32,
-    pub daily_join_cap: u32,
-}
-
-impl StatusReport {
-    pub fn to_json(&self) -> Value {
-        json!({
-            "now": self.now.to_rfc3339(),
-            "accounts": self.accounts.iter().map(|a| json!({
-                "session_name": a.account.session_name,
-                "pool": a.account.pool,
-                "status": a.account.status.as_str(),
-                "status_reason": a.account.status_reason,
-                "next_allowed_action_time": rfc3339(a.account.next_allowed_action_time),
-                "last_action_at": rfc3339(a.account.last_action_at),
-                "joins_24h": a.joins_24h,
-                "daily_join_cap": self.daily_join_cap,
-                "channels": a.channels,
-                "bound": a.bound,
-                "channel_limit": self.channel_limit,
-                "ready_for_posting": a.ready,
-            })).collect::<Vec<_>>(),
-            "targets": self.targets.iter().map(|t| json!({
-                "niche": t.niche, "status": t.status.as_str(), "count": t.count,
-            })).collect::<Vec<_>>(),
-            "ready_for_posting": self.ready.iter().map(|g| json!({
-                "account": g.account,
-                "target_id": g.target_id,
-                "link": g.link.to_string(),
-                "title": g.title,
-                "niche": g.niche,
-                "warmup_ended_at": g.warmup_ended_at.to_rfc3339(),
-            })).collect::<Vec<_>>(),
-        })
-    }
-
-    pub fn render(&self, style: Style) -> String {
-        let mut out = heading("Accounts", style);
-        let mut t = Table::new(&[
-            "account",
-            "pool",
-            "status",
-            "next action",
-            "joins 24h",
-            "channels",
-            "bound",
-            "ready",
-            "reason",
-        ]);
-        for a in &self.accounts {
-            let acc = &a.account;
-            t.row(vec![
-                crate::accounts_config::display_name(&acc.session_name).to_string().into(),
-                acc.pool.clone().into(),
-                Cell::colored(acc.status.as_str(), account_color(acc.status)),
-                when(acc.next_allowed_action_time, self.now).into(),
-                format!("{}/{}", a.joins_24h, self.daily_join_cap).into(),
-                a.channels.to_string().into(),
-                format!("{}/{}", a.bound, self.channel_limit).into(),
-                a.ready.to_string().into(),
-                acc.status_reason.clone().unwrap_or_default().into(),
-            ]);
-        }
-        out.push_str(&or_none(&t, style, "no accounts: run `smart-joiner accounts sync`"));
-
-        out.push('\n');
-        out.push_str(&heading("Targets", style));
-        let mut t = Table::new(&["niche", "status", "count"]);
-        for c in &self.targets {
-            t.row(vec![
-                c.niche.clone().into(),
-                Cell::colored(c.status.as_str(), target_color(c.status)),
-                c.count.to_string().into(),
-            ]);
-        }
-        out.push_str(&or_none(&t, style, "no targets: run `smart-joiner targets import`"));
-
-        out.push('\n');
-        out.push_str(&heading("Ready for posting (warm-up ended)", style));
-        let mut t = Table::new(&["account", "group", "title", "niche", "warm-up ended"]);
-        for g in &self.ready {
-            t.row(vec![
-                g.account.clone().into(),
-                g.link.to_string().into(),
-                g.title.clone().unwrap_or_default().into(),
-                g.niche.clone().into(),
-                g.warmup_ended_at.format("%Y-%m-%d %H:%M").to_string().into(),
-            ]);
-        }
-        out.push_str(&or_none(&t, style, "none yet"));
-        out
-    }
-}
-
-fn or_none(t: &Table, style: Style, empty: &str) -> String {
-    if t.is_empty() && style.aligned { format!("  ({empty})\n") } else { t.render(style) }
 }
 
 #[cfg(test)]

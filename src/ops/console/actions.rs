@@ -208,7 +208,7 @@ pub(super) async fn import(
     if niche.is_empty() {
         return Ok(refused(&c, &access, "the niche must not be empty", "/groups"));
     }
-    let parsed = crate::ops::check::parse_targets(&f.links);
+    let parsed = crate::ops::targets_file::parse_targets(&f.links);
     if parsed.links.is_empty() && parsed.rejected.is_empty() {
         let why = "no link given (one link per line, or a CSV whose first column is the link)";
         return Ok(refused(&c, &access, why, "/groups"));
@@ -219,7 +219,7 @@ pub(super) async fn import(
             .iter()
             .take(20)
             .map(|(line, text, why)| {
-                format!("line {line}: {} ({why})", crate::ops::check::shown_line(text, why))
+                format!("line {line}: {} ({why})", crate::ops::targets_file::shown_line(text, why))
             })
             .collect();
         let why = format!(

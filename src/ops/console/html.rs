@@ -25,7 +25,7 @@ pub fn esc(text: &str) -> String {
 
 /// A session name as the CLI shows it (invisible characters escaped), then HTML-escaped.
 pub fn name(session_name: &str) -> String {
-    esc(&crate::modes::wiring::shown(session_name))
+    esc(&crate::ops::output::shown(session_name))
 }
 
 /// One query-string value, percent-encoded.

@@ -455,7 +455,7 @@ pub(super) async fn account(
     body.push_str(&audit_table(&audit));
     let v = visitor(&c, &access);
     ok(
-        &format!("Account {}", crate::modes::wiring::shown(&acc.session_name)),
+        &format!("Account {}", crate::ops::output::shown(&acc.session_name)),
         Tab::Accounts,
         &v,
         &body,
