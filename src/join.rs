@@ -351,7 +351,7 @@ impl JoinService {
         if matches!(result, Err(_) | Ok(ExecutionOutcome::Done(Settled::Stale))) {
             let (id, epoch) = (held.lease.account_id, held.epoch);
             if let Err(e) = self.deps.store.release_hold(id, epoch).await {
-                warn!(account_id = id, error = %e, "hold release failed; it expires by itself");
+                warn!(account_id = id, error = %crate::redact::Chain(&e), "hold release failed; it expires by itself");
             }
         }
         self.release(&held.lease).await;
@@ -390,7 +390,7 @@ impl JoinService {
             Ok(true) => {}
             Ok(false) => warn!(account_id = lease.account_id, "lease was already lost at release"),
             Err(e) => {
-                warn!(account_id = lease.account_id, error = %e, "lease release failed; it will expire")
+                warn!(account_id = lease.account_id, error = %crate::redact::Chain(&e), "lease release failed; it will expire")
             }
         }
     }
@@ -495,7 +495,7 @@ impl JoinService {
         let open = match gate.await {
             Ok(open) => open,
             Err(e) => {
-                warn!(account = %account.session_name, error = %e, "the hold could not be checked before the join");
+                warn!(account = %account.session_name, error = %crate::redact::Chain(&e), "the hold could not be checked before the join");
                 false
             }
         };
@@ -541,7 +541,7 @@ impl JoinService {
                 .await
             {
                 Err(e) if e.is_transient() && tokio::time::Instant::now() + delay < give_up => {
-                    warn!(account = %account.session_name, target = %target.link, error = %e, "decision not written, trying again");
+                    warn!(account = %account.session_name, target = %target.link, error = %crate::redact::Chain(&e), "decision not written, trying again");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
@@ -584,7 +584,7 @@ impl JoinService {
                         );
                     }
                     Err(e) => {
-                        warn!(account_id = lease.account_id, error = %e, "lease not renewed; the database hold keeps the account")
+                        warn!(account_id = lease.account_id, error = %crate::redact::Chain(&e), "lease not renewed; the database hold keeps the account")
                     }
                 }
             }
@@ -596,7 +596,7 @@ impl JoinService {
                     return format!("the hold could not be extended before it ran out: {e}");
                 }
                 Err(e) => {
-                    warn!(account_id = lease.account_id, error = %e, "hold not extended; trying again")
+                    warn!(account_id = lease.account_id, error = %crate::redact::Chain(&e), "hold not extended; trying again")
                 }
             }
         }

@@ -99,6 +99,16 @@ impl Redactor {
     }
 }
 
+/// An error and its causes as one log field: `error = %Chain(&e)` writes what [`flatten`]
+/// does, each cause once. `error = %e` would log the outer message alone.
+pub struct Chain<'a>(pub &'a dyn Error);
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&flatten(self.0))
+    }
+}
+
 /// The Display of `err` followed by each of its sources, joined by `": "`, leaving out a source
 /// whose text the line already holds (drivers often print their source inside their own
 /// message and return it as `source()` as well).
@@ -263,5 +273,11 @@ mod tests {
         assert_eq!(flatten(&mid), "Connection Error: Connection refused (os error 111)");
         let a = Link("outer", Some(Box::new(Link("inner", None))));
         assert_eq!(flatten(&a), "outer: inner");
+    }
+
+    #[test]
+    fn a_logged_error_carries_its_causes() {
+        let e = Link("hold not extended", Some(Box::new(Link("connection reset", None))));
+        assert_eq!(Chain(&e).to_string(), "hold not extended: connection reset");
     }
 }

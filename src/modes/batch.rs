@@ -127,7 +127,7 @@ impl SmartJoiner {
                 },
                 _ = watch.tick(), if file_error.is_none() => {
                     if let Err(e) = store.check_file() {
-                        warn!(error = %e, "stopping the batch");
+                        warn!(error = %crate::redact::Chain(&e), "stopping the batch");
                         self.stop.cancel();
                         file_error = Some(e);
                     }

@@ -148,14 +148,14 @@ async fn push_page(
         match queue.push_many(jobs).await {
             Ok(()) => pushed += chunk.len(),
             Err(e) => {
-                warn!(error = %e, "push failed; the targets stay queued for recovery");
+                warn!(error = %crate::redact::Chain(&e), "push failed; the targets stay queued for recovery");
                 failed += chunk.len();
             }
         }
     }
     // Due jobs must not pile up in the scheduled set (see `JobQueue::promote_due`).
     if let Err(e) = queue.promote_due().await {
-        warn!(error = %e, "moving due jobs to the ready list failed; workers do it too");
+        warn!(error = %crate::redact::Chain(&e), "moving due jobs to the ready list failed; workers do it too");
     }
     (pushed, failed)
 }
@@ -168,7 +168,7 @@ async fn push(queue: &JobQueue, target: &Target, pool: &str, report: &mut Produc
     match queue.push_recovery(job, due).await {
         Ok(pushed) => pushed,
         Err(e) => {
-            warn!(target = %target.link, error = %e, "push failed; the target stays queued for recovery");
+            warn!(target = %target.link, error = %crate::redact::Chain(&e), "push failed; the target stays queued for recovery");
             report.push_failures += 1;
             false
         }

@@ -67,16 +67,16 @@ pub async fn handle_job(service: &JoinService, queue: &JobQueue, job: JoinJobV1)
                 if let Err(e) = queue.push(next, run_at).await {
                     // The target is `queued` (or `joining`) with next_run_at set: the producer
                     // recovers it.
-                    warn!(target_id = job.target_id, error = %e, "follow-up push failed; left for recovery");
+                    warn!(target_id = job.target_id, error = %crate::redact::Chain(&e), "follow-up push failed; left for recovery");
                 }
                 return;
             }
             Err(e) => {
-                error!(target_id = job.target_id, error = %e, "join step failed; retrying later");
+                error!(target_id = job.target_id, error = %crate::redact::Chain(&e), "join step failed; retrying later");
                 let run_at =
                     Utc::now() + chrono::Duration::from_std(INFRA_RETRY).unwrap_or_default();
                 if let Err(e) = queue.push(job.clone(), run_at).await {
-                    warn!(target_id = job.target_id, error = %e, "retry push failed; left for recovery");
+                    warn!(target_id = job.target_id, error = %crate::redact::Chain(&e), "retry push failed; left for recovery");
                 }
                 return;
             }
@@ -94,7 +94,7 @@ async fn apalis_handler(task: JoinTask, ctx: Data<Arc<HandlerCtx>>) -> Result<()
     });
     if let Err(e) = run.await {
         // Only a panic ends the task early; the target stays in the database for recovery.
-        error!(target_id, error = %e, "join task failed");
+        error!(target_id, error = %crate::redact::Chain(&e), "join task failed");
     }
     Ok(())
 }
@@ -134,7 +134,7 @@ pub async fn run(
                 .build(apalis_handler)
         })
         .should_restart(|_, err| {
-            error!(error = %err, "worker stopped on a backend error; restarting");
+            error!(error = %crate::redact::Chain(&err), "worker stopped on a backend error; restarting");
             true
         })
         .shutdown_timeout(opts.shutdown_timeout);
@@ -165,7 +165,7 @@ async fn promote_due_jobs(queue: JobQueue, every: Duration) {
             }
             Ok(_) => {}
             Err(e) if !failing => {
-                warn!(error = %e, "moving due jobs to the ready list failed; retrying");
+                warn!(error = %crate::redact::Chain(&e), "moving due jobs to the ready list failed; retrying");
                 failing = true;
             }
             Err(_) => {}

@@ -266,7 +266,7 @@ async fn check_held(
         }),
     };
     if let Err(e) = store.release_hold(account.id, epoch).await {
-        tracing::warn!(account = %account.session_name, error = %e, "hold release failed; it expires by itself");
+        tracing::warn!(account = %account.session_name, error = %crate::redact::Chain(&e), "hold release failed; it expires by itself");
     }
     verdict
 }

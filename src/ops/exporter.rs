@@ -153,7 +153,7 @@ impl Exporter {
                     self.metrics.set_accounts(pool, &counts);
                 }
             }
-            Err(e) => debug!(error = %e, "exporter: cannot count accounts"),
+            Err(e) => debug!(error = %crate::redact::Chain(&e), "exporter: cannot count accounts"),
         }
         for pool in &pools {
             match self.scaling(pool).await {
@@ -167,11 +167,13 @@ impl Exporter {
         }
         match self.store.targets_in_doubt().await {
             Ok(n) => self.metrics.set_targets_in_doubt(n),
-            Err(e) => debug!(error = %e, "exporter: cannot count in-doubt targets"),
+            Err(e) => {
+                debug!(error = %crate::redact::Chain(&e), "exporter: cannot count in-doubt targets")
+            }
         }
         match self.locks.held_count().await {
             Ok(n) => self.metrics.set_leases_held(n),
-            Err(e) => debug!(error = %e, "exporter: cannot count leases"),
+            Err(e) => debug!(error = %crate::redact::Chain(&e), "exporter: cannot count leases"),
         }
     }
 

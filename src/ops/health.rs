@@ -108,19 +108,23 @@ impl Probes {
                     self.metrics.set_accounts(pool, &counts);
                 }
             }
-            Ok(Err(e)) => debug!(error = %e, "metrics: cannot count accounts"),
+            Ok(Err(e)) => {
+                debug!(error = %crate::redact::Chain(&e), "metrics: cannot count accounts")
+            }
             Err(_) => debug!("metrics: counting accounts timed out"),
         }
         match leases {
             Ok(Ok(n)) => self.metrics.set_leases_held(n),
-            Ok(Err(e)) => debug!(error = %e, "metrics: cannot count leases"),
+            Ok(Err(e)) => debug!(error = %crate::redact::Chain(&e), "metrics: cannot count leases"),
             Err(_) => debug!("metrics: counting leases timed out"),
         }
         match depth {
             Ok(Ok((ready, scheduled))) => {
                 self.metrics.set_queue_depth(&self.pool, ready, scheduled)
             }
-            Ok(Err(e)) => debug!(error = %e, "metrics: cannot read the queue depth"),
+            Ok(Err(e)) => {
+                debug!(error = %crate::redact::Chain(&e), "metrics: cannot read the queue depth")
+            }
             Err(_) => debug!("metrics: reading the queue depth timed out"),
         }
     }

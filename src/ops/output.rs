@@ -236,6 +236,27 @@ mod tests {
         t
     }
 
+    #[derive(serde::Serialize)]
+    struct Sample {
+        zeta: u32,
+        alpha: &'static str,
+    }
+
+    impl Report for Sample {
+        fn render(&self, style: Style) -> String {
+            let mut t = Table::new(&["alpha", "zeta"]);
+            t.row(vec![self.alpha.into(), self.zeta.to_string().into()]);
+            t.render(style)
+        }
+    }
+
+    #[test]
+    fn a_report_prints_as_json_with_sorted_keys_or_as_its_text_through_one_path() {
+        let r = Sample { zeta: 2, alpha: "a" };
+        assert_eq!(render(&r, Format::Json), "{\n  \"alpha\": \"a\",\n  \"zeta\": 2\n}\n");
+        assert_eq!(render(&r, Format::Text(Style::PLAIN)), "alpha\tzeta\na\t2\n");
+    }
+
     #[test]
     fn piped_output_is_tab_separated_without_escape_codes() {
         let text = table().render(Style::PLAIN);

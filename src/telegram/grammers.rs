@@ -10,7 +10,7 @@
 //!   `messages.checkChatInvite` and `messages.importChatInvite` ourselves, on the home DC.
 //! - **No retries, no sleeps.** grammers' default policy sleeps through short FloodWaits and
 //!   re-sends after I/O errors. Here the policy is [`NoRetries`]: every FloodWait reaches
-//!   [`crate::domain::decide`], and a join is never sent twice by the library (a re-sent join
+//!   [`crate::domain::decide()`], and a join is never sent twice by the library (a re-sent join
 //!   after a lost answer is exactly the in-doubt case the policy pins to this account).
 //! - **A timeout on every call.** grammers has none; a server that accepts TCP but never answers
 //!   stalls the pool, and `quit()` is then ignored, so [`disconnect`](TelegramSession::disconnect)
@@ -18,7 +18,7 @@
 //!   aborts it too.
 //! - **The imported key is the only key.** When the server does not know a session's auth key it
 //!   answers transport error 404, and grammers silently runs a new key exchange and stores the new
-//!   (unauthorised) key. The session storage used here ([`KeyGuard`]) refuses to store any other
+//!   (unauthorised) key. The session storage used here (`KeyGuard`) refuses to store any other
 //!   key for the home DC, so the connection with a replaced key is dropped before any request is
 //!   sent on it. A 404, a failed key exchange or a refused key are all reported as
 //!   [`ConnectError::Unauthorized`] / [`JoinOutcome::Unauthorized`] with code
@@ -245,7 +245,7 @@ impl GrammersSession {
                 Ok(session)
             }
             Err(e) => {
-                warn!(account = %session.account, error = %e, "connection refused");
+                warn!(account = %session.account, error = %crate::redact::Chain(&e), "connection refused");
                 session.runner.stop(&session.handle).await;
                 Err(e)
             }

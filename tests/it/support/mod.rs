@@ -70,6 +70,21 @@ async fn drop_stale_databases(admin: &sea_orm::DatabaseConnection) {
     .await;
 }
 
+/// Shows the tracing output of the code under test when `TEST_LOG` is set, as an `EnvFilter`
+/// (`TEST_LOG=smart_joiner=debug`, `TEST_LOG=info`), through the test harness's capture (so a
+/// passing test stays quiet unless `--nocapture`). Called by every helper that opens a store;
+/// the first call installs it, later ones do nothing.
+pub fn test_log() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let Ok(filter) = std::env::var("TEST_LOG") else { return };
+        let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+            .unwrap_or_else(|e| panic!("TEST_LOG={filter:?} is not a tracing filter: {e}"));
+        // Another subscriber already installed (a test that sets its own) wins.
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    });
+}
+
 /// A store on a brand-new, migrated Postgres database. Panics (never skips) when Postgres is
 /// unreachable.
 pub async fn pg_store() -> Store {
@@ -78,6 +93,7 @@ pub async fn pg_store() -> Store {
 
 /// Like [`pg_store`], also returning the database URL (for child processes).
 pub async fn pg_database() -> (Store, String) {
+    test_log();
     let admin_url = admin_url();
     let admin =
         Database::connect(admin_url.as_str()).await.unwrap_or_else(|e| unreachable(&admin_url, e));
@@ -97,6 +113,7 @@ pub async fn pg_database() -> (Store, String) {
 /// The URL of a brand-new, empty Postgres database (no migrations): for tests that build
 /// another tool's tables first.
 pub async fn pg_empty_database() -> String {
+    test_log();
     let admin_url = admin_url();
     let admin =
         Database::connect(admin_url.as_str()).await.unwrap_or_else(|e| unreachable(&admin_url, e));
@@ -112,6 +129,7 @@ pub async fn pg_empty_database() -> String {
 
 /// A store on a new, migrated SQLite file; the file lives as long as the returned directory.
 pub async fn sqlite_store() -> (Store, tempfile::TempDir) {
+    test_log();
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("smart_joiner.db");
     let store = Store::connect(&format!("sqlite://{}", path.display())).await.expect("connect");
