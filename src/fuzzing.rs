@@ -199,7 +199,7 @@ pub fn accounts_config(data: &[u8]) {
     }
 }
 
-/// Session strings, in every format of [`session_formats`].
+/// Session strings, in every format of `session_formats`.
 pub fn session(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     session_formats(text);

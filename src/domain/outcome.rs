@@ -20,7 +20,7 @@ pub struct PeerInfo {
 }
 
 /// Every answer a join attempt can end in. Built by the Telegram adapter (or a scripted fake);
-/// read only by [`crate::domain::decide`].
+/// read only by [`crate::domain::decide()`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JoinOutcome {
     /// Joined now (`already = false`) or was already a participant (`already = true`).

@@ -531,7 +531,7 @@ impl Store {
     }
 
     /// `lease_epoch += 1`, unconditionally; returns the new value. Workers use
-    /// [`take_account`](Self::take_account); this fences off whoever holds the account now
+    /// [`take_for_join`](Self::take_for_join); this fences off whoever holds the account now
     /// (an operator's tool against a stuck holder, and tests).
     pub async fn bump_lease_epoch(&self, account_id: i64) -> Result<i64, StoreError> {
         let txn = self.db.begin().await?;

@@ -403,11 +403,11 @@ pub enum Answer {
         #[serde(default = "default_bot_id")]
         bot_id: i64,
     },
-    /// 420 FLOOD_WAIT_<seconds>; tgsim enforces the window for the whole account.
+    /// 420 `FLOOD_WAIT_<seconds>`; tgsim enforces the window for the whole account.
     FloodWait { seconds: u32 },
-    /// 420 FLOOD_PREMIUM_WAIT_<seconds>; enforced like FloodWait.
+    /// 420 `FLOOD_PREMIUM_WAIT_<seconds>`; enforced like FloodWait.
     FloodPremiumWait { seconds: u32 },
-    /// 420 SLOWMODE_WAIT_<seconds> (not enforced: it is per chat).
+    /// 420 `SLOWMODE_WAIT_<seconds>` (not enforced: it is per chat).
     SlowmodeWait { seconds: u32 },
     /// 400 PEER_FLOOD.
     PeerFlood,

@@ -1,6 +1,6 @@
 //! The admin commands of `smart-joiner` as library functions. Each takes what it works on (the
 //! store, the settings, its options) and returns a report type: `Serialize` for `--json`, and
-//! [`Report`](crate::ops::output::Report) for its text, both printed through
+//! [`crate::ops::output::Report`] for its text, both printed through
 //! [`ops::output::render`](crate::ops::output::render). Nothing here parses flags or writes to
 //! stdout; `src/main.rs` does that and only that.
 //!
