@@ -110,6 +110,10 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(60);
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default directory of the log file.
 pub const DEFAULT_LOG_DIR: &str = "logs";
+/// Account pool used when `POOL` is not set.
+pub const DEFAULT_POOL: &str = "default";
+/// Prefix of the deployment's Redis keys when `REDIS_PREFIX` is not set.
+pub const DEFAULT_REDIS_PREFIX: &str = "smart_joiner:";
 /// Longest duration any setting accepts. Far beyond any sensible value, it keeps later time
 /// arithmetic (`now + duration`) from overflowing.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -218,6 +222,64 @@ pub struct SettingsArgs {
     /// Directory of the log file smart_joiner.log (created if missing). Default: logs
     #[arg(long, env = "LOG_DIR", value_name = "DIR", value_parser = path_parser())]
     pub log_dir: Option<PathBuf>,
+}
+
+/// `--pool` (`POOL`), declared once for every process and command that works on one pool.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct PoolArg {
+    /// The account pool: the one this process serves (each pool has its own queue and
+    /// workers), and the one new accounts join.
+    #[arg(id = "pool", long = "pool", env = "POOL", value_name = "POOL", default_value = DEFAULT_POOL, value_parser = not_blank)]
+    pub name: String,
+}
+
+/// `--redis-prefix` (`REDIS_PREFIX`), declared once: every process of a deployment uses the
+/// same one.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct RedisPrefixArg {
+    /// Prefix of every Redis key of the deployment (account leases and job queues).
+    #[arg(id = "redis_prefix", long = "redis-prefix", env = "REDIS_PREFIX", value_name = "PREFIX", default_value = DEFAULT_REDIS_PREFIX)]
+    pub value: String,
+}
+
+/// clap value parser for a name that must not be blank; the value is trimmed.
+pub fn not_blank(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    if t.is_empty() { Err("must not be empty".to_owned()) } else { Ok(t.to_owned()) }
+}
+
+/// Every setting of `cmd` and its subcommands (an argument read from an environment variable)
+/// that lacks a flag, help text, or a row of `readme`'s tables naming the variable in
+/// backquotes: one line each. Each binary's tests call it on its own parser, so a setting
+/// cannot be added without its documentation. Hidden arguments (the scripted fake Telegram of
+/// tests and benchmarks) are not settings an operator sets, and are left out.
+pub fn undocumented_settings(cmd: &clap::Command, readme: &str) -> Vec<String> {
+    let rows: Vec<&str> = readme.lines().filter(|l| l.starts_with('|')).collect();
+    let mut problems = Vec::new();
+    let mut commands = vec![(cmd.get_name().to_owned(), cmd)];
+    while let Some((path, cmd)) = commands.pop() {
+        for sub in cmd.get_subcommands() {
+            commands.push((format!("{path} {}", sub.get_name()), sub));
+        }
+        for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+            let Some(var) = arg.get_env().map(|v| v.to_string_lossy().into_owned()) else {
+                continue;
+            };
+            if arg.get_long().is_none() {
+                problems.push(format!("{path}: {var} has no --flag"));
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                problems.push(format!("{path}: {var} has no help text"));
+            }
+            let quoted = format!("`{var}`");
+            if !rows.iter().any(|row| row.contains(&quoted)) {
+                problems.push(format!("{path}: {var} has no row in the README's table"));
+            }
+        }
+    }
+    problems.sort();
+    problems.dedup();
+    problems
 }
 
 /// clap value parser for secrets: wraps the value at once, so `SettingsArgs`' `Debug` is safe.
@@ -694,18 +756,44 @@ impl Validator {
         if self.problems.len() > before {
             return None;
         }
-        // An IPv6 literal needs brackets inside a URL.
-        let host = if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]")
-        } else {
-            host.to_owned()
-        };
-        let credentials = match password {
-            Some(p) => format!("{}:{}", percent_encode(user), percent_encode(p)),
-            None => percent_encode(user),
-        };
-        Some(Secret::new(format!("postgres://{credentials}@{host}:{port}/{}", percent_encode(db))))
+        match postgres_url(host, port, user, password, db) {
+            Ok(url) => Some(Secret::new(url)),
+            Err(why) => {
+                self.problem("postgres_host", format!("{host:?} cannot be used in a URL: {why}"));
+                None
+            }
+        }
     }
+}
+
+/// `postgres://user:password@host:port/db`, assembled by the `url` crate. The user name,
+/// password and database name are percent-encoded first, every byte but RFC 3986's unreserved
+/// characters (the `url` setters leave `%` alone, reading it as an escape already made), so
+/// any of them decodes back unchanged.
+fn postgres_url(
+    host: &str,
+    port: u16,
+    user: &str,
+    password: Option<&str>,
+    db: &str,
+) -> Result<String, url::ParseError> {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    const COMPONENT: &AsciiSet =
+        &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    let encode = |s: &str| utf8_percent_encode(s, COMPONENT).to_string();
+    // An IPv6 literal needs brackets inside a URL.
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    let mut url = url::Url::parse(&format!("postgres://{host}"))?;
+    // Setting these cannot fail on a URL that has a host, as this one has.
+    let _ = url.set_port(Some(port));
+    let _ = url.set_username(&encode(user));
+    let _ = url.set_password(password.map(encode).as_deref());
+    url.set_path(&encode(db));
+    Ok(url.into())
 }
 
 /// The lower-cased scheme of `url` (the text before the first `:`), if it looks like one.
@@ -717,24 +805,24 @@ fn scheme_of(url: &str) -> Option<String> {
     valid.then(|| scheme.to_ascii_lowercase())
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters, so any user name,
-/// password or database name fits in a URL and decodes back unchanged.
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn a_variable_without_a_readme_row_is_named() {
+        let cmd = EnvOnly::command();
+        let problems = undocumented_settings(&cmd, "| `DATABASE_URL` | x | y |\n");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p == "smart-joiner: REDIS_URL has no row in the README's table")
+        );
+        assert!(!problems.iter().any(|p| p.contains("DATABASE_URL")), "{problems:?}");
+        let all = cmd.get_arguments().filter(|a| a.get_env().is_some()).count();
+        assert_eq!(problems.len(), all - 1, "{problems:?}");
+    }
 
     /// Settings from a fixed set of variables; the process environment is never read.
     fn from_vars(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {

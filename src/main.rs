@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use smart_joiner::config::{Settings, SettingsArgs};
+use smart_joiner::config::{PoolArg, RedisPrefixArg, Settings, SettingsArgs, not_blank};
 use smart_joiner::domain::TargetStatus;
 use smart_joiner::modes::wiring::{self, TelegramArgs, parse_duration};
 use smart_joiner::ops::check::LeaseMode;
@@ -60,9 +60,8 @@ enum Command {
         /// How many new targets this run takes.
         #[arg(default_value_t = 5)]
         batch_size: u64,
-        /// Account pool to use.
-        #[arg(long, env = "POOL", default_value = "default")]
-        pool: String,
+        #[command(flatten)]
+        pool: PoolArg,
         /// A target whose next chance is further away than this goes back to `new` for the next run.
         #[arg(long, env = "RUN_MAX_WAIT", default_value = "20m", value_parser = parse_duration)]
         max_wait: Duration,
@@ -117,11 +116,10 @@ enum Command {
         port: u16,
         /// Pools reported even while no account is in them (comma-separated); every pool of
         /// the database is reported anyway.
-        #[arg(long, env = "EXPORTER_POOLS", value_delimiter = ',', value_parser = non_empty)]
+        #[arg(long, env = "EXPORTER_POOLS", value_delimiter = ',', value_parser = not_blank)]
         pools: Vec<String>,
-        /// Prefix of the Redis keys of the deployment (as the workers').
-        #[arg(long, env = "REDIS_PREFIX", default_value = "smart_joiner:")]
-        redis_prefix: String,
+        #[command(flatten)]
+        redis_prefix: RedisPrefixArg,
         /// How often the gauges are refreshed for OTLP; a scrape always refreshes them.
         #[arg(long, env = "METRICS_SAMPLE_INTERVAL", default_value = "15s", value_parser = parse_duration)]
         sample_interval: Duration,
@@ -152,11 +150,11 @@ enum MigrateAction {
         dry_run: bool,
         /// The column of `targets` holding the group (`@username` or a link); detected among
         /// the usual names when not given.
-        #[arg(long, value_parser = non_empty)]
+        #[arg(long, value_parser = not_blank)]
         group_column: Option<String>,
         /// The column of `accounts` holding the session name that keys accounts_config.json;
         /// detected among the usual names when not given.
-        #[arg(long, value_parser = non_empty)]
+        #[arg(long, value_parser = not_blank)]
         session_column: Option<String>,
     },
 }
@@ -166,9 +164,8 @@ enum AccountsAction {
     /// Make the database know every account of accounts_config.json (one transaction); report
     /// what was added, moved to the pool, and database rows the file lacks.
     Sync {
-        /// Pool new accounts join.
-        #[arg(long, env = "POOL", default_value = "default", value_parser = non_empty)]
-        pool: String,
+        #[command(flatten)]
+        pool: PoolArg,
         /// Also move accounts of the file that are in another pool to this one (each move is
         /// reported). Without it they stay where they are.
         #[arg(long = "move")]
@@ -215,9 +212,8 @@ enum AccountsAction {
         /// answers with an error).
         #[arg(long, env = "CHECK_LEASES", default_value = "auto")]
         leases: LeaseMode,
-        /// Prefix of the Redis keys of the deployment (as the workers').
-        #[arg(long, env = "REDIS_PREFIX", default_value = "smart_joiner:")]
-        redis_prefix: String,
+        #[command(flatten)]
+        redis_prefix: RedisPrefixArg,
         #[command(flatten)]
         telegram: TelegramArgs,
     },
@@ -249,7 +245,7 @@ enum TargetsAction {
     /// All or nothing: a file with an invalid line imports nothing unless --skip-invalid.
     Import {
         file: PathBuf,
-        #[arg(long, value_parser = non_empty)]
+        #[arg(long, value_parser = not_blank)]
         niche: String,
         /// Import the valid lines even when some lines are invalid.
         #[arg(long)]
@@ -264,11 +260,6 @@ enum TargetsAction {
         #[arg(long, value_parser = target_status)]
         status: Option<TargetStatus>,
     },
-}
-
-fn non_empty(s: &str) -> Result<String, String> {
-    let t = s.trim();
-    if t.is_empty() { Err("must not be empty".to_owned()) } else { Ok(t.to_owned()) }
 }
 
 fn target_status(s: &str) -> Result<TargetStatus, String> {
@@ -338,7 +329,7 @@ async fn run(cli: Cli, redactor: &mut Redactor) -> anyhow::Result<()> {
     let format = Format::detect(cli.json);
     let result = match cli.command {
         Command::Run { niche, batch_size, pool, max_wait, telegram } => {
-            run_batch(&settings, &niche, batch_size, &pool, max_wait, &telegram).await
+            run_batch(&settings, &niche, batch_size, &pool.name, max_wait, &telegram).await
         }
         Command::Demo { console, console_args } => demo(console.then_some(console_args)).await,
         Command::Console { args } => console(&settings, args).await,
@@ -353,7 +344,7 @@ async fn run(cli: Cli, redactor: &mut Redactor) -> anyhow::Result<()> {
         }
         Command::Exporter { port, pools, redis_prefix, sample_interval } => {
             let metrics = telemetry.metrics();
-            exporter(&settings, port, pools, redis_prefix, sample_interval, metrics).await
+            exporter(&settings, port, pools, redis_prefix.value, sample_interval, metrics).await
         }
     };
     telemetry.shutdown().await;
@@ -405,7 +396,7 @@ async fn accounts(
     let printed = match action {
         AccountsAction::Import { .. } => Ok(()),
         AccountsAction::Sync { pool, move_existing } => {
-            accounts::sync(&store, &settings.accounts_config, &pool, move_existing)
+            accounts::sync(&store, &settings.accounts_config, &pool.name, move_existing)
                 .await
                 .map(|r| print(&r, format))
         }
@@ -415,7 +406,12 @@ async fn accounts(
         AccountsAction::Check { pool, accounts: only, leases, redis_prefix, telegram } => {
             match wiring::telegram(&telegram, settings) {
                 Ok(tg) => {
-                    let args = CheckArgs { pool, accounts: only, leases, redis_prefix };
+                    let args = CheckArgs {
+                        pool,
+                        accounts: only,
+                        leases,
+                        redis_prefix: redis_prefix.value,
+                    };
                     let said = |leases: &str| {
                         if format != Format::Json {
                             eprintln!("leases: {leases}");
@@ -574,8 +570,8 @@ async fn exporter(
 ) -> anyhow::Result<()> {
     use smart_joiner::ops::exporter::{self, Exporter};
     let redis = wiring::RedisArgs {
-        redis_prefix: redis_prefix.clone(),
-        pool: "default".to_owned(),
+        prefix: RedisPrefixArg { value: redis_prefix.clone() },
+        pool: PoolArg { name: smart_joiner::config::DEFAULT_POOL.to_owned() },
         queue_heartbeat: Duration::from_secs(10),
     };
     let wiring::Backends { store, locks, queue } =
@@ -602,4 +598,16 @@ async fn exporter(
     let served = exporter::serve(listener, exporter, stop).await;
     sampler.abort();
     finish(store, served.context("the exporter's port failed")).await
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn every_setting_has_a_flag_a_variable_help_text_and_a_readme_row() {
+        let readme = include_str!("../README.md");
+        let problems = smart_joiner::config::undocumented_settings(&super::Cli::command(), readme);
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
 }

@@ -67,7 +67,7 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<usize> {
     let opts = ProduceOptions {
         niche: cli.niche,
         batch_size: cli.batch_size,
-        pool: cli.redis.pool.clone(),
+        pool: cli.redis.pool.name.clone(),
         recover_after: cli.recover_after,
     };
     // One span per run, so a trace viewer shows each cron run with its niche and pool.
@@ -75,4 +75,16 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<usize> {
     let report = produce(&store, &queue, &locks, &opts).instrument(span).await?;
     println!("producer: niche {} pool {}: {report}", opts.niche, opts.pool);
     Ok(report.push_failures)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn every_setting_has_a_flag_a_variable_help_text_and_a_readme_row() {
+        let readme = include_str!("../../README.md");
+        let problems = smart_joiner::config::undocumented_settings(&super::Cli::command(), readme);
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
 }

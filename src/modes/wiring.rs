@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::accounts_config::{AccountsConfig, AccountsConfigError};
-use crate::config::Settings;
+use crate::config::{PoolArg, RedisPrefixArg, Settings};
 use crate::join::{JoinDeps, JoinService};
 use crate::lease::AccountLocks;
 use crate::queue::QueueSettings;
@@ -28,12 +28,10 @@ pub struct TelegramArgs {
 /// Flags of the Redis side, shared by producer and worker.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RedisArgs {
-    /// Prefix of every Redis key this deployment uses (leases and the queue).
-    #[arg(long, env = "REDIS_PREFIX", default_value = "smart_joiner:")]
-    pub redis_prefix: String,
-    /// The account pool this process serves; each pool has its own queue.
-    #[arg(long, env = "POOL", default_value = "default")]
-    pub pool: String,
+    #[command(flatten)]
+    pub prefix: RedisPrefixArg,
+    #[command(flatten)]
+    pub pool: PoolArg,
     /// Worker heartbeat; a worker silent for 6 heartbeats has its jobs handed to others.
     #[arg(long, env = "QUEUE_HEARTBEAT", default_value = "10s", value_parser = parse_duration)]
     pub queue_heartbeat: Duration,
@@ -42,7 +40,7 @@ pub struct RedisArgs {
 impl RedisArgs {
     pub fn queue_settings(&self) -> QueueSettings {
         QueueSettings {
-            name: format!("{}join:v1:{}", self.redis_prefix, self.pool),
+            name: format!("{}join:v1:{}", self.prefix.value, self.pool.name),
             heartbeat: self.queue_heartbeat,
             ..QueueSettings::default()
         }
@@ -118,7 +116,7 @@ pub async fn connect_backends(
         }
     };
     let locks =
-        crate::lease::RedisLocks::new(conn.clone(), redis.redis_prefix.clone(), settings.lease_ttl);
+        crate::lease::RedisLocks::new(conn.clone(), redis.prefix.value.clone(), settings.lease_ttl);
     let queue = crate::queue::JobQueue::new(conn, &redis.queue_settings());
     Ok(Backends { store, locks, queue })
 }

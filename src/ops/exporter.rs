@@ -33,6 +33,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
+use crate::config::{PoolArg, RedisPrefixArg};
 use crate::lease::RedisLocks;
 use crate::modes::wiring::RedisArgs;
 use crate::queue::JobQueue;
@@ -98,8 +99,8 @@ impl Exporter {
 
     fn queue_of(&self, pool: &str) -> JobQueue {
         let args = RedisArgs {
-            redis_prefix: self.redis_prefix.clone(),
-            pool: pool.to_owned(),
+            prefix: RedisPrefixArg { value: self.redis_prefix.clone() },
+            pool: PoolArg { name: pool.to_owned() },
             queue_heartbeat: Duration::from_secs(10),
         };
         self.queue.sibling(&args.queue_settings())

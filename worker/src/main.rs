@@ -92,7 +92,7 @@ async fn run(
         store: store.clone(),
         locks: locks.clone(),
         queue: queue.clone(),
-        pool: cli.redis.pool.clone(),
+        pool: cli.redis.pool.name.clone(),
         metrics,
     };
     let stop_ops = CancellationToken::new();
@@ -131,4 +131,16 @@ fn default_name() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| format!("worker-{}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn every_setting_has_a_flag_a_variable_help_text_and_a_readme_row() {
+        let readme = include_str!("../../README.md");
+        let problems = smart_joiner::config::undocumented_settings(&super::Cli::command(), readme);
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
 }
