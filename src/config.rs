@@ -295,7 +295,7 @@ fn path_parser() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
 }
 
 /// Validated settings. Build them with [`SettingsArgs::into_settings`] or
-/// [`Settings::from_env`]; every field is then known to be usable.
+/// [`Settings::from_env_lookup`]; every field is then known to be usable.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Where the system of record lives: `postgres://`, `postgresql://` or `sqlite:`.
@@ -364,12 +364,6 @@ struct EnvOnly {
 }
 
 impl Settings {
-    /// Reads and validates the settings from the process environment alone (no flags).
-    pub fn from_env() -> Result<Settings, ConfigError> {
-        let parsed = EnvOnly::try_parse_from(std::iter::empty::<String>()).map_err(clap_error)?;
-        parsed.args.into_settings()
-    }
-
     /// Reads and validates the settings from `lookup` instead of the process environment:
     /// `lookup("DATABASE_URL")` gives that variable's value, if set. For tests and embedders.
     pub fn from_env_lookup(

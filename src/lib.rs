@@ -2,6 +2,10 @@
 //!
 //! See ARCHITECTURE.md for the map. `domain` is pure policy; everything else is an adapter.
 
+// The public API is what the binaries, the Python package, the benchmarks and the tests use;
+// an item public inside a private module only looks like part of it.
+#![warn(unreachable_pub)]
+
 pub mod accounts_config;
 pub mod config;
 pub mod domain;

@@ -310,11 +310,6 @@ impl Store {
         Ok(Store { db, file: file.map(Arc::new) })
     }
 
-    /// Wraps an existing connection.
-    pub fn from_connection(db: DatabaseConnection) -> Store {
-        Store { db, file: None }
-    }
-
     /// Applies every pending migration.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         Migrator::up(&self.db, None).await?;

@@ -10,7 +10,7 @@ use crate::store::HourCount;
 
 /// What an attempt counts as in the charts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Joined, already a participant, or a join request filed (what the daily cap counts).
     Join,
     FloodWait,
@@ -18,7 +18,7 @@ pub enum Kind {
     Error,
 }
 
-pub fn kind(outcome: &str) -> Kind {
+pub(crate) fn kind(outcome: &str) -> Kind {
     if OutcomeKind::parse(outcome).is_some_and(OutcomeKind::is_join) {
         Kind::Join
     } else if outcome == "flood_wait" {
@@ -30,7 +30,7 @@ pub fn kind(outcome: &str) -> Kind {
 
 /// Attempts of one hour.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Hour {
+pub(crate) struct Hour {
     pub joins: u64,
     pub flood_waits: u64,
     pub errors: u64,
@@ -38,7 +38,7 @@ pub struct Hour {
 
 /// The `hours` hours up to `now` (the last one is the current, partial hour), oldest first,
 /// with their starts and the attempts counted in each.
-pub fn per_hour(
+pub(crate) fn per_hour(
     counts: &[HourCount],
     now: DateTime<Utc>,
     hours: usize,
@@ -68,7 +68,7 @@ const PAD_L: usize = 36;
 const PAD_B: usize = 20;
 
 /// One bar chart of `value(hour)` per hour, in `color`, with a `title` for screen readers.
-pub fn svg(
+pub(crate) fn svg(
     hours: &[(DateTime<Utc>, Hour)],
     title: &str,
     color: &str,

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use crate::domain::{AccountStatus, TargetStatus};
 
 /// Text fit for HTML content and attribute values.
-pub fn esc(text: &str) -> String {
+pub(crate) fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -24,18 +24,18 @@ pub fn esc(text: &str) -> String {
 }
 
 /// A session name as the CLI shows it (invisible characters escaped), then HTML-escaped.
-pub fn name(session_name: &str) -> String {
+pub(crate) fn name(session_name: &str) -> String {
     esc(&crate::ops::output::shown(session_name))
 }
 
 /// One query-string value, percent-encoded.
-pub fn q(value: &str) -> String {
+pub(crate) fn q(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
 /// Which top-level page a page belongs to (its tab is highlighted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tab {
+pub(crate) enum Tab {
     Pools,
     Accounts,
     Groups,
@@ -45,7 +45,7 @@ pub enum Tab {
 }
 
 /// What the header shows about the visitor.
-pub struct Visitor<'a> {
+pub(crate) struct Visitor<'a> {
     /// `Some(actor)` for the admin token.
     pub actor: Option<&'a str>,
     /// Whether actions exist at all (an admin token is configured).
@@ -53,7 +53,7 @@ pub struct Visitor<'a> {
 }
 
 /// A whole page.
-pub fn page(title: &str, tab: Tab, visitor: &Visitor<'_>, body: &str) -> String {
+pub(crate) fn page(title: &str, tab: Tab, visitor: &Visitor<'_>, body: &str) -> String {
     let tabs = [
         (Tab::Pools, "/", "Pools"),
         (Tab::Accounts, "/accounts", "Accounts"),
@@ -93,12 +93,12 @@ fn badge(text: &str, color: Option<&str>) -> String {
 
 /// An account status as a coloured badge (green works, yellow waits or paused, red needs an
 /// operator), the CLI's colours.
-pub fn account_badge(status: AccountStatus) -> String {
+pub(crate) fn account_badge(status: AccountStatus) -> String {
     let color = crate::ops::output::account_color(status).map(color_name);
     badge(status.as_str(), color)
 }
 
-pub fn target_badge(status: TargetStatus) -> String {
+pub(crate) fn target_badge(status: TargetStatus) -> String {
     let color = crate::ops::output::target_color(status).map(color_name);
     badge(status.as_str(), color)
 }
@@ -114,7 +114,7 @@ fn color_name(c: crate::ops::output::Color) -> &'static str {
 }
 
 /// An attempt's outcome as a badge.
-pub fn outcome_badge(outcome: &str) -> String {
+pub(crate) fn outcome_badge(outcome: &str) -> String {
     let color = match outcome {
         "joined" | "already_participant" | "requested" => Some("green"),
         "flood_wait" | "slowmode_wait" | "in_doubt" | "connect_failed" => Some("yellow"),
@@ -124,17 +124,17 @@ pub fn outcome_badge(outcome: &str) -> String {
 }
 
 /// `2026-01-12 10:00:05 UTC`
-pub fn time(t: DateTime<Utc>) -> String {
+pub(crate) fn time(t: DateTime<Utc>) -> String {
     format!("<time datetime=\"{}\">{}</time>", t.to_rfc3339(), t.format("%Y-%m-%d %H:%M:%S"))
 }
 
 /// A time, or a dash.
-pub fn time_opt(t: Option<DateTime<Utc>>) -> String {
+pub(crate) fn time_opt(t: Option<DateTime<Utc>>) -> String {
     t.map_or_else(|| "<span class=\"muted\">–</span>".to_owned(), time)
 }
 
 /// `in 5m 3s` / `now` for a moment that passed or is unset.
-pub fn until(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
+pub(crate) fn until(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
     match t {
         Some(t) if t > now => {
             let left = (t - now).to_std().unwrap_or_default();
@@ -150,7 +150,7 @@ pub fn until(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
 }
 
 /// A gauge of `used` out of `cap`.
-pub fn bar(used: u64, cap: u64) -> String {
+pub(crate) fn bar(used: u64, cap: u64) -> String {
     format!("<progress value=\"{}\" max=\"{cap}\"></progress> {used} / {cap}", used.min(cap))
 }
 
