@@ -97,6 +97,157 @@ fn free_at(now: DateTime<Utc>) -> Condition {
         )
 }
 
+/// The account's half of the take: `lease_epoch + 1`, held until `hold_until` and resting until
+/// `rest_until`, if it may still work, rests no longer and is not held at `now`.
+fn take_update(
+    account_id: i64,
+    now: DateTime<Utc>,
+    hold_until: DateTime<Utc>,
+    rest_until: DateTime<Utc>,
+) -> sea_orm::UpdateMany<accounts::Entity> {
+    accounts::Entity::update_many()
+        .col_expr(accounts::Column::LeaseEpoch, Expr::col(accounts::Column::LeaseEpoch).add(1))
+        .col_expr(accounts::Column::HeldUntil, Expr::val(hold_until))
+        .col_expr(accounts::Column::NextAllowedActionTime, Expr::val(rest_until))
+        .filter(accounts::Column::Id.eq(account_id))
+        .filter(accounts::Column::Status.is_in(working_statuses()))
+        .filter(free_at(now))
+}
+
+/// The take on Postgres, in one statement: the target row is locked first (and re-checked if it
+/// changed meanwhile), the account is taken only if the target can be claimed, and the target
+/// claimed under the new epoch only if the account was taken; a locked target cannot change in
+/// between. Its shape, checked by a test against the statement built (`$n` are bound values):
+///
+/// ```sql
+/// WITH "t0" AS (SELECT "id" FROM "targets"
+/// WHERE "targets"."id" = $1
+/// AND ("targets"."status" IN ($2, $3)
+/// OR ("targets"."status" = $4
+/// AND "targets"."claimed_account_id" = $5)) FOR UPDATE)
+/// , "a" AS (UPDATE "accounts"
+/// SET "lease_epoch" = "lease_epoch" + $6, "held_until" = $7, "next_allowed_action_time" = $8
+/// WHERE "accounts"."id" = $9
+/// AND "accounts"."status" IN ($10, $11, $12)
+/// AND ("accounts"."next_allowed_action_time" IS NULL
+/// OR "accounts"."next_allowed_action_time" <= $13)
+/// AND ("accounts"."held_until" IS NULL
+/// OR "accounts"."held_until" <= $14)
+/// AND EXISTS(SELECT $15 FROM "t0")
+/// RETURNING "lease_epoch")
+/// , "t" AS (UPDATE "targets"
+/// SET "status" = $16, "claimed_account_id" = $17, "claim_epoch" = (SELECT "lease_epoch" FROM
+/// "a"), "updated_at" = $18
+/// WHERE "id" IN (SELECT "id" FROM "t0")
+/// AND EXISTS(SELECT $19 FROM "a")
+/// RETURNING "id")
+/// SELECT (SELECT "lease_epoch" FROM "a"), (SELECT COUNT(*) FROM "t0")
+/// ```
+fn take_statement(
+    mut take: sea_orm::sea_query::UpdateStatement,
+    account_id: i64,
+    target_id: i64,
+    now: DateTime<Utc>,
+) -> sea_orm::Statement {
+    let (t0, a, t) = (Alias::new("t0"), Alias::new("a"), Alias::new("t"));
+    let locked = locked_targets(
+        Condition::all().add(targets::Column::Id.eq(target_id)).add(claimable_by(account_id)),
+    );
+    take.and_where(exists_in(&t0)).returning_col(accounts::Column::LeaseEpoch);
+    let new_epoch =
+        || sub(Query::select().column(accounts::Column::LeaseEpoch).from(a.clone()).take());
+    let mut claim = Query::update();
+    claim
+        .table(targets::Entity)
+        .value(targets::Column::Status, crate::domain::TargetStatus::Joining.as_str())
+        .value(targets::Column::ClaimedAccountId, account_id)
+        .value(targets::Column::ClaimEpoch, new_epoch())
+        .value(targets::Column::UpdatedAt, now)
+        .and_where(Expr::col(targets::Column::Id).in_subquery(ids_of(&t0)))
+        .and_where(exists_in(&a))
+        .returning_col(targets::Column::Id);
+    let with = WithClause::new()
+        .cte(cte(t0.clone(), locked))
+        .cte(cte(a.clone(), take))
+        .cte(cte(t, claim))
+        .to_owned();
+    let claimable = Query::select().expr(Expr::col(Asterisk).count()).from(t0).take();
+    let main = Query::select().expr(new_epoch()).expr(sub(claimable)).take();
+    sea_orm::DbBackend::Postgres.build(&main.with(with))
+}
+
+/// The pick's query: the cheaply eligible accounts of `pool` in fairness order (the `spread`
+/// first ones shuffled when `spread > 1`), then the per-account counts, evaluated only until
+/// `limit` accounts pass. Its shape on Postgres with a spread, checked by a test against the
+/// query built (`$n` are bound values):
+///
+/// ```sql
+/// SELECT *
+/// FROM (SELECT *
+/// FROM (SELECT * FROM "accounts"
+/// WHERE "accounts"."pool" = $1
+/// AND "accounts"."status" IN ($2, $3, $4)
+/// AND "accounts"."id" NOT IN ($5)
+/// AND ("accounts"."next_allowed_action_time" IS NULL
+/// OR "accounts"."next_allowed_action_time" <= $6)
+/// AND ("accounts"."held_until" IS NULL
+/// OR "accounts"."held_until" <= $7)
+/// ORDER BY "last_action_at" ASC NULLS FIRST, "id" ASC
+/// LIMIT $8) AS "accounts"
+/// ORDER BY RANDOM() ASC
+/// LIMIT $9) AS "accounts"
+/// WHERE (SELECT COUNT(*) FROM "targets"
+/// WHERE "targets"."assigned_account_id" = "accounts"."id") < $10
+/// AND (SELECT COUNT("id") FROM "join_attempts"
+/// WHERE "join_attempts"."account_id" = "accounts"."id"
+/// AND "outcome" IN ($11, $12, $13)
+/// AND "finished_at" > $14
+/// AND "finished_at" <= $15) < $16
+/// LIMIT $17
+/// ```
+fn eligible_query(
+    pool: &str,
+    now: DateTime<Utc>,
+    excluded: &[i64],
+    limits: &Limits,
+    spread: u64,
+    limit: u64,
+) -> SelectStatement {
+    // The per-account counts (bound targets, attempts of the last 24 h) are the expensive
+    // part. The inner query orders the cheaply eligible accounts; its LIMIT keeps the
+    // planner from pushing the counts into it (and sorting after evaluating them for every
+    // account), so they are evaluated in this order only until `limit` accounts pass.
+    // The derived table is named `accounts` so the correlated counts refer to it.
+    let cheap = || {
+        Query::select()
+            .column(sea_orm::sea_query::Asterisk)
+            .from(accounts::Entity)
+            .cond_where(workable_unlimited(pool, excluded))
+            .cond_where(free_at(now))
+            .order_by_with_nulls(accounts::Column::LastActionAt, Order::Asc, NullOrdering::First)
+            .order_by(accounts::Column::Id, Order::Asc)
+            .take()
+    };
+    let ordered = if spread > 1 {
+        // The first `spread` in fairness order (a top-N sort), shuffled.
+        Query::select()
+            .column(sea_orm::sea_query::Asterisk)
+            .from_subquery(cheap().limit(spread).take(), accounts::Entity)
+            .order_by_expr(Expr::cust("RANDOM()"), Order::Asc)
+            .limit(spread)
+            .take()
+    } else {
+        cheap().limit(i64::MAX as u64).take()
+    };
+    Query::select()
+        .column(sea_orm::sea_query::Asterisk)
+        .from_subquery(ordered, accounts::Entity)
+        .and_where(sub(bound_targets_count()).lt(i64::from(limits.channel_limit)))
+        .and_where(sub(counted_attempts_count(now)).lt(i64::from(limits.daily_join_cap)))
+        .limit(limit)
+        .take()
+}
+
 impl Store {
     /// Takes the account and claims the target for one join, right after the account's Redis
     /// lease, in one transaction:
@@ -117,13 +268,7 @@ impl Store {
         hold_until: DateTime<Utc>,
         rest_until: DateTime<Utc>,
     ) -> Result<Take, StoreError> {
-        let take = accounts::Entity::update_many()
-            .col_expr(accounts::Column::LeaseEpoch, Expr::col(accounts::Column::LeaseEpoch).add(1))
-            .col_expr(accounts::Column::HeldUntil, Expr::val(hold_until))
-            .col_expr(accounts::Column::NextAllowedActionTime, Expr::val(rest_until))
-            .filter(accounts::Column::Id.eq(account_id))
-            .filter(accounts::Column::Status.is_in(working_statuses()))
-            .filter(free_at(now));
+        let take = take_update(account_id, now, hold_until, rest_until);
         if self.is_postgres() {
             return self.take_in_one_statement(take.into_query(), account_id, target_id, now).await;
         }
@@ -141,42 +286,15 @@ impl Store {
         Ok(Take::Taken { epoch })
     }
 
-    /// Postgres: [`take_for_join`](Self::take_for_join) as one statement. The target row is
-    /// locked first (and re-checked if it changed meanwhile), the account is taken only if the
-    /// target can be claimed, and the target claimed under the new epoch only if the account
-    /// was taken; a locked target cannot change in between.
+    /// Postgres: [`take_for_join`](Self::take_for_join) as one statement ([`take_statement`]).
     async fn take_in_one_statement(
         &self,
-        mut take: sea_orm::sea_query::UpdateStatement,
+        take: sea_orm::sea_query::UpdateStatement,
         account_id: i64,
         target_id: i64,
         now: DateTime<Utc>,
     ) -> Result<Take, StoreError> {
-        let (t0, a, t) = (Alias::new("t0"), Alias::new("a"), Alias::new("t"));
-        let locked = locked_targets(
-            Condition::all().add(targets::Column::Id.eq(target_id)).add(claimable_by(account_id)),
-        );
-        take.and_where(exists_in(&t0)).returning_col(accounts::Column::LeaseEpoch);
-        let new_epoch =
-            || sub(Query::select().column(accounts::Column::LeaseEpoch).from(a.clone()).take());
-        let mut claim = Query::update();
-        claim
-            .table(targets::Entity)
-            .value(targets::Column::Status, crate::domain::TargetStatus::Joining.as_str())
-            .value(targets::Column::ClaimedAccountId, account_id)
-            .value(targets::Column::ClaimEpoch, new_epoch())
-            .value(targets::Column::UpdatedAt, now)
-            .and_where(Expr::col(targets::Column::Id).in_subquery(ids_of(&t0)))
-            .and_where(exists_in(&a))
-            .returning_col(targets::Column::Id);
-        let with = WithClause::new()
-            .cte(cte(t0.clone(), locked))
-            .cte(cte(a.clone(), take))
-            .cte(cte(t, claim))
-            .to_owned();
-        let claimable = Query::select().expr(Expr::col(Asterisk).count()).from(t0).take();
-        let main = Query::select().expr(new_epoch()).expr(sub(claimable)).take();
-        let stmt = self.db.get_database_backend().build(&main.with(with));
+        let stmt = take_statement(take, account_id, target_id, now);
         let row =
             self.db.query_one_raw(stmt).await?.ok_or_else(|| {
                 StoreError::Invalid("the take statement returned no row".to_owned())
@@ -435,43 +553,7 @@ impl Store {
         spread: u64,
         limit: u64,
     ) -> Result<Vec<accounts::Model>, StoreError> {
-        // The per-account counts (bound targets, attempts of the last 24 h) are the expensive
-        // part. The inner query orders the cheaply eligible accounts; its LIMIT keeps the
-        // planner from pushing the counts into it (and sorting after evaluating them for every
-        // account), so they are evaluated in this order only until `limit` accounts pass.
-        // The derived table is named `accounts` so the correlated counts refer to it.
-        let cheap = || {
-            Query::select()
-                .column(sea_orm::sea_query::Asterisk)
-                .from(accounts::Entity)
-                .cond_where(workable_unlimited(pool, excluded))
-                .cond_where(free_at(now))
-                .order_by_with_nulls(
-                    accounts::Column::LastActionAt,
-                    Order::Asc,
-                    NullOrdering::First,
-                )
-                .order_by(accounts::Column::Id, Order::Asc)
-                .take()
-        };
-        let ordered = if spread > 1 {
-            // The first `spread` in fairness order (a top-N sort), shuffled.
-            Query::select()
-                .column(sea_orm::sea_query::Asterisk)
-                .from_subquery(cheap().limit(spread).take(), accounts::Entity)
-                .order_by_expr(Expr::cust("RANDOM()"), Order::Asc)
-                .limit(spread)
-                .take()
-        } else {
-            cheap().limit(i64::MAX as u64).take()
-        };
-        let query = Query::select()
-            .column(sea_orm::sea_query::Asterisk)
-            .from_subquery(ordered, accounts::Entity)
-            .and_where(sub(bound_targets_count()).lt(i64::from(limits.channel_limit)))
-            .and_where(sub(counted_attempts_count(now)).lt(i64::from(limits.daily_join_cap)))
-            .limit(limit)
-            .take();
+        let query = eligible_query(pool, now, excluded, limits, spread, limit);
         let stmt = self.db.get_database_backend().build(&query);
         Ok(accounts::Entity::find().from_raw_sql(stmt).all(&self.db).await?)
     }
@@ -571,5 +653,26 @@ impl Store {
             .exec(&self.db)
             .await?;
         Ok(res.rows_affected == 1)
+    }
+}
+
+#[cfg(test)]
+mod statement_shape {
+    use super::*;
+    use crate::store::sql::assert_documented;
+
+    #[test]
+    fn the_take_is_the_statement_its_doc_comment_shows() {
+        let now = DateTime::UNIX_EPOCH;
+        let stmt = take_statement(take_update(1, now, now, now).into_query(), 1, 2, now);
+        assert_documented(include_str!("accounts.rs"), "take_statement", &stmt.sql);
+    }
+
+    #[test]
+    fn the_pick_is_the_query_its_doc_comment_shows() {
+        let limits = Limits { daily_join_cap: 20, channel_limit: 500 };
+        let query = eligible_query("default", DateTime::UNIX_EPOCH, &[7], &limits, 8, 4);
+        let stmt = sea_orm::DbBackend::Postgres.build(&query);
+        assert_documented(include_str!("accounts.rs"), "eligible_query", &stmt.sql);
     }
 }

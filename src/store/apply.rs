@@ -14,6 +14,137 @@ use crate::domain::{
 
 type Sets<C> = Vec<(C, SimpleExpr)>;
 
+/// The writes of one decision: the account's and the target's conditions and new values, and
+/// the attempt row.
+fn writes(
+    target_id: i64,
+    account_id: i64,
+    epoch: i64,
+    outcome: &JoinOutcome,
+    decision: &Decision,
+    attempt: &Attempt,
+) -> Result<Writes, StoreError> {
+    let now = attempt.finished_at;
+    let mut account_sets: Sets<accounts::Column> = vec![
+        (accounts::Column::LastActionAt, Expr::val(attempt.finished_at)),
+        (accounts::Column::UpdatedAt, Expr::val(now)),
+    ];
+    account_sets.extend(account_change(&decision.account, attempt.finished_at));
+    // The decision ends the hold taken with the lease.
+    account_sets
+        .push((accounts::Column::HeldUntil, Expr::val(None::<chrono::DateTime<chrono::Utc>>)));
+    let account_cond = Condition::all()
+        .add(accounts::Column::Id.eq(account_id))
+        .add(accounts::Column::LeaseEpoch.eq(epoch));
+
+    let mut target_cond = Condition::all()
+        .add(targets::Column::Id.eq(target_id))
+        .add(targets::Column::Status.eq(TargetStatus::Joining.as_str()))
+        .add(targets::Column::ClaimedAccountId.eq(account_id))
+        .add(targets::Column::ClaimEpoch.eq(epoch));
+    if decision.binds() {
+        // Write-once binding: only if unbound or already bound to this account.
+        target_cond = target_cond.add(
+            Condition::any()
+                .add(targets::Column::AssignedAccountId.is_null())
+                .add(targets::Column::AssignedAccountId.eq(account_id)),
+        );
+    }
+    let mut target_sets: Sets<targets::Column> = vec![
+        (targets::Column::Attempts, Expr::col(targets::Column::Attempts).add(1)),
+        (targets::Column::UpdatedAt, Expr::val(now)),
+    ];
+    target_sets.extend(target_change(&decision.target, account_id, outcome)?);
+
+    let flood_wait_seconds = match outcome {
+        JoinOutcome::FloodWait { seconds } => Some(i32::try_from(*seconds).unwrap_or(i32::MAX)),
+        _ => None,
+    };
+    let row: Sets<join_attempts::Column> = vec![
+        (join_attempts::Column::TargetId, Expr::val(target_id)),
+        (join_attempts::Column::AccountId, Expr::val(account_id)),
+        (join_attempts::Column::Epoch, Expr::val(epoch)),
+        (join_attempts::Column::StartedAt, Expr::val(attempt.started_at)),
+        (join_attempts::Column::FinishedAt, Expr::val(attempt.finished_at)),
+        (join_attempts::Column::Outcome, Expr::val(outcome.kind().as_str())),
+        (join_attempts::Column::FloodWaitSeconds, Expr::val(flood_wait_seconds)),
+        (join_attempts::Column::ErrorCode, Expr::val(outcome.error_code().map(str::to_owned))),
+        (join_attempts::Column::Worker, Expr::val(attempt.worker.as_str())),
+    ];
+    Ok(Writes { account_cond, account_sets, target_cond, target_sets, row })
+}
+
+/// The decision on Postgres, in one statement, so it costs one round trip and one commit. The
+/// target row is locked first (and re-checked if it changed meanwhile); the account is updated
+/// only if the target matched, the target only if the account did, and the attempt inserted
+/// only if both did. Its shape for a join, checked by a test against the statement built (`$n`
+/// are bound values):
+///
+/// ```sql
+/// WITH "t0" AS (SELECT "id" FROM "targets"
+/// WHERE "targets"."id" = $1
+/// AND "targets"."status" = $2
+/// AND "targets"."claimed_account_id" = $3
+/// AND "targets"."claim_epoch" = $4
+/// AND ("targets"."assigned_account_id" IS NULL
+/// OR "targets"."assigned_account_id" = $5) FOR UPDATE)
+/// , "a" AS (UPDATE "accounts"
+/// SET "last_action_at" = $6, "updated_at" = $7, "status" = (CASE WHEN ("status" = $8) THEN
+/// "status" ELSE $9 END), "status_reason" = (CASE WHEN ("status" = $10) THEN "status_reason"
+/// ELSE $11 END), "next_allowed_action_time" = $12, "held_until" = $13
+/// WHERE "accounts"."id" = $14
+/// AND "accounts"."lease_epoch" = $15
+/// AND EXISTS(SELECT $16 FROM "t0")
+/// RETURNING "id")
+/// , "t" AS (UPDATE "targets"
+/// SET "attempts" = "attempts" + $17, "updated_at" = $18, "claimed_account_id" = $19,
+/// "claim_epoch" = $20, "in_doubt_tries" = $21, "status" = $22, "assigned_account_id" = $23,
+/// "next_run_at" = $24, "error_code" = $25, "error_message" = $26, "joined_at" = $27,
+/// "warmup_ends_at" = $28
+/// WHERE "id" IN (SELECT "id" FROM "t0")
+/// AND EXISTS(SELECT $29 FROM "a")
+/// RETURNING "id")
+/// , "i" AS (INSERT INTO "join_attempts" ("target_id", "account_id", "epoch", "started_at",
+/// "finished_at", "outcome", "flood_wait_seconds", "error_code", "worker") SELECT $30, $31,
+/// $32, $33, $34, $35, $36, $37, $38
+/// WHERE EXISTS(SELECT $39 FROM "t")
+/// RETURNING "id") SELECT COUNT(*) FROM "i"
+/// ```
+fn decision_statement(w: Writes) -> Result<sea_orm::Statement, StoreError> {
+    let (t0, a, t, i) = (Alias::new("t0"), Alias::new("a"), Alias::new("t"), Alias::new("i"));
+    let locked = locked_targets(w.target_cond);
+    let mut account = Query::update();
+    account
+        .table(accounts::Entity)
+        .values(w.account_sets)
+        .cond_where(w.account_cond)
+        .and_where(exists_in(&t0))
+        .returning_col(accounts::Column::Id);
+    let mut target = Query::update();
+    target
+        .table(targets::Entity)
+        .values(w.target_sets)
+        .and_where(Expr::col(targets::Column::Id).in_subquery(ids_of(&t0)))
+        .and_where(exists_in(&a))
+        .returning_col(targets::Column::Id);
+    let (columns, values): (Vec<_>, Vec<_>) = w.row.into_iter().unzip();
+    let mut insert = Query::insert();
+    insert
+        .into_table(join_attempts::Entity)
+        .columns(columns)
+        .select_from(Query::select().exprs(values).and_where(exists_in(&t)).take())
+        .map_err(|e| StoreError::Invalid(e.to_string()))?
+        .returning_col(join_attempts::Column::Id);
+    let with = WithClause::new()
+        .cte(cte(t0, locked))
+        .cte(cte(a, account))
+        .cte(cte(t, target))
+        .cte(cte(i.clone(), insert))
+        .to_owned();
+    let count = Query::select().expr(Expr::col(Asterisk).count()).from(i).take();
+    Ok(sea_orm::DbBackend::Postgres.build(&count.with(with)))
+}
+
 impl Store {
     /// Applies `decision` for the attempt `target_id` x `account_id` made under lease `epoch`.
     ///
@@ -32,53 +163,7 @@ impl Store {
         attempt: &Attempt,
     ) -> Result<Applied, StoreError> {
         let now = attempt.finished_at;
-        let mut account_sets: Sets<accounts::Column> = vec![
-            (accounts::Column::LastActionAt, Expr::val(attempt.finished_at)),
-            (accounts::Column::UpdatedAt, Expr::val(now)),
-        ];
-        account_sets.extend(account_change(&decision.account, attempt.finished_at));
-        // The decision ends the hold taken with the lease.
-        account_sets
-            .push((accounts::Column::HeldUntil, Expr::val(None::<chrono::DateTime<chrono::Utc>>)));
-        let account_cond = Condition::all()
-            .add(accounts::Column::Id.eq(account_id))
-            .add(accounts::Column::LeaseEpoch.eq(epoch));
-
-        let mut target_cond = Condition::all()
-            .add(targets::Column::Id.eq(target_id))
-            .add(targets::Column::Status.eq(TargetStatus::Joining.as_str()))
-            .add(targets::Column::ClaimedAccountId.eq(account_id))
-            .add(targets::Column::ClaimEpoch.eq(epoch));
-        if decision.binds() {
-            // Write-once binding: only if unbound or already bound to this account.
-            target_cond = target_cond.add(
-                Condition::any()
-                    .add(targets::Column::AssignedAccountId.is_null())
-                    .add(targets::Column::AssignedAccountId.eq(account_id)),
-            );
-        }
-        let mut target_sets: Sets<targets::Column> = vec![
-            (targets::Column::Attempts, Expr::col(targets::Column::Attempts).add(1)),
-            (targets::Column::UpdatedAt, Expr::val(now)),
-        ];
-        target_sets.extend(target_change(&decision.target, account_id, outcome)?);
-
-        let flood_wait_seconds = match outcome {
-            JoinOutcome::FloodWait { seconds } => Some(i32::try_from(*seconds).unwrap_or(i32::MAX)),
-            _ => None,
-        };
-        let row: Sets<join_attempts::Column> = vec![
-            (join_attempts::Column::TargetId, Expr::val(target_id)),
-            (join_attempts::Column::AccountId, Expr::val(account_id)),
-            (join_attempts::Column::Epoch, Expr::val(epoch)),
-            (join_attempts::Column::StartedAt, Expr::val(attempt.started_at)),
-            (join_attempts::Column::FinishedAt, Expr::val(attempt.finished_at)),
-            (join_attempts::Column::Outcome, Expr::val(outcome.kind().as_str())),
-            (join_attempts::Column::FloodWaitSeconds, Expr::val(flood_wait_seconds)),
-            (join_attempts::Column::ErrorCode, Expr::val(outcome.error_code().map(str::to_owned))),
-            (join_attempts::Column::Worker, Expr::val(attempt.worker.as_str())),
-        ];
-        let writes = Writes { account_cond, account_sets, target_cond, target_sets, row };
+        let writes = writes(target_id, account_id, epoch, outcome, decision, attempt)?;
 
         let applied = if self.is_postgres() {
             self.apply_in_one_statement(writes).await?
@@ -101,43 +186,9 @@ impl Store {
         }
     }
 
-    /// Postgres: the three writes as one statement, so a decision costs one round trip and one
-    /// commit. The target row is locked first (and re-checked if it changed meanwhile); the
-    /// account is updated only if the target matched, the target only if the account did, and
-    /// the attempt is inserted only if both did.
+    /// Postgres: the three writes as one statement ([`decision_statement`]).
     async fn apply_in_one_statement(&self, w: Writes) -> Result<bool, StoreError> {
-        let (t0, a, t, i) = (Alias::new("t0"), Alias::new("a"), Alias::new("t"), Alias::new("i"));
-        let locked = locked_targets(w.target_cond);
-        let mut account = Query::update();
-        account
-            .table(accounts::Entity)
-            .values(w.account_sets)
-            .cond_where(w.account_cond)
-            .and_where(exists_in(&t0))
-            .returning_col(accounts::Column::Id);
-        let mut target = Query::update();
-        target
-            .table(targets::Entity)
-            .values(w.target_sets)
-            .and_where(Expr::col(targets::Column::Id).in_subquery(ids_of(&t0)))
-            .and_where(exists_in(&a))
-            .returning_col(targets::Column::Id);
-        let (columns, values): (Vec<_>, Vec<_>) = w.row.into_iter().unzip();
-        let mut insert = Query::insert();
-        insert
-            .into_table(join_attempts::Entity)
-            .columns(columns)
-            .select_from(Query::select().exprs(values).and_where(exists_in(&t)).take())
-            .map_err(|e| StoreError::Invalid(e.to_string()))?
-            .returning_col(join_attempts::Column::Id);
-        let with = WithClause::new()
-            .cte(cte(t0, locked))
-            .cte(cte(a, account))
-            .cte(cte(t, target))
-            .cte(cte(i.clone(), insert))
-            .to_owned();
-        let count = Query::select().expr(Expr::col(Asterisk).count()).from(i).take();
-        let stmt = self.db.get_database_backend().build(&count.with(with));
+        let stmt = decision_statement(w)?;
         let row = self.db.query_one_raw(stmt).await?;
         let written: i64 = match row {
             Some(row) => row.try_get_by_index(0)?,
@@ -377,4 +428,28 @@ async fn binding_conflict(
         Some(bound) if claim_current && bound != account_id => Some(bound),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod statement_shape {
+    use chrono::DateTime;
+
+    use super::*;
+    use crate::domain::{Next, PeerInfo};
+    use crate::store::sql::assert_documented;
+
+    #[test]
+    fn the_decision_is_the_statement_its_doc_comment_shows() {
+        let now = DateTime::UNIX_EPOCH;
+        let outcome = JoinOutcome::Joined { already: false, peer: PeerInfo::default() };
+        let decision = Decision {
+            target: TargetChange::Joined { joined_at: now, warmup_ends_at: now },
+            account: AccountChange::Pace { until: now },
+            next: Next::Done,
+        };
+        let attempt = Attempt { started_at: now, finished_at: now, worker: "w".to_owned() };
+        let w = writes(2, 1, 5, &outcome, &decision, &attempt).unwrap();
+        let stmt = decision_statement(w).unwrap();
+        assert_documented(include_str!("apply.rs"), "decision_statement", &stmt.sql);
+    }
 }

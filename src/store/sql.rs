@@ -53,3 +53,35 @@ pub(super) fn rest_at_least(until: chrono::DateTime<chrono::Utc>) -> Expr {
         .finally(Expr::col(C::NextAllowedActionTime))
         .into()
 }
+
+/// Checks that the ```sql block of the doc comment of `fn item` in `source` is `sql` (spaces
+/// and line breaks aside): the statement a function builds and the SQL its comment shows
+/// cannot drift apart. On a mismatch it prints the SQL built, to paste.
+#[cfg(test)]
+pub(super) fn assert_documented(source: &str, item: &str, sql: &str) {
+    let lines: Vec<&str> = source.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with(&format!("fn {item}(")))
+        .unwrap_or_else(|| panic!("no `fn {item}(` at the start of a line"));
+    let doc: Vec<&str> = lines[..at]
+        .iter()
+        .rev()
+        .map_while(|l| l.trim_start().strip_prefix("///"))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let open = doc.iter().position(|l| l.trim() == "```sql");
+    let close = open.and_then(|o| doc[o + 1..].iter().position(|l| l.trim() == "```"));
+    let (Some(open), Some(close)) = (open, close) else {
+        panic!("the doc comment of {item} has no ```sql block; the statement it builds:\n{sql}")
+    };
+    let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let documented = words(&doc[open + 1..open + 1 + close].join(" "));
+    assert_eq!(
+        documented,
+        words(sql),
+        "the doc comment of {item} no longer shows the statement it builds, which is:\n{sql}"
+    );
+}

@@ -3,10 +3,12 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, OnConflict, Query};
+use sea_orm::sea_query::{
+    Expr, ExprTrait, LockBehavior, LockType, OnConflict, Query, UpdateStatement,
+};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
 };
 
 use super::entity::{accounts, join_attempts, targets};
@@ -27,6 +29,56 @@ fn unclaimed() -> Condition {
 
 /// Error message of a target given back because no account could take it.
 pub const NO_AVAILABLE_ACCOUNTS: &str = "No available accounts";
+
+/// The producer's page: up to `batch_size` `new` targets of `niche` with ids above `after_id`
+/// (oldest first) moved to `queued`, due `now`, and returned. On Postgres the ids are chosen
+/// `FOR UPDATE SKIP LOCKED`, so overlapping producers never take the same target, and looked
+/// up with `= ANY(ARRAY(...))`: the subquery runs once and each id is found by primary key,
+/// where `IN (...)` lets the planner hash-join it against a scan of the whole table. Its shape
+/// on Postgres, checked by a test against the statement built (`$n` are bound values):
+///
+/// ```sql
+/// UPDATE "targets"
+/// SET "status" = $1, "enqueued_at" = $2, "next_run_at" = $3, "updated_at" = $4
+/// WHERE ("targets"."id" = ANY(ARRAY((SELECT "id" FROM "targets"
+/// WHERE "niche" = $5 AND "status" = $6 AND "id" > $7
+/// ORDER BY "id" ASC LIMIT $8 FOR UPDATE SKIP LOCKED))))
+/// AND "targets"."status" = $9
+/// RETURNING *
+/// ```
+fn page_update(
+    niche: &str,
+    after_id: i64,
+    batch_size: u64,
+    now: DateTime<Utc>,
+    postgres: bool,
+) -> UpdateStatement {
+    let mut pick = Query::select()
+        .column(targets::Column::Id)
+        .from(targets::Entity)
+        .and_where(Expr::col(targets::Column::Niche).eq(niche))
+        .and_where(Expr::col(targets::Column::Status).eq(status(TargetStatus::New)))
+        .and_where(Expr::col(targets::Column::Id).gt(after_id))
+        .order_by(targets::Column::Id, sea_orm::Order::Asc)
+        .limit(batch_size)
+        .take();
+    let chosen = if postgres {
+        pick.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        Expr::cust_with_expr("\"targets\".\"id\" = ANY(ARRAY($1))", sub(pick))
+    } else {
+        Expr::col((targets::Entity, targets::Column::Id)).in_subquery(pick)
+    };
+    let mut update = targets::Entity::update_many()
+        .col_expr(targets::Column::Status, Expr::val(status(TargetStatus::Queued)))
+        .col_expr(targets::Column::EnqueuedAt, Expr::val(now))
+        .col_expr(targets::Column::NextRunAt, Expr::val(now))
+        .col_expr(targets::Column::UpdatedAt, Expr::val(now))
+        .filter(chosen)
+        .filter(targets::Column::Status.eq(status(TargetStatus::New)))
+        .into_query();
+    update.returning_all();
+    update
+}
 
 impl Store {
     /// Inserts the links as `new` targets of `niche`, in one transaction. A link already
@@ -95,32 +147,10 @@ impl Store {
     ) -> Result<Vec<Target>, StoreError> {
         // One statement: the ids are chosen by a subquery (locked, skipping rows an overlapping
         // producer holds), moved and returned; no id list travels to the client and back.
-        let mut pick = Query::select()
-            .column(targets::Column::Id)
-            .from(targets::Entity)
-            .and_where(Expr::col(targets::Column::Niche).eq(niche))
-            .and_where(Expr::col(targets::Column::Status).eq(status(TargetStatus::New)))
-            .and_where(Expr::col(targets::Column::Id).gt(after_id))
-            .order_by(targets::Column::Id, sea_orm::Order::Asc)
-            .limit(batch_size)
-            .take();
-        let chosen = if self.is_postgres() {
-            pick.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
-            // `= ANY(ARRAY(...))` runs the subquery once and then looks the ids up by primary
-            // key; `IN (...)` lets the planner hash-join it against a scan of the whole table.
-            Expr::cust_with_expr("\"targets\".\"id\" = ANY(ARRAY($1))", sub(pick))
-        } else {
-            Expr::col((targets::Entity, targets::Column::Id)).in_subquery(pick)
-        };
-        let mut models = targets::Entity::update_many()
-            .col_expr(targets::Column::Status, Expr::val(status(TargetStatus::Queued)))
-            .col_expr(targets::Column::EnqueuedAt, Expr::val(now))
-            .col_expr(targets::Column::NextRunAt, Expr::val(now))
-            .col_expr(targets::Column::UpdatedAt, Expr::val(now))
-            .filter(chosen)
-            .filter(targets::Column::Status.eq(status(TargetStatus::New)))
-            .exec_with_returning(&self.db)
-            .await?;
+        let backend = self.db.get_database_backend();
+        let page = page_update(niche, after_id, batch_size, now, self.is_postgres());
+        let mut models =
+            targets::Entity::find().from_raw_sql(backend.build(&page)).all(&self.db).await?;
         models.sort_unstable_by_key(|t| t.id);
         targets_from(models)
     }
@@ -345,4 +375,17 @@ pub(super) async fn import_targets_on<C: ConnectionTrait>(
         inserted += res;
     }
     Ok(ImportReport { inserted, duplicates: links.len() as u64 - inserted })
+}
+
+#[cfg(test)]
+mod statement_shape {
+    use super::*;
+    use crate::store::sql::assert_documented;
+
+    #[test]
+    fn the_producers_page_is_the_statement_its_doc_comment_shows() {
+        let page = page_update("cars", 100, 10_000, DateTime::UNIX_EPOCH, true);
+        let stmt = sea_orm::DbBackend::Postgres.build(&page);
+        assert_documented(include_str!("targets.rs"), "page_update", &stmt.sql);
+    }
 }
