@@ -364,10 +364,9 @@ async fn a_paused_accounts_in_doubt_pin_waits_for_its_resume(store: Store) {
 
     use smart_joiner::domain::JoinTask;
     use smart_joiner::join::{ExecutionOutcome, Settled};
-    use smart_joiner::lease::LocalLocks;
     use smart_joiner::telegram::fake::{Script, ScriptedTelegram};
 
-    use crate::harness::{LIMITS, fast_pacing, links, seed, service};
+    use crate::harness::{JoinEnv, links, seed};
 
     let targets = links("paused_pin", 1);
     let accounts = seed(&store, 2, &targets, "cars").await;
@@ -375,14 +374,7 @@ async fn a_paused_accounts_in_doubt_pin_waits_for_its_resume(store: Store) {
     let script =
         Script { targets: HashMap::from([(targets[0].to_string(), answers)]), ..Script::default() };
     let fake = ScriptedTelegram::new(script);
-    let svc = service(
-        &store,
-        Arc::new(LocalLocks::default()),
-        Arc::new(fake.clone()),
-        accounts,
-        fast_pacing(),
-        LIMITS,
-    );
+    let svc = JoinEnv::new(&store, Arc::new(fake.clone()), accounts).service();
     let queued = store.queue_new_targets("cars", 1, Utc::now()).await.unwrap();
     let id = queued[0].id;
     let job = JoinTask::new(id, "default").into_current();

@@ -14,12 +14,11 @@ use chrono::{TimeZone, Utc};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use smart_joiner::accounts_config::AccountsConfig;
 use smart_joiner::domain::{AccountStatus, TargetLink, TargetStatus};
-use smart_joiner::lease::LocalLocks;
 use smart_joiner::modes::batch::SmartJoiner;
 use smart_joiner::store::{AdoptOptions, Store, StoreError};
 use smart_joiner::telegram::fake::{Script, ScriptedTelegram};
 
-use crate::harness::{LIMITS, accounts_json, fast_pacing, service};
+use crate::harness::{JoinEnv, LIMITS, accounts_json, fast_pacing};
 use crate::support::{pg_empty_database, pg_store, sqlite_store};
 
 /// SmartJoiner as its documentation describes it, the way SQLAlchemy would create it: serial
@@ -358,14 +357,7 @@ async fn after_adoption_run_joins_new_groups_and_a_group_bound_before_the_switch
     let accounts = AccountsConfig::parse(&accounts_json(&names)).unwrap();
     store.sync_accounts(&names, "default").await.unwrap();
     let fake = ScriptedTelegram::new(Script::default());
-    let svc = service(
-        &store,
-        Arc::new(LocalLocks::default()),
-        Arc::new(fake.clone()),
-        accounts,
-        fast_pacing(),
-        LIMITS,
-    );
+    let svc = JoinEnv::new(&store, Arc::new(fake.clone()), accounts).service();
     let report = SmartJoiner::new(svc, "default", Duration::from_secs(30))
         .run_batch("ukraine_cars", 10)
         .await

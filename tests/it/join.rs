@@ -16,7 +16,7 @@ use smart_joiner::store::Store;
 use smart_joiner::telegram::fake::{Answer, ConnectAnswer, Script, ScriptedTelegram, check_events};
 use smart_joiner::telegram::{ConnectError, Telegram, TelegramSession};
 
-use crate::harness::{LIMITS, fast_pacing, links, seed, service};
+use crate::harness::{JoinEnv, LIMITS, fast_pacing, links, seed};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -80,14 +80,7 @@ async fn a_mixed_batch_settles_with_every_invariant_kept(store: Store) {
         ..Script::default()
     };
     let fake = ScriptedTelegram::new(script);
-    let svc = service(
-        &store,
-        Arc::new(LocalLocks::default()),
-        Arc::new(fake.clone()),
-        accounts,
-        fast_pacing(),
-        LIMITS,
-    );
+    let svc = JoinEnv::new(&store, Arc::new(fake.clone()), accounts).service();
     let report = SmartJoiner::new(svc, "default", Duration::from_secs(30))
         .run_batch("cars", 40)
         .await
@@ -147,14 +140,7 @@ async fn an_in_doubt_join_is_retried_by_the_same_account_and_bound_to_it(store: 
         ..Script::default()
     };
     let fake = ScriptedTelegram::new(script);
-    let svc = service(
-        &store,
-        Arc::new(LocalLocks::default()),
-        Arc::new(fake.clone()),
-        accounts,
-        fast_pacing(),
-        LIMITS,
-    );
+    let svc = JoinEnv::new(&store, Arc::new(fake.clone()), accounts).service();
     let report = SmartJoiner::new(svc, "default", Duration::from_secs(10))
         .run_batch("cars", 1)
         .await
@@ -209,14 +195,7 @@ async fn a_write_under_a_stale_epoch_changes_nothing_and_the_retry_recovers(stor
         steal: true.into(),
         snapshot: Default::default(),
     });
-    let svc = service(
-        &store,
-        Arc::new(LocalLocks::default()),
-        thief.clone(),
-        accounts,
-        fast_pacing(),
-        LIMITS,
-    );
+    let svc = JoinEnv::new(&store, thief.clone(), accounts).service();
     let queued = store.queue_new_targets("cars", 1, Utc::now()).await.unwrap();
     let job = JoinTask::new(queued[0].id, "default").into_current();
 
@@ -257,7 +236,7 @@ async fn a_leased_account_is_skipped_for_the_next_one(store: Store) {
     let first = store.accounts(None).await.unwrap().into_iter().min_by_key(|a| a.id).unwrap();
     let _held = locks.try_acquire(first.id).await.unwrap().expect("free");
     let fake = ScriptedTelegram::new(Script::default());
-    let svc = service(&store, locks, Arc::new(fake.clone()), accounts, fast_pacing(), LIMITS);
+    let svc = JoinEnv::new(&store, Arc::new(fake.clone()), accounts).locks(locks).service();
     let queued = store.queue_new_targets("cars", 1, Utc::now()).await.unwrap();
     svc.execute(&JoinTask::new(queued[0].id, "default").into_current()).await.unwrap();
     let t = status_of(&store, &targets[0]).await;
@@ -276,14 +255,7 @@ async fn a_target_no_account_can_ever_take_goes_back_to_new(store: Store) {
         ]),
         ..Script::default()
     };
-    let svc = service(
-        &store,
-        Arc::new(LocalLocks::default()),
-        Arc::new(ScriptedTelegram::new(script)),
-        accounts,
-        fast_pacing(),
-        LIMITS,
-    );
+    let svc = JoinEnv::new(&store, Arc::new(ScriptedTelegram::new(script)), accounts).service();
     let report = SmartJoiner::new(svc, "default", Duration::from_secs(5))
         .run_batch("cars", 1)
         .await
@@ -303,14 +275,9 @@ async fn when_every_account_rests_the_job_waits_for_the_first_to_wake(store: Sto
         join_pause_max: Duration::from_secs(300),
         ..fast_pacing()
     };
-    let svc = service(
-        &store,
-        Arc::new(LocalLocks::default()),
-        Arc::new(ScriptedTelegram::new(Script::default())),
-        accounts,
-        pacing,
-        LIMITS,
-    );
+    let svc = JoinEnv::new(&store, Arc::new(ScriptedTelegram::new(Script::default())), accounts)
+        .pacing(pacing)
+        .service();
     let queued = store.queue_new_targets("cars", 3, Utc::now()).await.unwrap();
     for t in &queued[..2] {
         let out = svc.execute(&JoinTask::new(t.id, "default").into_current()).await.unwrap();
@@ -355,14 +322,7 @@ async fn an_account_without_a_valid_entry_here_is_not_used_and_keeps_its_status(
         smart_joiner::accounts_config::AccountsConfig::parse_lenient(&entries.to_string()).unwrap();
     assert_eq!(errors.len(), 1);
     let fake = ScriptedTelegram::new(Script::default());
-    let svc = service(
-        &store,
-        Arc::new(LocalLocks::default()),
-        Arc::new(fake.clone()),
-        accounts,
-        fast_pacing(),
-        LIMITS,
-    );
+    let svc = JoinEnv::new(&store, Arc::new(fake.clone()), accounts).service();
     let report = SmartJoiner::new(svc, "default", Duration::from_secs(10))
         .run_batch("cars", 4)
         .await
@@ -405,14 +365,7 @@ async fn a_pinned_retry_through_an_outage_keeps_its_pin_and_its_tries(store: Sto
     };
     let fake = ScriptedTelegram::new(script);
     let outage = Arc::new(Outage { inner: fake.clone(), down: false.into() });
-    let svc = service(
-        &store,
-        Arc::new(LocalLocks::default()),
-        outage.clone(),
-        accounts,
-        fast_pacing(),
-        LIMITS,
-    );
+    let svc = JoinEnv::new(&store, outage.clone(), accounts).service();
     let queued = store.queue_new_targets("cars", 1, Utc::now()).await.unwrap();
     let job = JoinTask::new(queued[0].id, "default").into_current();
     // The join is left in doubt, then Telegram is unreachable for longer than the budget of
@@ -487,14 +440,9 @@ async fn a_worker_that_dies_after_sending_a_join_still_holds_the_account_back(st
         ..fast_pacing()
     };
     let fake = ScriptedTelegram::new(Script::default());
-    let svc = service(
-        &store,
-        Arc::new(LocalLocks::default()),
-        Arc::new(DiesAfterJoin(fake.clone())),
-        accounts,
-        pacing,
-        LIMITS,
-    );
+    let svc = JoinEnv::new(&store, Arc::new(DiesAfterJoin(fake.clone())), accounts)
+        .pacing(pacing)
+        .service();
     let queued = store.queue_new_targets("cars", 1, Utc::now()).await.unwrap();
     let job = JoinTask::new(queued[0].id, "default").into_current();
     let started = Utc::now();
@@ -602,7 +550,7 @@ async fn a_flood_wait_answered_while_the_lease_ran_out_still_cools_the_account_d
         locks: locks.clone(),
         froze: false.into(),
     });
-    let svc = service(&store, locks, telegram, accounts, fast_pacing(), LIMITS);
+    let svc = JoinEnv::new(&store, telegram, accounts).locks(locks).service();
     let queued = store.queue_new_targets("cars", 1, Utc::now()).await.unwrap();
     let mut job = JoinTask::new(queued[0].id, "default").into_current();
     let started = Utc::now();
@@ -646,14 +594,9 @@ async fn a_run_whose_sqlite_file_is_deleted_stops_with_an_error_naming_it() {
         join_pause_max: Duration::from_secs(3),
         ..fast_pacing()
     };
-    let svc = service(
-        &store,
-        Arc::new(LocalLocks::default()),
-        Arc::new(ScriptedTelegram::new(Script::default())),
-        accounts,
-        pacing,
-        LIMITS,
-    );
+    let svc = JoinEnv::new(&store, Arc::new(ScriptedTelegram::new(Script::default())), accounts)
+        .pacing(pacing)
+        .service();
     let run = tokio::spawn(async move {
         SmartJoiner::new(svc, "default", Duration::from_secs(60)).run_batch("cars", 6).await
     });
@@ -701,8 +644,7 @@ async fn a_worker_frozen_until_its_hold_ran_out_sends_no_join(store: Store) {
     let accounts = seed(&store, 1, &targets, "cars").await;
     let fake = ScriptedTelegram::new(Script::default());
     let telegram = Arc::new(FrozenAfterConnect { inner: fake.clone(), store: store.clone() });
-    let svc =
-        service(&store, Arc::new(LocalLocks::default()), telegram, accounts, fast_pacing(), LIMITS);
+    let svc = JoinEnv::new(&store, telegram, accounts).service();
     let queued = store.queue_new_targets("cars", 1, Utc::now()).await.unwrap();
     let out = svc.execute(&JoinTask::new(queued[0].id, "default").into_current()).await.unwrap();
     assert!(
@@ -730,14 +672,7 @@ async fn a_pinned_target_whose_account_is_mid_join_elsewhere_looks_again_shortly
         targets: HashMap::from([(targets[0].to_string(), answers(&["joined_then_timeout"]))]),
         ..Script::default()
     };
-    let svc = service(
-        &store,
-        Arc::new(LocalLocks::default()),
-        Arc::new(ScriptedTelegram::new(script)),
-        accounts,
-        fast_pacing(),
-        LIMITS,
-    );
+    let svc = JoinEnv::new(&store, Arc::new(ScriptedTelegram::new(script)), accounts).service();
     let queued = store.queue_new_targets("cars", 2, Utc::now()).await.unwrap();
     let job = JoinTask::new(queued[0].id, "default").into_current();
     let first = svc.execute(&job).await.unwrap();

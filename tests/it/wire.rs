@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use smart_joiner::accounts_config::AccountsConfig;
 use smart_joiner::domain::{AccountStatus, Pacing, TargetLink, TargetStatus};
-use smart_joiner::lease::LocalLocks;
 use smart_joiner::modes::batch::SmartJoiner;
 use smart_joiner::ops::invariants;
 use smart_joiner::store::Limits;
@@ -15,7 +14,7 @@ use smart_joiner::telegram::grammers::GrammersTelegram;
 use tgsim::{Account, Answer, Group, Scenario, Script, Server, Trigger};
 
 use crate::cluster::{Cluster, PrivateRedis};
-use crate::harness::service_with_timeout;
+use crate::harness::JoinEnv;
 use crate::support::{pg_database, sqlite_store};
 
 const LIMITS: Limits = Limits { daily_join_cap: 1000, channel_limit: 500 };
@@ -130,15 +129,10 @@ async fn run_reaches_every_row_of_the_decision_table_over_the_wire() {
 
     let telegram = Arc::new(GrammersTelegram::new(Duration::from_secs(1)));
     // A short call timeout makes the silent group fail fast.
-    let svc = service_with_timeout(
-        &store,
-        Arc::new(LocalLocks::default()),
-        telegram,
-        accounts,
-        pacing(),
-        LIMITS,
-        Duration::from_secs(1),
-    );
+    let svc = JoinEnv::new(&store, telegram, accounts)
+        .pacing(pacing())
+        .call_timeout(Duration::from_secs(1))
+        .service();
     SmartJoiner::new(svc.clone(), "default", Duration::from_secs(30))
         .run_batch("wire", links.len() as u64)
         .await

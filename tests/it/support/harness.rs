@@ -7,7 +7,7 @@ use std::time::Duration;
 use smart_joiner::accounts_config::AccountsConfig;
 use smart_joiner::domain::{Pacing, TargetLink};
 use smart_joiner::join::{JoinDeps, JoinService};
-use smart_joiner::lease::AccountLocks;
+use smart_joiner::lease::{AccountLocks, LocalLocks};
 use smart_joiner::store::{Limits, Store};
 use smart_joiner::telegram::Telegram;
 use smart_joiner::telegram::session::TelethonSession;
@@ -65,34 +65,59 @@ pub async fn seed(store: &Store, n: usize, targets: &[TargetLink], niche: &str) 
     accounts
 }
 
-pub fn service(
-    store: &Store,
-    locks: Arc<dyn AccountLocks>,
+/// A join service for a test, from what the test is about (the store, the Telegram fake or
+/// tgsim, the accounts file); in-process leases, [`fast_pacing`], [`LIMITS`] and a 5 s call
+/// timeout unless the test says otherwise:
+/// `JoinEnv::new(&store, telegram, accounts).pacing(p).service()`.
+pub struct JoinEnv {
+    store: Store,
     telegram: Arc<dyn Telegram>,
     accounts: AccountsConfig,
-    pacing: Pacing,
-    limits: Limits,
-) -> JoinService {
-    service_with_timeout(store, locks, telegram, accounts, pacing, limits, Duration::from_secs(5))
-}
-
-pub fn service_with_timeout(
-    store: &Store,
     locks: Arc<dyn AccountLocks>,
-    telegram: Arc<dyn Telegram>,
-    accounts: AccountsConfig,
     pacing: Pacing,
     limits: Limits,
     call_timeout: Duration,
-) -> JoinService {
-    JoinService::new(JoinDeps {
-        store: store.clone(),
-        locks,
-        telegram,
-        accounts: Arc::new(accounts),
-        pacing,
-        limits,
-        call_timeout,
-        worker_name: "test".to_owned(),
-    })
+}
+
+impl JoinEnv {
+    pub fn new(store: &Store, telegram: Arc<dyn Telegram>, accounts: AccountsConfig) -> Self {
+        JoinEnv {
+            store: store.clone(),
+            telegram,
+            accounts,
+            locks: Arc::new(LocalLocks::default()),
+            pacing: fast_pacing(),
+            limits: LIMITS,
+            call_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Leases other than this process's (Redis, or locks shared with a second service).
+    pub fn locks(mut self, locks: Arc<dyn AccountLocks>) -> Self {
+        self.locks = locks;
+        self
+    }
+
+    pub fn pacing(mut self, pacing: Pacing) -> Self {
+        self.pacing = pacing;
+        self
+    }
+
+    pub fn call_timeout(mut self, call_timeout: Duration) -> Self {
+        self.call_timeout = call_timeout;
+        self
+    }
+
+    pub fn service(self) -> JoinService {
+        JoinService::new(JoinDeps {
+            store: self.store,
+            locks: self.locks,
+            telegram: self.telegram,
+            accounts: Arc::new(self.accounts),
+            pacing: self.pacing,
+            limits: self.limits,
+            call_timeout: self.call_timeout,
+            worker_name: "test".to_owned(),
+        })
+    }
 }
