@@ -482,59 +482,38 @@ impl SettingsArgs {
             );
         }
 
-        match (
-            database_url,
-            redis_url,
-            join_pause_min,
-            join_pause_max,
-            error_pause,
-            flood_wait_threshold,
-            warmup,
-            peer_flood_cooldown,
-            in_doubt_max_tries,
-            daily_join_cap,
-            channel_limit,
-            lease_ttl,
-            call_timeout,
-            log_format,
-        ) {
-            (
-                Some(database_url),
-                Some(redis_url),
-                Some(join_pause_min),
-                Some(join_pause_max),
-                Some(error_pause),
-                Some(flood_wait_threshold),
-                Some(warmup),
-                Some(peer_flood_cooldown),
-                Some(in_doubt_max_tries),
-                Some(daily_join_cap),
-                Some(channel_limit),
-                Some(lease_ttl),
-                Some(call_timeout),
-                Some(log_format),
-            ) if v.problems.is_empty() => Ok(Settings {
-                database_url,
-                redis_url,
+        if !v.problems.is_empty() {
+            return Err(ConfigError { problems: v.problems });
+        }
+        // A parser returns `None` only after recording a problem: with none recorded, every
+        // value is here.
+        let settings = || {
+            Some(Settings {
+                database_url: database_url?,
+                redis_url: redis_url?,
                 accounts_config,
                 pacing: Pacing {
-                    join_pause_min,
-                    join_pause_max,
-                    error_pause,
-                    flood_wait_threshold,
-                    warmup,
-                    peer_flood_cooldown,
-                    in_doubt_max_tries,
+                    join_pause_min: join_pause_min?,
+                    join_pause_max: join_pause_max?,
+                    error_pause: error_pause?,
+                    flood_wait_threshold: flood_wait_threshold?,
+                    warmup: warmup?,
+                    peer_flood_cooldown: peer_flood_cooldown?,
+                    in_doubt_max_tries: in_doubt_max_tries?,
                 },
-                daily_join_cap,
-                channel_limit,
-                lease_ttl,
-                call_timeout,
-                log_format,
+                daily_join_cap: daily_join_cap?,
+                channel_limit: channel_limit?,
+                lease_ttl: lease_ttl?,
+                call_timeout: call_timeout?,
+                log_format: log_format?,
                 log_dir,
-            }),
-            _ => Err(ConfigError { problems: v.problems }),
-        }
+            })
+        };
+        settings().ok_or_else(|| ConfigError {
+            problems: vec![
+                "a setting was refused without a reason (a bug: please report it)".to_owned(),
+            ],
+        })
     }
 }
 
@@ -803,6 +782,50 @@ fn scheme_of(url: &str) -> Option<String> {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    /// The help texts say the defaults in words; this keeps the words equal to the values
+    /// applied when a setting is unset (the constants and `Pacing::default()`).
+    #[test]
+    fn every_default_the_help_states_is_the_one_applied() {
+        let s = Settings::from_env_lookup(|_| None).unwrap();
+        let p = &s.pacing;
+        let durations = [
+            ("join_pause_min", p.join_pause_min),
+            ("join_pause_max", p.join_pause_max),
+            ("error_pause", p.error_pause),
+            ("flood_wait_threshold", p.flood_wait_threshold),
+            ("warmup", p.warmup),
+            ("peer_flood_cooldown", p.peer_flood_cooldown),
+            ("lease_ttl", s.lease_ttl),
+            ("call_timeout", s.call_timeout),
+        ];
+        let texts = [
+            ("postgres_port", DEFAULT_POSTGRES_PORT.to_string()),
+            ("redis_url", s.redis_url.expose().clone()),
+            ("accounts_config", s.accounts_config.display().to_string()),
+            ("in_doubt_max_tries", p.in_doubt_max_tries.to_string()),
+            ("daily_join_cap", s.daily_join_cap.to_string()),
+            ("channel_limit", s.channel_limit.to_string()),
+            ("log_format", s.log_format.to_string()),
+            ("log_dir", s.log_dir.display().to_string()),
+        ];
+        let mut checked = 0;
+        for arg in EnvOnly::command().get_arguments() {
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let Some((_, stated)) = help.split_once("Default: ") else { continue };
+            let stated = stated.split_whitespace().next().unwrap_or_default();
+            let id = arg.get_id().as_str();
+            if let Some((_, applied)) = durations.iter().find(|(f, _)| *f == id) {
+                assert_eq!(humantime::parse_duration(stated).ok(), Some(*applied), "{id}");
+            } else if let Some((_, applied)) = texts.iter().find(|(f, _)| *f == id) {
+                assert_eq!(stated, applied, "{id}");
+            } else {
+                panic!("{id} states a default this test does not know: {stated}");
+            }
+            checked += 1;
+        }
+        assert_eq!(checked, durations.len() + texts.len(), "a stated default was not found");
+    }
 
     #[test]
     fn a_variable_without_a_readme_row_is_named() {
