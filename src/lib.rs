@@ -6,6 +6,7 @@ pub mod accounts_config;
 pub mod accounts_import;
 pub mod admin;
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod console;
 pub mod demo;

@@ -687,16 +687,14 @@ async fn accounts_with(
             let Some(a) = store.account_by_name(&session_name).await? else {
                 bail!("no account named {}", app::shown(&session_name));
             };
-            let r = store
-                .pause_account(a.id, &cli_actor(), note.as_deref(), chrono::Utc::now())
-                .await?;
+            let r = store.pause_account(a.id, &cli_actor(), note.as_deref(), store.now()).await?;
             report_action(r, &format!("paused {}", app::shown(&session_name)), out)?;
         }
         AccountsAction::Resume { session_name } => {
             let Some(a) = store.account_by_name(&session_name).await? else {
                 bail!("no account named {}", app::shown(&session_name));
             };
-            let r = store.resume_account(a.id, &cli_actor(), chrono::Utc::now()).await?;
+            let r = store.resume_account(a.id, &cli_actor(), store.now()).await?;
             report_action(r, &format!("resumed {}", app::shown(&session_name)), out)?;
         }
         // Handled before the database is opened.
@@ -821,7 +819,7 @@ async fn targets(settings: &Settings, action: TargetsAction, out: Out) -> anyhow
     match action {
         TargetsAction::Retry { id } => {
             let store = open_store(settings).await?;
-            let r = store.retry_target(id, &cli_actor(), chrono::Utc::now()).await;
+            let r = store.retry_target(id, &cli_actor(), store.now()).await;
             let r = finish(store, r.map_err(anyhow::Error::from)).await?;
             report_action(r, &format!("target {id} is new again"), out)?;
         }
@@ -833,7 +831,7 @@ async fn targets(settings: &Settings, action: TargetsAction, out: Out) -> anyhow
                 );
             }
             let store = open_store(settings).await?;
-            let r = store.release_pin(id, &cli_actor(), chrono::Utc::now()).await;
+            let r = store.release_pin(id, &cli_actor(), store.now()).await;
             let r = finish(store, r.map_err(anyhow::Error::from)).await?;
             report_action(r, &format!("target {id} released: new and unclaimed"), out)?;
         }

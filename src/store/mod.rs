@@ -36,6 +36,7 @@ use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
 };
 
+use crate::clock::Clock;
 use crate::domain::{AccountStatus, LinkKind, TargetLink, TargetStatus};
 use crate::redact;
 
@@ -246,6 +247,8 @@ pub struct Store {
     db: DatabaseConnection,
     /// The SQLite file opened, as found at connect time (`None` for Postgres and in-memory).
     file: Option<Arc<DbFile>>,
+    /// The database's clock, as this process reads it (see [`Store::now`]).
+    clock: Arc<Clock>,
 }
 
 /// A SQLite database file and the identity it had when it was opened.
@@ -301,15 +304,66 @@ impl Store {
                 .min_connections(0)
                 .acquire_timeout(Duration::from_secs(30));
         }
+        let clock = Clock::from_env().map_err(fail)?;
         let db = Database::connect(opts).await.map_err(|e| fail(redact::flatten(&e)))?;
         let file =
             if sqlite { sqlite_file(&db).await.map_err(|e| fail(e.to_string()))? } else { None };
-        Ok(Store { db, file: file.map(Arc::new) })
+        let store = Store { db, file: file.map(Arc::new), clock: Arc::new(clock) };
+        store.sync_clock().await.map_err(|e| fail(e.to_string()))?;
+        Ok(store)
     }
 
-    /// Wraps an existing connection.
+    /// Wraps an existing connection; its clock is the wall clock until [`Store::sync_clock`].
     pub fn from_connection(db: DatabaseConnection) -> Store {
-        Store { db, file: None }
+        Store { db, file: None, clock: Arc::default() }
+    }
+
+    /// The same database read through another clock, measured against the database at once:
+    /// what a process on a machine whose clock is off sees (tests and the fault run).
+    pub async fn with_clock(&self, clock: Clock) -> Result<Store, StoreError> {
+        let store = Store { clock: Arc::new(clock), ..self.clone() };
+        store.sync_clock().await?;
+        Ok(store)
+    }
+
+    /// Now, on the database's clock: every time this process writes for another process to
+    /// compare, and every time it compares with one, is taken from here (docs/design.md,
+    /// "Time"). No round trip: this process's clock corrected by the last measured offset.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Measures the offset between this process's clock and the database server's: the
+    /// server's clock read in one round trip, taken to have been read halfway. Returns the
+    /// correction now applied by [`Store::now`]. On SQLite the database's clock is this
+    /// machine's.
+    pub async fn sync_clock(&self) -> Result<chrono::TimeDelta, StoreError> {
+        let sql = if self.is_postgres() {
+            "SELECT CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000) AS BIGINT)"
+        } else {
+            "SELECT CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)"
+        };
+        let backend = self.db.get_database_backend();
+        let sent = self.clock.local();
+        let row = self.db.query_one_raw(Statement::from_string(backend, sql)).await?;
+        let received = self.clock.local();
+        let micros: i64 = row
+            .ok_or_else(|| StoreError::Invalid("the database did not tell its time".to_owned()))?
+            .try_get_by_index(0)?;
+        let reference = DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(|| {
+            StoreError::Invalid(format!("the database's time {micros} us is out of range"))
+        })?;
+        Ok(self.clock.record(sent, reference, received))
+    }
+
+    /// Measures the offset again when the last measurement is older than
+    /// [`crate::clock::RESYNC_EVERY`]; a failure keeps the last one (and is logged).
+    pub async fn resync_clock_if_due(&self) {
+        if self.clock.is_due(crate::clock::RESYNC_EVERY)
+            && let Err(e) = self.sync_clock().await
+        {
+            tracing::warn!(error = %e, "the database's clock could not be read; keeping the last offset");
+        }
     }
 
     /// Applies every pending migration.
