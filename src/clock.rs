@@ -21,6 +21,10 @@ use chrono::{DateTime, Utc};
 
 /// How often a long-running process measures the offset to the database's clock again.
 pub const RESYNC_EVERY: Duration = Duration::from_secs(30);
+/// A reading whose round trip is longer than this and than twice the shortest seen so far is
+/// not trusted once a correction exists: its error (up to half the round trip) would be far
+/// larger than usual.
+pub const TRUSTED_ROUND_TRIP: Duration = Duration::from_millis(50);
 /// The environment variable that puts this process's wall clock off by a fixed amount.
 pub const OFFSET_VAR: &str = "SMART_JOINER_CLOCK_OFFSET";
 /// A correction above this is logged once: the machine's clock deserves a look.
@@ -34,6 +38,8 @@ pub struct Clock {
     skew: chrono::TimeDelta,
     /// Reference clock minus wall clock, in microseconds.
     correction_us: AtomicI64,
+    /// The shortest round trip of a reading so far, in microseconds (0: none yet).
+    best_round_trip_us: AtomicI64,
     /// When the correction was last measured; `None` before the first measurement.
     measured: Mutex<Option<Instant>>,
 }
@@ -81,18 +87,34 @@ impl Clock {
 
     /// Records one measurement: the wall clock read just before the reference was asked
     /// (`sent`), the reference's answer, and the wall clock just after (`received`). The
-    /// reference is taken to have been read halfway. Returns the new correction.
+    /// reference is taken to have been read halfway. A reading whose round trip is longer than
+    /// [`TRUSTED_ROUND_TRIP`] and than twice the shortest so far changes nothing once a
+    /// correction exists (it counts as a measurement, so the next one comes on schedule).
+    /// Returns the correction in force.
     pub fn record(
         &self,
         sent: DateTime<Utc>,
         reference: DateTime<Utc>,
         received: DateTime<Utc>,
     ) -> chrono::TimeDelta {
+        let round_trip = (received - sent).num_microseconds().unwrap_or(i64::MAX).max(1);
+        let best = self.best_round_trip_us.load(Ordering::Relaxed);
+        let limit = (2 * best).max(TRUSTED_ROUND_TRIP.as_micros() as i64);
+        let first = self.measured.lock().unwrap_or_else(|p| p.into_inner()).replace(Instant::now());
+        if best == 0 || round_trip < best {
+            self.best_round_trip_us.store(round_trip, Ordering::Relaxed);
+        }
+        if first.is_some() && round_trip > limit {
+            tracing::debug!(
+                round_trip_ms = round_trip / 1000,
+                "the database's clock answered too slowly to be trusted; the last offset stays"
+            );
+            return self.correction();
+        }
         let halfway = sent + (received - sent) / 2;
         let correction = reference - halfway;
         let us = correction.num_microseconds().unwrap_or(i64::MAX);
         self.correction_us.store(us, Ordering::Relaxed);
-        let first = self.measured.lock().unwrap_or_else(|p| p.into_inner()).replace(Instant::now());
         if first.is_none() && correction.abs() > WORTH_A_WARNING {
             tracing::warn!(
                 correction_ms = correction.num_milliseconds(),
@@ -135,6 +157,22 @@ mod tests {
         assert!(!clock.is_due(RESYNC_EVERY));
         let off = (clock.now() - Utc::now()).abs();
         assert!(off < chrono::TimeDelta::milliseconds(100), "corrected clock off by {off}");
+    }
+
+    #[test]
+    fn a_reading_much_slower_than_usual_keeps_the_last_correction() {
+        let clock = Clock::default();
+        let ms = chrono::TimeDelta::milliseconds;
+        let sent = clock.local();
+        // A fast reading: the reference is 2 s ahead.
+        clock.record(sent, sent + ms(1) + ms(2000), sent + ms(2));
+        assert_eq!(clock.correction(), ms(2000));
+        // A reading that waited 400 ms for a connection: its halfway point is 200 ms off.
+        let sent = clock.local();
+        assert_eq!(clock.record(sent, sent + ms(395) + ms(2000), sent + ms(400)), ms(2000));
+        // One about as fast as the first counts.
+        let sent = clock.local();
+        assert_eq!(clock.record(sent, sent + ms(1) + ms(2100), sent + ms(2)), ms(2100));
     }
 
     #[test]
