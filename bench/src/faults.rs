@@ -149,7 +149,8 @@ enum Infra {
     Heal { worker: usize },
 }
 
-/// The server and network faults of one run, in the order they happen.
+/// The server and network faults of one run, in the order they happen. Each restart and heal
+/// is scheduled when its stop or cut has happened.
 fn infra_plan(args: &FaultArgs) -> Vec<(Duration, Infra)> {
     let phase = args.fault_phase;
     let at = |k: u32, n: u32, shift: f64| phase.mul_f64((f64::from(k) + shift) / f64::from(n));
@@ -161,7 +162,6 @@ fn infra_plan(args: &FaultArgs) -> Vec<(Duration, Infra)> {
     for k in 0..args.pg_restarts {
         let stop = at(k, args.pg_restarts, 0.2);
         plan.push((stop, Infra::PgStop { immediate: k % 2 == 1 }));
-        plan.push((stop + args.pg_down, Infra::PgStart));
     }
     for k in 0..args.pg_terminates {
         plan.push((at(k, args.pg_terminates, 0.1), Infra::PgTerminate));
@@ -171,7 +171,6 @@ fn infra_plan(args: &FaultArgs) -> Vec<(Duration, Infra)> {
         let worker = k % usize::from(args.workers);
         let start = at(k as u32, 3, 0.55).min(phase.saturating_sub(args.partition_for));
         plan.push((start, Infra::Cut { worker, redis, pg }));
-        plan.push((start + args.partition_for, Infra::Heal { worker }));
     }
     plan.sort_by_key(|(t, _)| *t);
     plan
@@ -446,7 +445,8 @@ async fn run_once(mut args: FaultArgs) -> anyhow::Result<bool> {
     let phase_start = Instant::now();
     let fault_end = phase_start + args.fault_phase;
     let mut next_fault = phase_start + args.fault_every;
-    let mut plan = infra_plan(&args).into_iter().peekable();
+    let mut plan: Vec<(Instant, Infra)> =
+        infra_plan(&args).into_iter().map(|(t, f)| (phase_start + t, f)).collect();
     let mut producer = Producer::default();
     let mut process_faults = 0usize;
     // A PostgreSQL stop or start runs beside the driver, so a SIGCONT is never late because
@@ -472,7 +472,7 @@ async fn run_once(mut args: FaultArgs) -> anyhow::Result<bool> {
     );
 
     // Fault phase: runs until the phase is over and every server is back.
-    while Instant::now() < fault_end || plan.peek().is_some() || pg_ctl.is_some() {
+    while Instant::now() < fault_end || !plan.is_empty() || pg_ctl.is_some() {
         producer.tend(&penv, batch, &recover_after)?;
         if Instant::now() < fault_end && Instant::now() >= next_fault {
             next_fault = Instant::now() + args.fault_every;
@@ -528,11 +528,17 @@ async fn run_once(mut args: FaultArgs) -> anyhow::Result<bool> {
         if let Some(task) = pg_ctl.take_if(|t| t.is_finished()) {
             let done_at = task.await??;
             // A stop finished: down from then on; a start finished: up again.
-            pg_stopped_at = if pg_stopped_at.is_none() { Some(done_at) } else { None };
+            pg_stopped_at = if pg_stopped_at.is_none() {
+                plan.push((done_at + args.pg_down, Infra::PgStart));
+                Some(done_at)
+            } else {
+                None
+            };
         }
         while pg_ctl.is_none()
-            && let Some((_, fault)) = plan.next_if(|(t, _)| phase_start + *t <= Instant::now())
+            && let Some(due) = plan.iter().position(|(t, _)| *t <= Instant::now())
         {
+            let (_, fault) = plan.remove(due);
             match fault {
                 Infra::RedisFromAof => {
                     redis.restart_from_aof()?;
@@ -564,10 +570,17 @@ async fn run_once(mut args: FaultArgs) -> anyhow::Result<bool> {
                         Ok(Instant::now())
                     }));
                 }
-                Infra::PgTerminate => {
-                    injected.backends_terminated += db.terminate_backends().await.unwrap_or(0);
-                    injected.pg_terminate += 1;
+                // Not while the server is down (there is nothing to terminate), and bounded:
+                // the driver must not wait for a connection while workers are SIGSTOPped.
+                Infra::PgTerminate if pg_stopped_at.is_none() => {
+                    let terminate = db.terminate_backends();
+                    if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(3), terminate).await
+                    {
+                        injected.backends_terminated += n;
+                        injected.pg_terminate += 1;
+                    }
                 }
+                Infra::PgTerminate => {}
                 Infra::Cut { worker, redis, pg } => {
                     workers.nodes[worker].redis.set_cut(redis);
                     workers.nodes[worker].pg.set_cut(pg);
@@ -577,6 +590,7 @@ async fn run_once(mut args: FaultArgs) -> anyhow::Result<bool> {
                         _ => "redis+postgres",
                     };
                     cut_since.insert(worker, (Instant::now(), what));
+                    plan.push((Instant::now() + args.partition_for, Infra::Heal { worker }));
                 }
                 Infra::Heal { worker } => {
                     workers.nodes[worker].redis.set_cut(false);
