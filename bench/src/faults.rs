@@ -38,7 +38,8 @@ pub struct FaultArgs {
     /// each kind.
     #[arg(long)]
     pub short: bool,
-    #[arg(long, default_value_t = 5000)]
+    /// Targets; the long run's are enough to keep the workers busy through the fault phase.
+    #[arg(long, default_value_t = 10_000)]
     pub targets: usize,
     #[arg(long, default_value_t = 300)]
     pub accounts: usize,
