@@ -31,8 +31,14 @@ const PICK_ROUNDS: usize = 4;
 const HOLD_MARGIN: Duration = Duration::from_secs(5);
 /// When a target pinned to an account this process cannot connect is looked at again.
 const NOT_HERE_RETRY: Duration = Duration::from_secs(600);
-/// How long a decision that the database refused for a moment is tried again.
-const DECISION_RETRY_FOR: Duration = Duration::from_secs(10);
+/// How long a decision that the database refused for a moment is tried again: longer than a
+/// database restart or failover (tens of seconds), because the answer may carry Telegram's
+/// verdict about the account that nothing else records.
+const DECISION_RETRY_FOR: Duration = Duration::from_secs(60);
+/// The gate before a join is sent gets this long: a statement lost in a network partition
+/// must not keep a Telegram connection open past the hold (which outlives three calls and the
+/// gate by the rest of the margin).
+const GATE_TIMEOUT: Duration = Duration::from_millis(2500);
 /// When every eligible account is leased by others, look again after this long.
 const BUSY_RETRY: Duration = Duration::from_millis(500);
 
@@ -145,7 +151,8 @@ impl JoinService {
     /// Runs one job (the steps of docs/design.md).
     pub async fn execute(&self, job: &JoinJobV1) -> Result<ExecutionOutcome, JoinError> {
         let d = &*self.deps;
-        let now = Utc::now();
+        d.store.resync_clock_if_due().await;
+        let now = d.store.now();
 
         // 1. Load the target; anything not workable is a duplicate job.
         let Some(target) = d.store.target(job.target_id).await? else {
@@ -312,7 +319,7 @@ impl JoinService {
         let Some(lease) = d.locks.try_acquire(account.id).await? else {
             return Ok(Taken::AccountBusy);
         };
-        let started_at = Utc::now();
+        let started_at = d.store.now();
         let rest = d.call_timeout.saturating_mul(2) + d.pacing.join_pause_min;
         let rest_until =
             started_at + chrono::Duration::from_std(rest).unwrap_or(chrono::Duration::MAX);
@@ -380,7 +387,7 @@ impl JoinService {
         if !(now.status == TargetStatus::Joining && now.claimed_account_id == Some(account_id)) {
             return Ok(ExecutionOutcome::Done(Settled::Stale));
         }
-        let run_at = Utc::now() + chrono::Duration::from_std(BUSY_RETRY).unwrap_or_default();
+        let run_at = d.store.now() + chrono::Duration::from_std(BUSY_RETRY).unwrap_or_default();
         d.store.touch_next_run(&[target_id], run_at).await?;
         Ok(ExecutionOutcome::Reschedule { job: job.follow_up(None), run_at })
     }
@@ -420,7 +427,7 @@ impl JoinService {
                 JoinOutcome::InDoubt { reason: format!("account lost: {lost}") }
             }
         };
-        let finished_at = Utc::now();
+        let finished_at = d.store.now();
         tracing::Span::current().record("outcome", outcome.kind().as_str());
         crate::telemetry::metrics::join_finished(&outcome, started_at, finished_at);
 
@@ -491,11 +498,16 @@ impl JoinService {
         // any moment of it (invariant 5).
         let hold_until = self.hold_until();
         let rest = chrono::Duration::from_std(d.pacing.join_pause_min).unwrap_or_default();
-        let gate = d.store.gate_join(account.id, epoch, Utc::now(), hold_until, hold_until + rest);
-        let open = match gate.await {
-            Ok(open) => open,
-            Err(e) => {
+        let gate =
+            d.store.gate_join(account.id, epoch, d.store.now(), hold_until, hold_until + rest);
+        let open = match tokio::time::timeout(GATE_TIMEOUT, gate).await {
+            Ok(Ok(open)) => open,
+            Ok(Err(e)) => {
                 warn!(account = %account.session_name, error = %crate::redact::Chain(&e), "the hold could not be checked before the join");
+                false
+            }
+            Err(_) => {
+                warn!(account = %account.session_name, "the hold could not be checked before the join: no answer within {GATE_TIMEOUT:?}");
                 false
             }
         };
@@ -573,23 +585,38 @@ impl JoinService {
         let mut lease_lost = false;
         loop {
             tokio::time::sleep(every).await;
+            // Each call is bounded by the interval: a Redis or database that stopped answering
+            // (a network partition) must not stop the loop, or the hold would run out unseen.
             if !lease_lost {
-                match d.locks.renew(lease).await {
-                    Ok(true) => {}
-                    Ok(false) => {
+                match tokio::time::timeout(every, d.locks.renew(lease)).await {
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => {
                         lease_lost = true;
                         warn!(
                             account_id = lease.account_id,
                             "lease lost; the database hold keeps the account"
                         );
                     }
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         warn!(account_id = lease.account_id, error = %crate::redact::Chain(&e), "lease not renewed; the database hold keeps the account")
+                    }
+                    Err(_) => {
+                        warn!(
+                            account_id = lease.account_id,
+                            "lease not renewed: no answer within {every:?}; the database hold keeps the account"
+                        )
                     }
                 }
             }
             let extended_at = tokio::time::Instant::now();
-            match d.store.extend_hold(lease.account_id, epoch, self.hold_until()).await {
+            let extend = d.store.extend_hold(lease.account_id, epoch, self.hold_until());
+            let extended = tokio::time::timeout(every, extend).await.unwrap_or_else(|_| {
+                Err(StoreError::Db {
+                    message: format!("no answer within {every:?}"),
+                    transient: true,
+                })
+            });
+            match extended {
                 Ok(true) => hold_ends = extended_at + hold,
                 Ok(false) => return "another process took the account".to_owned(),
                 Err(e) if tokio::time::Instant::now() + every >= hold_ends => {
@@ -609,7 +636,7 @@ impl JoinService {
 
     /// The end of a hold taken or extended now.
     fn hold_until(&self) -> chrono::DateTime<Utc> {
-        Utc::now()
+        self.deps.store.now()
             + chrono::Duration::from_std(self.hold_duration()).unwrap_or(chrono::Duration::MAX)
     }
 }

@@ -7,6 +7,7 @@
 #![warn(unreachable_pub)]
 
 pub mod accounts_config;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod fuzzing;

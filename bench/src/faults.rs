@@ -1,13 +1,26 @@
-//! The fault-injection run (issue 6): tgsim in-process, the real `producer` and several real
-//! `worker` processes talking to it through the grammers adapter, a fresh Postgres database
-//! and a private redis-server. While the work runs, a driver SIGKILLs and SIGSTOP/SIGCONTs
-//! workers, restarts Redis with its data wiped and terminates the database's backends; tgsim
-//! scripts inject FloodWaits on both sides of 600 s, bans, dropped connections and silence.
-//! At the end every invariant is checked and one line printed; the exit code is non-zero on
-//! any violation.
+//! The fault-injection run (issues 6 and 16): tgsim in-process, the real `producer` and several
+//! real `worker` processes talking to it through the grammers adapter, a fresh database on a
+//! private PostgreSQL cluster and a private redis-server with an append-only file. While the
+//! work runs, a driver injects the faults production has:
+//!
+//! - SIGKILLs and SIGSTOP/SIGCONTs (past the lease) of workers and producer runs, one every
+//!   `--fault-every`;
+//! - Redis restarted with its data wiped, and Redis SIGKILLed and restarted from its AOF;
+//! - PostgreSQL stopped for `--pg-down` (fast and immediate shutdowns alternately) and started
+//!   again, and rounds of `pg_terminate_backend`;
+//! - three network partitions, each longer than a hold: one worker cut from Redis only, one
+//!   from Postgres only, one from both (each worker reaches both servers through TCP proxies
+//!   the driver controls; its Telegram connections are untouched);
+//! - one worker whose clock runs `--skew` ahead and one `--skew` behind, for the whole run
+//!   (`SMART_JOINER_CLOCK_OFFSET`, which shifts the clock the process reads).
+//!
+//! tgsim scripts inject FloodWaits on both sides of 600 s, bans, dropped connections and
+//! silence. At the end every invariant is checked and one line printed; the exit code is
+//! non-zero on any violation.
 
 use std::collections::BTreeMap;
 use std::process::Child;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -16,28 +29,50 @@ use smart_joiner::ops::invariants;
 use smart_joiner::store::Limits;
 use tgsim::{Account, Answer, Group, Outcome, Scenario, Script, Server, Step, Trigger, Violation};
 
-use crate::env::{self, FreshDb, PrivateRedis, ProcEnv};
+use crate::env::{self, FreshDb, PrivatePostgres, PrivateRedis, ProcEnv};
+use crate::proxy::Proxy;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct FaultArgs {
-    /// The CI preset: 600 targets, 60 accounts, 3 workers, 25 s of faults.
+    /// The CI preset: 600 targets, 60 accounts, 3 workers, 50 s of faults, at least one of
+    /// each kind.
     #[arg(long)]
     pub short: bool,
-    #[arg(long, default_value_t = 5000)]
+    /// Targets; the long run's are enough to keep the workers busy through the fault phase.
+    #[arg(long, default_value_t = 10_000)]
     pub targets: usize,
     #[arg(long, default_value_t = 300)]
     pub accounts: usize,
-    #[arg(long, default_value_t = 4)]
-    pub workers: usize,
+    /// Worker processes (at least 3: two skewed clocks, three partitions).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(3..))]
+    pub workers: u16,
     /// Jobs per worker process.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
-    /// How long the driver injects process and service faults.
-    #[arg(long, default_value = "90s", value_parser = smart_joiner::modes::wiring::parse_duration)]
+    /// How long the driver injects faults.
+    #[arg(long, default_value = "180s", value_parser = smart_joiner::modes::wiring::parse_duration)]
     pub fault_phase: Duration,
-    /// Time between two driver faults.
-    #[arg(long, default_value = "3s", value_parser = smart_joiner::modes::wiring::parse_duration)]
+    /// Time between two SIGKILLs/SIGSTOPs (of a worker, or of the producer run).
+    #[arg(long, default_value = "1500ms", value_parser = smart_joiner::modes::wiring::parse_duration)]
     pub fault_every: Duration,
+    /// Redis faults, spread over the fault phase: restarts from the AOF and wipes, alternately.
+    #[arg(long, default_value_t = 10)]
+    pub redis_faults: u32,
+    /// PostgreSQL restarts, spread over the fault phase.
+    #[arg(long, default_value_t = 3)]
+    pub pg_restarts: u32,
+    /// How long PostgreSQL stays down at each restart.
+    #[arg(long, default_value = "12s", value_parser = smart_joiner::modes::wiring::parse_duration)]
+    pub pg_down: Duration,
+    /// Rounds of pg_terminate_backend on the run's database, spread over the fault phase.
+    #[arg(long, default_value_t = 7)]
+    pub pg_terminates: u32,
+    /// How long each of the three partitions lasts (longer than a lease and than a hold).
+    #[arg(long, default_value = "10s", value_parser = smart_joiner::modes::wiring::parse_duration)]
+    pub partition_for: Duration,
+    /// Clock error of the two skewed workers: one this much ahead, one this much behind.
+    #[arg(long, default_value = "30s", value_parser = smart_joiner::modes::wiring::parse_duration)]
+    pub skew: Duration,
     /// How long the work may take to settle after the fault phase.
     #[arg(long, default_value = "180s", value_parser = smart_joiner::modes::wiring::parse_duration)]
     pub settle: Duration,
@@ -50,7 +85,7 @@ pub struct FaultArgs {
     /// Directory of the producer and worker binaries (default: next to this binary).
     #[arg(long)]
     pub bin_dir: Option<std::path::PathBuf>,
-    /// Keep the database and the work directory (logs) for inspection.
+    /// Keep the database cluster and the work directory (logs) for inspection.
     #[arg(long)]
     pub keep: bool,
     /// Run this many times in a row, stopping at the first run with a violation.
@@ -65,9 +100,13 @@ impl FaultArgs {
             self.accounts = 60;
             self.workers = 3;
             self.concurrency = 4;
-            self.fault_phase = Duration::from_secs(25);
+            self.fault_phase = Duration::from_secs(50);
             self.fault_every = Duration::from_secs(2);
-            self.settle = Duration::from_secs(60);
+            self.redis_faults = 2;
+            self.pg_restarts = 1;
+            self.pg_down = Duration::from_secs(11);
+            self.pg_terminates = 2;
+            self.settle = Duration::from_secs(90);
             self.join_pause = Duration::from_secs(2);
         }
     }
@@ -81,12 +120,61 @@ const LONG_FLOOD: u32 = 700;
 /// What the driver did, counted.
 #[derive(Default, Debug)]
 struct Injected {
-    sigkill: u32,
-    sigstop: u32,
+    worker_sigkill: u32,
+    worker_sigstop: u32,
+    producer_sigkill: u32,
+    producer_sigstop: u32,
+    /// Producer faults that found the run already over.
+    producer_missed: u32,
     redis_wipe: u32,
+    redis_aof_restart: u32,
+    pg_restart: u32,
+    /// Shortest and longest time PostgreSQL was down.
+    pg_down: Option<(Duration, Duration)>,
     pg_terminate: u32,
     backends_terminated: u64,
+    /// (worker, what was cut, for how long)
+    partitions: Vec<(usize, &'static str, Duration)>,
     respawned: u32,
+}
+
+/// A fault of the servers or of the network, at a moment of the fault phase.
+#[derive(Debug, Clone, Copy)]
+enum Infra {
+    RedisFromAof,
+    RedisWipe,
+    PgStop { immediate: bool },
+    PgStart,
+    PgTerminate,
+    Cut { worker: usize, redis: bool, pg: bool },
+    Heal { worker: usize },
+}
+
+/// The server and network faults of one run, in the order they happen. Each restart and heal
+/// is scheduled when its stop or cut has happened.
+fn infra_plan(args: &FaultArgs) -> Vec<(Duration, Infra)> {
+    let phase = args.fault_phase;
+    let at = |k: u32, n: u32, shift: f64| phase.mul_f64((f64::from(k) + shift) / f64::from(n));
+    let mut plan = Vec::new();
+    for k in 0..args.redis_faults {
+        let fault = if k.is_multiple_of(2) { Infra::RedisFromAof } else { Infra::RedisWipe };
+        plan.push((at(k, args.redis_faults, 0.5), fault));
+    }
+    for k in 0..args.pg_restarts {
+        let stop = at(k, args.pg_restarts, 0.2);
+        plan.push((stop, Infra::PgStop { immediate: k % 2 == 1 }));
+    }
+    for k in 0..args.pg_terminates {
+        plan.push((at(k, args.pg_terminates, 0.1), Infra::PgTerminate));
+    }
+    let cuts = [(true, false), (false, true), (true, true)];
+    for (k, (redis, pg)) in cuts.into_iter().enumerate() {
+        let worker = k % usize::from(args.workers);
+        let start = at(k as u32, 3, 0.55).min(phase.saturating_sub(args.partition_for));
+        plan.push((start, Infra::Cut { worker, redis, pg }));
+    }
+    plan.sort_by_key(|(t, _)| *t);
+    plan
 }
 
 fn username(i: usize) -> String {
@@ -151,24 +239,33 @@ fn scenario(args: &FaultArgs) -> Scenario {
     s
 }
 
+/// One worker "node": its process, the proxies it reaches Redis and Postgres through, and the
+/// variables that make it itself (its clock error).
+struct Node {
+    proc: Child,
+    redis: Proxy,
+    pg: Proxy,
+    vars: Vec<(String, String)>,
+}
+
 struct Workers {
     env: ProcEnv,
     concurrency: usize,
-    procs: Vec<Child>,
+    nodes: Vec<Node>,
     spawned: usize,
     /// (index, when to SIGCONT)
     stopped: Vec<(usize, Instant)>,
 }
 
 impl Workers {
-    fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+    fn spawn_proc(&mut self, i: usize, vars: &[(String, String)]) -> anyhow::Result<Child> {
         self.spawned += 1;
-        let child = self.env.spawn_worker(&format!("w{i}-{}", self.spawned), self.concurrency)?;
-        if i < self.procs.len() {
-            self.procs[i] = child;
-        } else {
-            self.procs.push(child);
-        }
+        self.env.spawn_worker_with(&format!("w{i}-{}", self.spawned), self.concurrency, vars)
+    }
+
+    fn respawn(&mut self, i: usize) -> anyhow::Result<()> {
+        let vars = self.nodes[i].vars.clone();
+        self.nodes[i].proc = self.spawn_proc(i, &vars)?;
         Ok(())
     }
 
@@ -182,13 +279,13 @@ impl Workers {
         let due: Vec<usize> =
             self.stopped.iter().filter(|(_, at)| *at <= now).map(|(i, _)| *i).collect();
         for i in due {
-            env::signal(self.procs[i].id(), "CONT");
+            env::signal(self.nodes[i].proc.id(), "CONT");
             self.stopped.retain(|(s, _)| *s != i);
         }
-        for i in 0..self.procs.len() {
-            if self.procs[i].try_wait()?.is_some() {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].proc.try_wait()?.is_some() {
                 injected.respawned += 1;
-                self.spawn(i)?;
+                self.respawn(i)?;
             }
         }
         Ok(())
@@ -196,8 +293,53 @@ impl Workers {
 
     fn cont_all(&mut self) {
         for (i, _) in self.stopped.drain(..) {
-            env::signal(self.procs[i].id(), "CONT");
+            env::signal(self.nodes[i].proc.id(), "CONT");
         }
+    }
+}
+
+/// The producer, run every second during the fault phase as a child the driver can signal.
+#[derive(Default)]
+struct Producer {
+    proc: Option<Child>,
+    /// When to SIGCONT it, while it is stopped.
+    stopped_until: Option<Instant>,
+    next_run: Option<Instant>,
+}
+
+impl Producer {
+    fn tend(&mut self, env: &ProcEnv, batch: u64, recover_after: &str) -> anyhow::Result<()> {
+        if let Some(until) = self.stopped_until
+            && Instant::now() >= until
+            && let Some(p) = &self.proc
+        {
+            env::signal(p.id(), "CONT");
+            self.stopped_until = None;
+        }
+        if let Some(p) = &mut self.proc
+            && p.try_wait()?.is_some()
+        {
+            self.proc = None;
+            self.stopped_until = None;
+        }
+        if self.proc.is_none() && self.next_run.is_none_or(|at| Instant::now() >= at) {
+            self.proc = Some(env.spawn_producer(NICHE, batch, recover_after)?);
+            self.next_run = Some(Instant::now() + Duration::from_secs(1));
+        }
+        Ok(())
+    }
+
+    /// The running producer, if it is running and not stopped.
+    fn running(&mut self) -> Option<&mut Child> {
+        if self.stopped_until.is_some() { None } else { self.proc.as_mut() }
+    }
+
+    fn finish(&mut self) {
+        if let Some(p) = &mut self.proc {
+            env::signal(p.id(), "CONT");
+            let _ = p.wait();
+        }
+        self.proc = None;
     }
 }
 
@@ -225,8 +367,9 @@ async fn run_once(mut args: FaultArgs) -> anyhow::Result<bool> {
     let started = Instant::now();
     let bin_dir = env::bin_dir(args.bin_dir.as_deref())?;
     let work = tempfile::Builder::new().prefix("sj-faults-").tempdir()?;
-    let db = FreshDb::create("faults").await?;
-    let mut redis = PrivateRedis::start()?;
+    let pg = Arc::new(tokio::task::spawn_blocking(PrivatePostgres::start).await??);
+    let db = FreshDb::create_on(&pg.admin_url, "faults").await?;
+    let mut redis = PrivateRedis::start_with_aof()?;
 
     // tgsim, and the accounts file pointing at it.
     let server = Server::start(scenario(&args), "127.0.0.1:0").await?;
@@ -270,28 +413,50 @@ async fn run_once(mut args: FaultArgs) -> anyhow::Result<bool> {
     let mut workers = Workers {
         env: penv.clone(),
         concurrency: args.concurrency,
-        procs: Vec::new(),
+        nodes: Vec::new(),
         spawned: 0,
         stopped: Vec::new(),
     };
-    for i in 0..args.workers {
-        workers.spawn(i)?;
+    let skew_ms = args.skew.as_millis();
+    for i in 0..usize::from(args.workers) {
+        // Each worker reaches Redis and Postgres through proxies of its own (partitions);
+        // worker 0's clock runs ahead and worker 1's behind.
+        let redis_proxy = Proxy::start(([127, 0, 0, 1], redis.port).into()).await?;
+        let pg_proxy = Proxy::start(([127, 0, 0, 1], pg.port).into()).await?;
+        let mut vars = vec![
+            ("REDIS_URL".to_owned(), format!("redis://127.0.0.1:{}", redis_proxy.port)),
+            ("DATABASE_URL".to_owned(), db.url_via_port(pg_proxy.port)),
+        ];
+        match i {
+            0 => vars.push((smart_joiner::clock::OFFSET_VAR.into(), format!("{skew_ms}ms"))),
+            1 => vars.push((smart_joiner::clock::OFFSET_VAR.into(), format!("-{skew_ms}ms"))),
+            _ => {}
+        }
+        let proc = workers.spawn_proc(i, &vars)?;
+        workers.nodes.push(Node { proc, redis: redis_proxy, pg: pg_proxy, vars });
     }
 
     let recover_after = format!("{}ms", (args.lease_ttl * 2).as_millis());
     let batch = (args.targets as u64 / 10).max(50);
     let mut injected = Injected::default();
-    // When each SIGKILL landed, on tgsim's clock.
+    // When each SIGKILL of a worker landed, on tgsim's clock.
     let mut kills: Vec<Duration> = Vec::new();
     let mut pauses: Vec<(Duration, Duration)> = Vec::new();
     let mut rng = rand::rng();
-    let fault_end = Instant::now() + args.fault_phase;
-    let mut next_fault = Instant::now() + args.fault_every;
-    let mut next_produce = Instant::now();
-    let mut producing: Option<tokio::task::JoinHandle<()>> = None;
-    let mut kind = 0usize;
+    let phase_start = Instant::now();
+    let fault_end = phase_start + args.fault_phase;
+    let mut next_fault = phase_start + args.fault_every;
+    let mut plan: Vec<(Instant, Infra)> =
+        infra_plan(&args).into_iter().map(|(t, f)| (phase_start + t, f)).collect();
+    let mut producer = Producer::default();
+    let mut process_faults = 0usize;
+    // A PostgreSQL stop or start runs beside the driver, so a SIGCONT is never late because
+    // pg_ctl was slow: a pause longer than intended would freeze a worker past its hold.
+    let mut pg_ctl: Option<tokio::task::JoinHandle<anyhow::Result<Instant>>> = None;
+    let mut pg_stopped_at: Option<Instant> = None;
+    let mut cut_since: BTreeMap<usize, (Instant, &'static str)> = BTreeMap::new();
     eprintln!(
-        "faults: {} targets, {} accounts, {} workers x {}, pause {:?}, lease {:?}, faults every {:?} for {:?}",
+        "faults: {} targets, {} accounts, {} workers x {}, pause {:?}, lease {:?}, a kill or stop every {:?} for {:?}; {} Redis faults, {} Postgres restarts ({:?} down), 3 partitions of {:?}, clocks +-{:?}",
         args.targets,
         args.accounts,
         args.workers,
@@ -299,58 +464,149 @@ async fn run_once(mut args: FaultArgs) -> anyhow::Result<bool> {
         args.join_pause,
         args.lease_ttl,
         args.fault_every,
-        args.fault_phase
+        args.fault_phase,
+        args.redis_faults,
+        args.pg_restarts,
+        args.pg_down,
+        args.partition_for,
+        args.skew,
     );
 
-    // Fault phase.
-    while Instant::now() < fault_end {
-        // The producer runs beside the driver, so a SIGCONT is never late because a producer
-        // run was slow: a pause longer than intended would freeze a worker past its hold.
-        if Instant::now() >= next_produce && producing.as_ref().is_none_or(|p| p.is_finished()) {
-            let (env, after) = (penv.clone(), recover_after.clone());
-            producing = Some(tokio::spawn(async move {
-                let _ = env.produce(NICHE, batch, &after).await;
-            }));
-            next_produce = Instant::now() + Duration::from_secs(1);
-        }
-        if Instant::now() >= next_fault {
+    // Fault phase: runs until the phase is over and every server is back.
+    while Instant::now() < fault_end || !plan.is_empty() || pg_ctl.is_some() {
+        producer.tend(&penv, batch, &recover_after)?;
+        if Instant::now() < fault_end && Instant::now() >= next_fault {
             next_fault = Instant::now() + args.fault_every;
-            let w = rng.random_range(0..workers.procs.len());
-            match kind % 4 {
-                0 if !workers.is_stopped(w) => {
-                    env::signal(workers.procs[w].id(), "KILL");
-                    let _ = workers.procs[w].wait();
-                    workers.spawn(w)?;
-                    injected.sigkill += 1;
-                    kills.push(tg_started.elapsed());
+            let kill = process_faults.is_multiple_of(2);
+            let stop_for = args.lease_ttl * 7 / 4;
+            if process_faults % 5 == 4 {
+                // A producer run, hit part way (connecting, recovering or queueing): one
+                // starts now unless one runs, and is signalled a few milliseconds later.
+                producer.next_run = None;
+                producer.tend(&penv, batch, &recover_after)?;
+                let after = Duration::from_millis(rng.random_range(0..30));
+                tokio::time::sleep(after).await;
+                let alive = match producer.running() {
+                    Some(p) => p.try_wait()?.is_none(),
+                    None => false,
+                };
+                match producer.running().filter(|_| alive) {
+                    Some(p) => {
+                        if kill {
+                            env::signal(p.id(), "KILL");
+                            injected.producer_sigkill += 1;
+                        } else {
+                            env::signal(p.id(), "STOP");
+                            producer.stopped_until = Some(Instant::now() + stop_for);
+                            injected.producer_sigstop += 1;
+                        }
+                    }
+                    _ => injected.producer_missed += 1,
                 }
-                1 if !workers.is_stopped(w) => {
-                    env::signal(workers.procs[w].id(), "STOP");
-                    let stop_for = args.lease_ttl * 7 / 4;
-                    workers.stopped.push((w, Instant::now() + stop_for));
-                    let from = tg_started.elapsed();
-                    pauses.push((from, from + stop_for));
-                    injected.sigstop += 1;
+                process_faults += 1;
+            } else {
+                let free: Vec<usize> =
+                    (0..workers.nodes.len()).filter(|w| !workers.is_stopped(*w)).collect();
+                if !free.is_empty() {
+                    let w = free[rng.random_range(0..free.len())];
+                    if kill {
+                        env::signal(workers.nodes[w].proc.id(), "KILL");
+                        let _ = workers.nodes[w].proc.wait();
+                        workers.respawn(w)?;
+                        injected.worker_sigkill += 1;
+                        kills.push(tg_started.elapsed());
+                    } else {
+                        env::signal(workers.nodes[w].proc.id(), "STOP");
+                        workers.stopped.push((w, Instant::now() + stop_for));
+                        let from = tg_started.elapsed();
+                        pauses.push((from, from + stop_for));
+                        injected.worker_sigstop += 1;
+                    }
+                    process_faults += 1;
                 }
-                2 => {
+            }
+        }
+        if let Some(task) = pg_ctl.take_if(|t| t.is_finished()) {
+            let done_at = task.await??;
+            // A stop finished: down from then on; a start finished: up again.
+            pg_stopped_at = if pg_stopped_at.is_none() {
+                plan.push((done_at + args.pg_down, Infra::PgStart));
+                Some(done_at)
+            } else {
+                None
+            };
+        }
+        while pg_ctl.is_none()
+            && let Some(due) = plan.iter().position(|(t, _)| *t <= Instant::now())
+        {
+            let (_, fault) = plan.remove(due);
+            match fault {
+                Infra::RedisFromAof => {
+                    redis.restart_from_aof()?;
+                    injected.redis_aof_restart += 1;
+                }
+                Infra::RedisWipe => {
                     redis.restart_wiped()?;
                     injected.redis_wipe += 1;
                 }
-                3 => {
-                    injected.backends_terminated += db.terminate_backends().await.unwrap_or(0);
-                    injected.pg_terminate += 1;
+                Infra::PgStop { immediate } => {
+                    let pg = pg.clone();
+                    pg_ctl = Some(tokio::task::spawn_blocking(move || {
+                        pg.stop_server(immediate)?;
+                        Ok(Instant::now())
+                    }));
                 }
-                _ => {}
+                Infra::PgStart => {
+                    if let Some(down_since) = pg_stopped_at {
+                        let down = down_since.elapsed();
+                        injected.pg_down = Some(match injected.pg_down {
+                            None => (down, down),
+                            Some((lo, hi)) => (lo.min(down), hi.max(down)),
+                        });
+                    }
+                    injected.pg_restart += 1;
+                    let pg = pg.clone();
+                    pg_ctl = Some(tokio::task::spawn_blocking(move || {
+                        pg.start_server()?;
+                        Ok(Instant::now())
+                    }));
+                }
+                // Not while the server is down (there is nothing to terminate), and bounded:
+                // the driver must not wait for a connection while workers are SIGSTOPped.
+                Infra::PgTerminate if pg_stopped_at.is_none() => {
+                    let terminate = db.terminate_backends();
+                    if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(3), terminate).await
+                    {
+                        injected.backends_terminated += n;
+                        injected.pg_terminate += 1;
+                    }
+                }
+                Infra::PgTerminate => {}
+                Infra::Cut { worker, redis, pg } => {
+                    workers.nodes[worker].redis.set_cut(redis);
+                    workers.nodes[worker].pg.set_cut(pg);
+                    let what = match (redis, pg) {
+                        (true, false) => "redis",
+                        (false, true) => "postgres",
+                        _ => "redis+postgres",
+                    };
+                    cut_since.insert(worker, (Instant::now(), what));
+                    plan.push((Instant::now() + args.partition_for, Infra::Heal { worker }));
+                }
+                Infra::Heal { worker } => {
+                    workers.nodes[worker].redis.set_cut(false);
+                    workers.nodes[worker].pg.set_cut(false);
+                    if let Some((since, what)) = cut_since.remove(&worker) {
+                        injected.partitions.push((worker, what, since.elapsed()));
+                    }
+                }
             }
-            kind += 1;
         }
         workers.tend(&mut injected)?;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     workers.cont_all();
-    if let Some(p) = producing.take() {
-        let _ = p.await;
-    }
+    producer.finish();
 
     // Settle: workers run undisturbed, the producer recovers what the faults lost.
     let settle_end = Instant::now() + args.settle;
@@ -363,8 +619,16 @@ async fn run_once(mut args: FaultArgs) -> anyhow::Result<bool> {
             Ok(store) => store.targets(None, None).await.map_err(anyhow::Error::from),
             Err(e) => Err(e.into()),
         };
+        // Targets whose next run lies beyond the settle phase (an account in a long cooldown)
+        // are waiting, not open.
+        let beyond = chrono::Utc::now()
+            + chrono::Duration::from_std(settle_end.saturating_duration_since(Instant::now()))
+                .unwrap_or_default();
         open = match targets {
-            Ok(ts) => ts.iter().filter(|t| unsettled(t)).count(),
+            Ok(ts) => ts
+                .iter()
+                .filter(|t| unsettled(t) && t.next_run_at.is_none_or(|at| at <= beyond))
+                .count(),
             Err(_) => usize::MAX,
         };
         if open == 0 {
@@ -372,8 +636,8 @@ async fn run_once(mut args: FaultArgs) -> anyhow::Result<bool> {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    for w in &mut workers.procs {
-        env::stop_child(w, Duration::from_secs(10));
+    for node in &mut workers.nodes {
+        env::stop_child(&mut node.proc, Duration::from_secs(10));
     }
 
     // Checks.
@@ -475,20 +739,51 @@ async fn run_once(mut args: FaultArgs) -> anyhow::Result<bool> {
         report.pacing.len() + tg_pause,
         report.fencing.len(),
     ];
-    let clean = inv.iter().all(|n| *n == 0);
+    // Every kind of fault asked for must have happened, or the run proves less than it says.
+    let kinds = [
+        ("worker SIGKILL", injected.worker_sigkill > 0),
+        ("worker SIGSTOP", injected.worker_sigstop > 0),
+        ("producer SIGKILL or SIGSTOP", injected.producer_sigkill + injected.producer_sigstop > 0),
+        ("Redis restart from AOF", args.redis_faults < 1 || injected.redis_aof_restart > 0),
+        ("Redis wipe", args.redis_faults < 2 || injected.redis_wipe > 0),
+        ("Postgres restart", args.pg_restarts < 1 || injected.pg_restart > 0),
+        ("three partitions", injected.partitions.len() == 3),
+    ];
+    let missing: Vec<&str> = kinds.iter().filter(|(_, done)| !done).map(|(k, _)| *k).collect();
+    if !missing.is_empty() {
+        eprintln!("faults: not injected: {}", missing.join(", "));
+    }
+    let clean = inv.iter().all(|n| *n == 0) && missing.is_empty();
     let status_text: Vec<String> = by_status.iter().map(|(s, n)| format!("{s} {n}")).collect();
     let tg_text: Vec<String> = tg_faults.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let pg_down = injected.pg_down.map_or("-".to_owned(), |(lo, hi)| {
+        format!("{:.1}-{:.1} s down", lo.as_secs_f64(), hi.as_secs_f64())
+    });
+    let cuts: Vec<String> = injected
+        .partitions
+        .iter()
+        .map(|(w, what, d)| format!("w{w} from {what} {:.1} s", d.as_secs_f64()))
+        .collect();
     println!(
-        "faults: targets {} ({}; {} waiting on a long cooldown), attempts {}; faults injected: sigkill {}, sigstop {}, redis wipe {}, pg terminate {} ({} backends), {}; violations: inv1 binding {}, inv2 flood_wait {} ({} more answered to a worker killed before it could record them), inv3 one_connection {} ({} while a worker was SIGSTOPped), inv4 lost {}, inv5 pacing {}, inv6 fencing {}; {:.0} s",
+        "faults: targets {} ({}; {} waiting on a long cooldown), attempts {}; faults injected: sigkill {} workers + {} producers, sigstop {} workers + {} producers ({} producer runs ended before their signal), redis wipe {}, redis restart from AOF {}, pg restart {} ({pg_down}), pg terminate {} ({} backends), partitions {} ({}), clocks w0 +{:?} w1 -{:?}, {}; violations: inv1 binding {}, inv2 flood_wait {} ({} more answered to a worker killed before it could record them), inv3 one_connection {} ({} while a worker was SIGSTOPped), inv4 lost {}, inv5 pacing {}, inv6 fencing {}; {:.0} s",
         targets.len(),
         status_text.join(", "),
         waiting.len(),
         report.attempts,
-        injected.sigkill,
-        injected.sigstop,
+        injected.worker_sigkill,
+        injected.producer_sigkill,
+        injected.worker_sigstop,
+        injected.producer_sigstop,
+        injected.producer_missed,
         injected.redis_wipe,
+        injected.redis_aof_restart,
+        injected.pg_restart,
         injected.pg_terminate,
         injected.backends_terminated,
+        injected.partitions.len(),
+        cuts.join(", "),
+        args.skew,
+        args.skew,
         tg_text.join(", "),
         inv[0],
         inv[1],
@@ -567,9 +862,15 @@ async fn run_once(mut args: FaultArgs) -> anyhow::Result<bool> {
     }
     server.shutdown().await;
     drop(redis);
+    drop(workers);
     if args.keep {
         let kept = work.keep();
-        eprintln!("faults: kept database {} and work dir {}", db.name, kept.display());
+        let cluster = Arc::try_unwrap(pg).ok().map(|mut pg| (pg.keep(), pg.port));
+        eprintln!(
+            "faults: kept database {} (cluster {cluster:?}, still running) and work dir {}",
+            db.name,
+            kept.display()
+        );
     } else {
         db.drop_db().await;
     }

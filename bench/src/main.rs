@@ -7,6 +7,7 @@ mod faults;
 mod pacing;
 mod pick;
 mod producer_mem;
+mod proxy;
 mod throughput;
 
 use std::process::ExitCode;

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -87,7 +86,7 @@ impl SmartJoiner {
     pub async fn run_batch(&self, niche: &str, batch_size: u64) -> Result<BatchReport, RunError> {
         let store = self.service.store();
         let mut batch = leftovers(store, niche).await?;
-        let now = Utc::now();
+        let now = store.now();
         batch.extend(store.queue_new_targets(niche, batch_size, now).await?);
         let total = batch.len();
         if total == 0 {
@@ -180,7 +179,7 @@ async fn settle(
         match service.execute(&job).await? {
             ExecutionOutcome::Done(_) => return Ok(()),
             ExecutionOutcome::Reschedule { job: next, run_at } => {
-                let wait = (run_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                let wait = (run_at - service.store().now()).to_std().unwrap_or(Duration::ZERO);
                 if wait > max_wait {
                     // Not in this run: a fresh target goes back to `new`; an in-doubt one stays
                     // claimed by its account and is picked up by the next run.

@@ -75,7 +75,7 @@ pub async fn produce(
     locks: &dyn AccountLocks,
     opts: &ProduceOptions,
 ) -> Result<ProduceReport, ProduceError> {
-    let now = Utc::now();
+    let now = store.now();
     let cutoff = now - chrono::Duration::from_std(opts.recover_after).unwrap_or_default();
     let mut report = ProduceReport::default();
 

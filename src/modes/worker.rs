@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apalis::prelude::{BackendExt, BoxDynError, Data, Monitor, WorkerBuilder, WorkerBuilderExt};
-use chrono::Utc;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
@@ -57,7 +56,7 @@ pub async fn handle_job(service: &JoinService, queue: &JobQueue, job: JoinJobV1)
         match service.execute(&job).await {
             Ok(ExecutionOutcome::Done(_)) => return,
             Ok(ExecutionOutcome::Reschedule { job: next, run_at }) => {
-                let wait = (run_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                let wait = (run_at - service.store().now()).to_std().unwrap_or(Duration::ZERO);
                 crate::telemetry::metrics::job_rescheduled(wait);
                 if wait < SLEEP_BELOW {
                     tokio::time::sleep(wait).await;
@@ -73,8 +72,8 @@ pub async fn handle_job(service: &JoinService, queue: &JobQueue, job: JoinJobV1)
             }
             Err(e) => {
                 error!(target_id = job.target_id, error = %crate::redact::Chain(&e), "join step failed; retrying later");
-                let run_at =
-                    Utc::now() + chrono::Duration::from_std(INFRA_RETRY).unwrap_or_default();
+                let run_at = service.store().now()
+                    + chrono::Duration::from_std(INFRA_RETRY).unwrap_or_default();
                 if let Err(e) = queue.push(job.clone(), run_at).await {
                     warn!(target_id = job.target_id, error = %crate::redact::Chain(&e), "retry push failed; left for recovery");
                 }

@@ -229,7 +229,7 @@ async fn check_one(
     account: &Account,
     timeout: Duration,
 ) -> Result<Verdict, AdminError> {
-    if let Some(v) = waiting(account, Utc::now()) {
+    if let Some(v) = waiting(account, store.now()) {
         return Ok(v);
     }
     let Some(entry) = config.get(&account.session_name) else { return Ok(Verdict::NoConfig) };
@@ -250,17 +250,17 @@ async fn check_held(
     timeout: Duration,
 ) -> Result<Verdict, AdminError> {
     // Connect and disconnect each run under the timeout; the hold outlives both.
-    let hold_until = Utc::now()
+    let hold_until = store.now()
         + chrono::Duration::from_std(timeout.saturating_mul(3) + Duration::from_secs(5))
             .unwrap_or(chrono::Duration::MAX);
-    let Some(epoch) = store.take_hold(account.id, Utc::now(), hold_until).await? else {
+    let Some(epoch) = store.take_hold(account.id, store.now(), hold_until).await? else {
         return Ok(Verdict::Busy);
     };
     // A worker may have received a FloodWait between the listing and the hold.
     let fresh = store.account(account.id).await;
     let verdict = match fresh {
         Err(e) => Err(e.into()),
-        Ok(fresh) => Ok(match fresh.as_ref().and_then(|a| waiting(a, Utc::now())) {
+        Ok(fresh) => Ok(match fresh.as_ref().and_then(|a| waiting(a, store.now())) {
             Some(v) => v,
             None => connect_once(entry, telegram, account, timeout).await,
         }),

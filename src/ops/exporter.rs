@@ -28,7 +28,6 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::Utc;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
@@ -108,7 +107,7 @@ impl Exporter {
 
     /// Due jobs, workable and busy accounts of `pool`, read now.
     pub async fn scaling(&self, pool: &str) -> Result<PoolScaling, String> {
-        let now = Utc::now();
+        let now = self.store.now();
         let queue = self.queue_of(pool);
         let due = tokio::time::timeout(CHECK_TIMEOUT, queue.due());
         let accounts =

@@ -109,7 +109,7 @@ pub async fn check(
         }
         // An in-doubt target waiting for its own account (a retry due later) is not lost.
         let pending_retry =
-            t.status == TargetStatus::Joining && t.next_run_at.is_some_and(|at| at > Utc::now());
+            t.status == TargetStatus::Joining && t.next_run_at.is_some_and(|at| at > store.now());
         let settled =
             t.status.is_terminal() || matches!(t.status, TargetStatus::New | TargetStatus::Queued);
         if !settled && !pending_retry {

@@ -370,7 +370,7 @@ impl Store {
                 wanted.push(name);
             }
         }
-        let now = Utc::now();
+        let now = self.now();
         let txn = self.db.begin().await?;
         let existing =
             accounts::Entity::find().order_by_asc(accounts::Column::Id).all(&txn).await?;
@@ -648,7 +648,7 @@ impl Store {
             .col_expr(accounts::Column::Status, Expr::val(status.as_str()))
             .col_expr(accounts::Column::StatusReason, Expr::val(reason.map(str::to_owned)))
             .col_expr(accounts::Column::NextAllowedActionTime, Expr::val(next_allowed_action_time))
-            .col_expr(accounts::Column::UpdatedAt, Expr::val(Utc::now()))
+            .col_expr(accounts::Column::UpdatedAt, Expr::val(self.now()))
             .filter(accounts::Column::Id.eq(account_id))
             .exec(&self.db)
             .await?;

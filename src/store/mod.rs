@@ -36,6 +36,7 @@ use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
 };
 
+use crate::clock::Clock;
 use crate::domain::{AccountStatus, LinkKind, OutcomeKind, TargetLink, TargetStatus};
 use crate::redact;
 
@@ -249,6 +250,8 @@ pub struct Store {
     db: DatabaseConnection,
     /// The SQLite file opened, as found at connect time (`None` for Postgres and in-memory).
     file: Option<Arc<DbFile>>,
+    /// The database's clock, as this process reads it (see [`Store::now`]).
+    clock: Arc<Clock>,
 }
 
 /// A SQLite database file and the identity it had when it was opened.
@@ -304,10 +307,74 @@ impl Store {
                 .min_connections(0)
                 .acquire_timeout(Duration::from_secs(30));
         }
+        let clock = Clock::from_env().map_err(fail)?;
         let db = Database::connect(opts).await.map_err(|e| fail(redact::flatten(&e)))?;
         let file =
             if sqlite { sqlite_file(&db).await.map_err(|e| fail(e.to_string()))? } else { None };
-        Ok(Store { db, file: file.map(Arc::new) })
+        let store = Store { db, file: file.map(Arc::new), clock: Arc::new(clock) };
+        store.sync_clock().await.map_err(|e| fail(e.to_string()))?;
+        Ok(store)
+    }
+
+    /// The same database read through another clock, measured against the database at once:
+    /// what a process on a machine whose clock is off sees (tests and the fault run).
+    pub async fn with_clock(&self, clock: Clock) -> Result<Store, StoreError> {
+        let store = Store { clock: Arc::new(clock), ..self.clone() };
+        store.sync_clock().await?;
+        Ok(store)
+    }
+
+    /// Now, on the database's clock: every time this process writes for another process to
+    /// compare, and every time it compares with one, is taken from here (docs/design.md,
+    /// "Time"). No round trip: this process's clock corrected by the last measured offset.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Measures the offset between this process's clock and the database server's and returns
+    /// the correction [`Store::now`] applies from now on. The server's clock is read three
+    /// times on one connection taken beforehand (setting up a connection is not part of the
+    /// round trip), and the read with the shortest round trip counts, taken to have been made
+    /// halfway through it: its error is at most half that round trip. A reading much slower
+    /// than the usual (a loaded machine, a server just back) keeps the previous correction
+    /// ([`Clock::record`]). On SQLite the database's clock is this machine's.
+    pub async fn sync_clock(&self) -> Result<chrono::TimeDelta, StoreError> {
+        use sea_orm::TransactionTrait as _;
+        let sql = if self.is_postgres() {
+            "SELECT CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000) AS BIGINT)"
+        } else {
+            "SELECT CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)"
+        };
+        let backend = self.db.get_database_backend();
+        let txn = self.db.begin().await?;
+        let mut best: Option<(DateTime<Utc>, DateTime<Utc>, DateTime<Utc>)> = None;
+        for _ in 0..3 {
+            let sent = self.clock.local();
+            let row = txn.query_one_raw(Statement::from_string(backend, sql)).await?;
+            let received = self.clock.local();
+            let micros: i64 = row
+                .ok_or_else(|| StoreError::Invalid("the database did not tell its time".into()))?
+                .try_get_by_index(0)?;
+            let reference = DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(|| {
+                StoreError::Invalid(format!("the database's time {micros} us is out of range"))
+            })?;
+            if best.is_none_or(|(s, _, r)| received - sent < r - s) {
+                best = Some((sent, reference, received));
+            }
+        }
+        txn.rollback().await?;
+        let Some((sent, reference, received)) = best else { unreachable!("three reads") };
+        Ok(self.clock.record(sent, reference, received))
+    }
+
+    /// Measures the offset again when the last measurement is older than
+    /// [`crate::clock::RESYNC_EVERY`]; a failure keeps the last one (and is logged).
+    pub async fn resync_clock_if_due(&self) {
+        if self.clock.is_due(crate::clock::RESYNC_EVERY)
+            && let Err(e) = self.sync_clock().await
+        {
+            tracing::warn!(error = %crate::redact::Chain(&e), "the database's clock could not be read; keeping the last offset");
+        }
     }
 
     /// Applies every pending migration.

@@ -89,7 +89,7 @@ impl Store {
         niche: &str,
     ) -> Result<ImportReport, StoreError> {
         let txn = self.db.begin().await?;
-        let report = import_targets_on(&txn, links, niche, Utc::now()).await?;
+        let report = import_targets_on(&txn, links, niche, self.now()).await?;
         txn.commit().await?;
         Ok(report)
     }
@@ -176,7 +176,7 @@ impl Store {
         target_id: i64,
         run_at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let now = Utc::now();
+        let now = self.now();
         let res = targets::Entity::update_many()
             .col_expr(targets::Column::Status, Expr::val(status(TargetStatus::Queued)))
             .col_expr(targets::Column::NextRunAt, Expr::val(run_at))
@@ -200,7 +200,7 @@ impl Store {
             .col_expr(targets::Column::ErrorMessage, Expr::val(reason))
             .col_expr(targets::Column::NextRunAt, Expr::val(None::<DateTime<Utc>>))
             .col_expr(targets::Column::EnqueuedAt, Expr::val(None::<DateTime<Utc>>))
-            .col_expr(targets::Column::UpdatedAt, Expr::val(Utc::now()))
+            .col_expr(targets::Column::UpdatedAt, Expr::val(self.now()))
             .filter(targets::Column::Id.eq(target_id))
             .filter(unclaimed())
             .exec(&self.db)
@@ -223,7 +223,7 @@ impl Store {
             .col_expr(targets::Column::ClaimEpoch, Expr::val(None::<i64>))
             .col_expr(targets::Column::InDoubtTries, Expr::val(0))
             .col_expr(targets::Column::NextRunAt, Expr::val(run_at))
-            .col_expr(targets::Column::UpdatedAt, Expr::val(Utc::now()))
+            .col_expr(targets::Column::UpdatedAt, Expr::val(self.now()))
             .filter(targets::Column::Id.eq(target_id))
             .filter(targets::Column::Status.eq(status(TargetStatus::Joining)))
             .filter(targets::Column::ClaimedAccountId.eq(account_id))
@@ -279,7 +279,7 @@ impl Store {
         for chunk in target_ids.chunks(CHUNK) {
             targets::Entity::update_many()
                 .col_expr(targets::Column::NextRunAt, Expr::val(run_at))
-                .col_expr(targets::Column::UpdatedAt, Expr::val(Utc::now()))
+                .col_expr(targets::Column::UpdatedAt, Expr::val(self.now()))
                 .filter(targets::Column::Id.is_in(chunk.iter().copied()))
                 .filter(
                     targets::Column::Status

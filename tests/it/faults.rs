@@ -1,8 +1,13 @@
 //! The short fault-injection run, as a test: the `bench faults --short` binary (tgsim, the real
-//! producer and three real workers on a fresh database and a private redis-server, with
-//! SIGKILL, SIGSTOP past the lease, Redis wiped, Postgres backends terminated, FloodWaits on
-//! both sides of 600 s, bans, drops and silence) must report no violation of any invariant.
-//! The long run is `cargo run --release -p bench -- faults` (see BENCHMARKS.md).
+//! producer and three real workers on a fresh database of a private PostgreSQL cluster and a
+//! private redis-server with an append-only file) injects at least one fault of each kind:
+//! SIGKILL and SIGSTOP past the lease of workers and of a producer run, Redis wiped and Redis
+//! restarted from its AOF, Postgres stopped for 11 s and started again, backends terminated,
+//! one worker cut from Redis, one from Postgres and one from both for 10 s (longer than a
+//! hold), one worker's clock 30 s ahead and one 30 s behind; tgsim adds FloodWaits on both
+//! sides of 600 s, bans, drops and silence. It must report every kind injected and no violation
+//! of any invariant. The long run is `cargo run --release -p bench -- faults` (see
+//! BENCHMARKS.md).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

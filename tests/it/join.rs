@@ -32,6 +32,7 @@ on_both_backends!(
     a_flood_wait_answered_while_the_lease_ran_out_still_cools_the_account_down,
     a_worker_frozen_until_its_hold_ran_out_sends_no_join,
     a_pinned_target_whose_account_is_mid_join_elsewhere_looks_again_shortly,
+    workers_whose_clocks_are_30_s_off_keep_flood_waits_and_pauses,
 );
 
 fn answers(list: &[&str]) -> Vec<Answer> {
@@ -698,4 +699,90 @@ async fn a_pinned_target_whose_account_is_mid_join_elsewhere_looks_again_shortly
     assert_eq!(t.status, TargetStatus::Joining);
     let stored = t.next_run_at.expect("scheduled");
     assert!((stored - run_at).num_milliseconds().abs() <= 1, "{stored} vs {run_at}");
+}
+
+/// Two workers on one database, one whose clock runs 30 s ahead and one 30 s behind, share one
+/// account. The one behind receives a FloodWait and makes joins; the one ahead asks for the
+/// account right after each. Read from their own clocks, the rest the one behind writes would
+/// end 30 s early and the one ahead would find every rest over 30 s early: the account would
+/// be asked inside the FloodWait and join again without a pause. Both read the database's clock
+/// (`Store::now`), so Telegram sees neither (invariants 2 and 5, checked on Telegram's side
+/// and in the database).
+async fn workers_whose_clocks_are_30_s_off_keep_flood_waits_and_pauses(store: Store) {
+    use smart_joiner::clock::Clock;
+    let targets = links("skew", 4);
+    let accounts = seed(&store, 1, &targets, "cars").await;
+    let pacing = smart_joiner::domain::Pacing {
+        join_pause_min: Duration::from_millis(800),
+        join_pause_max: Duration::from_millis(800),
+        ..fast_pacing()
+    };
+    let script = Script {
+        targets: HashMap::from([(targets[0].to_string(), answers(&["flood_wait:2", "joined"]))]),
+        ..Script::default()
+    };
+    let fake = ScriptedTelegram::new(script);
+    let locks: Arc<dyn AccountLocks> = Arc::new(LocalLocks::default());
+    let mut services = Vec::new();
+    for skew in [-30, 30] {
+        let skewed = store.with_clock(Clock::skewed(chrono::TimeDelta::seconds(skew))).await;
+        let skewed = skewed.unwrap();
+        let off = (skewed.now() - Utc::now()).abs();
+        assert!(off < chrono::TimeDelta::seconds(1), "clock {skew:+} s corrected to within {off}");
+        let svc = JoinEnv::new(&skewed, Arc::new(fake.clone()), accounts.clone())
+            .locks(locks.clone())
+            .pacing(pacing.clone())
+            .service();
+        services.push(svc);
+    }
+    let queued = store.queue_new_targets("cars", 4, store.now()).await.unwrap();
+    assert_eq!(queued.len(), 4);
+    // The worker behind takes the FloodWait; then the two take turns, the one ahead first.
+    let mut order: Vec<_> =
+        queued.iter().map(|t| (targets.iter().position(|l| *l == t.link).unwrap(), t.id)).collect();
+    order.sort();
+    let behind = &services[0];
+    let first = behind.execute(&JoinTask::new(order[0].1, "default").into_current()).await;
+    assert!(
+        matches!(first.unwrap(), ExecutionOutcome::Reschedule { .. }),
+        "the FloodWait reschedules"
+    );
+    let mut runs = Vec::new();
+    for (i, (_, id)) in order.iter().enumerate() {
+        let svc = services[(i + 1) % 2].clone();
+        let job = JoinTask::new(*id, "default").into_current();
+        runs.push(tokio::spawn(async move {
+            let mut job = job;
+            for _ in 0..50 {
+                match svc.execute(&job).await.unwrap() {
+                    ExecutionOutcome::Done(settled) => return settled,
+                    ExecutionOutcome::Reschedule { job: next, run_at } => {
+                        let wait: Duration =
+                            (run_at - svc.store().now()).to_std().unwrap_or_default();
+                        tokio::time::sleep(wait).await;
+                        job = next;
+                    }
+                }
+            }
+            panic!("target {} not settled after 50 steps", job.target_id);
+        }));
+        // The one ahead asks first, while the other's FloodWait runs.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for run in runs {
+        assert_eq!(run.await.unwrap(), Settled::Finished(TargetStatus::Joined));
+    }
+    let events = fake.events();
+    let seen = check_events(&events, pacing.join_pause_min);
+    assert!(seen.is_empty(), "{seen:#?}\n{events:#?}");
+    let joins = events
+        .iter()
+        .filter(|e| matches!(e.kind, smart_joiner::telegram::fake::EventKind::Join { .. }))
+        .count();
+    assert_eq!(
+        joins, 5,
+        "one FloodWait and four joins, nothing asked inside the wait: {events:#?}"
+    );
+    let inv = invariants::check(&store, pacing.join_pause_min, &LIMITS).await.unwrap();
+    assert!(inv.is_clean(), "{inv}: {inv:#?}");
 }

@@ -193,7 +193,7 @@ pub async fn list(store: &Store, pool: Option<&str>) -> anyhow::Result<AccountLi
         next_allowed_action_time: a.next_allowed_action_time,
         last_action_at: a.last_action_at,
     };
-    Ok(AccountList { accounts: accounts.into_iter().map(row).collect(), now: Utc::now() })
+    Ok(AccountList { accounts: accounts.into_iter().map(row).collect(), now: store.now() })
 }
 
 /// What checking one account found.
@@ -270,14 +270,14 @@ pub async fn check(
 /// Pauses an account (audited as `cli:<user>`): never picked until resumed.
 pub async fn pause(store: &Store, session_name: &str, note: Option<&str>) -> anyhow::Result<Done> {
     let account = named(store, session_name).await?;
-    let result = store.pause_account(account.id, &cli_actor(), note, Utc::now()).await?;
+    let result = store.pause_account(account.id, &cli_actor(), note, store.now()).await?;
     done(result, format!("paused {}", shown(session_name)))
 }
 
 /// Resumes a paused account (audited as `cli:<user>`).
 pub async fn resume(store: &Store, session_name: &str) -> anyhow::Result<Done> {
     let account = named(store, session_name).await?;
-    let result = store.resume_account(account.id, &cli_actor(), Utc::now()).await?;
+    let result = store.resume_account(account.id, &cli_actor(), store.now()).await?;
     done(result, format!("resumed {}", shown(session_name)))
 }
 

@@ -139,7 +139,7 @@ pub async fn status(
     pool: Option<&str>,
     ready_limit: u64,
 ) -> anyhow::Result<StatusReport> {
-    let now = Utc::now();
+    let now = store.now();
     Ok(StatusReport {
         now,
         accounts: store.account_overview(pool, now).await?,

@@ -14,14 +14,14 @@ use crate::store::{Store, Target};
 
 /// Gives an `error` target another chance (audited as `cli:<user>`).
 pub async fn retry(store: &Store, id: i64) -> anyhow::Result<Done> {
-    let result = store.retry_target(id, &cli_actor(), Utc::now()).await?;
+    let result = store.retry_target(id, &cli_actor(), store.now()).await?;
     done(result, format!("target {id} is new again"))
 }
 
 /// Releases a `joining` target pinned to an account (audited as `cli:<user>`), once the
 /// operator checked the account is not a member of the group ([`RELEASE_NEEDS_YES`]).
 pub async fn release(store: &Store, id: i64) -> anyhow::Result<Done> {
-    let result = store.release_pin(id, &cli_actor(), Utc::now()).await?;
+    let result = store.release_pin(id, &cli_actor(), store.now()).await?;
     done(result, format!("target {id} released: new and unclaimed"))
 }
 

@@ -7,7 +7,6 @@ use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use chrono::Utc;
 use serde::Deserialize;
 
 use super::html::{self, Tab, esc};
@@ -129,7 +128,7 @@ pub(super) async fn pause(
         Err(refusal) => return Ok(refusal.into_response()),
     };
     let note: Option<String> = f.note.map(|n| n.chars().take(200).collect());
-    let result = c.store.pause_account(id, actor, note.as_deref(), Utc::now()).await?;
+    let result = c.store.pause_account(id, actor, note.as_deref(), c.store.now()).await?;
     if result.is_done() {
         tracing::info!(actor, account_id = id, "console: account paused");
     }
@@ -147,7 +146,7 @@ pub(super) async fn resume(
         Ok(actor) => actor,
         Err(refusal) => return Ok(refusal.into_response()),
     };
-    let result = c.store.resume_account(id, actor, Utc::now()).await?;
+    let result = c.store.resume_account(id, actor, c.store.now()).await?;
     if result.is_done() {
         tracing::info!(actor, account_id = id, "console: account resumed");
     }
@@ -165,7 +164,7 @@ pub(super) async fn retry(
         Ok(actor) => actor,
         Err(refusal) => return Ok(refusal.into_response()),
     };
-    let result = c.store.retry_target(id, actor, Utc::now()).await?;
+    let result = c.store.retry_target(id, actor, c.store.now()).await?;
     if result.is_done() {
         tracing::info!(actor, target_id = id, "console: error group retried");
     }
@@ -187,7 +186,7 @@ pub(super) async fn release(
         let why = "confirm first that the pinned account is not a member of the group";
         return Ok(refused(&c, &access, why, &format!("/groups/{id}")));
     }
-    let result = c.store.release_pin(id, actor, Utc::now()).await?;
+    let result = c.store.release_pin(id, actor, c.store.now()).await?;
     if result.is_done() {
         tracing::info!(actor, target_id = id, "console: in-doubt pin released");
     }
@@ -230,7 +229,7 @@ pub(super) async fn import(
         return Ok(refused(&c, &access, &why, "/groups"));
     }
     let links: Vec<_> = parsed.links.into_iter().map(|(_, l)| l).collect();
-    let report = c.store.import_targets_audited(&links, niche, actor, Utc::now()).await?;
+    let report = c.store.import_targets_audited(&links, niche, actor, c.store.now()).await?;
     tracing::info!(
         actor,
         niche,
