@@ -101,9 +101,10 @@ pub const DEFAULT_ACCOUNTS_CONFIG: &str = "accounts_config.json";
 pub const DEFAULT_POSTGRES_PORT: u16 = 5432;
 /// Default daily join cap per account.
 pub const DEFAULT_DAILY_JOIN_CAP: u32 = 20;
-/// Default number of groups and channels an account may be in (Telegram's limit for
-/// non-Premium accounts).
-pub const DEFAULT_CHANNEL_LIMIT: u32 = 500;
+/// Default upper bound on the groups and channels an account may be bound to: Telegram's
+/// limit for Premium accounts. Each account is held to its own limit below it, read from
+/// Telegram when it connects (500 for a free account, and until read).
+pub const DEFAULT_CHANNEL_LIMIT: u32 = 1000;
 /// Default lifetime of an account lease.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(60);
 /// Default timeout of one Telegram call.
@@ -197,8 +198,9 @@ pub struct SettingsArgs {
     #[arg(long, env = "DAILY_JOIN_CAP", value_name = "N")]
     pub daily_join_cap: Option<String>,
 
-    /// Most groups and channels one account may be in (Telegram allows 500, 1000 with
-    /// Premium). Default: 500
+    /// Most groups and channels one account may be bound to, an upper bound on each account's
+    /// own limit that Telegram gives it (500, 1000 with Premium; read when it connects, 500
+    /// until then). Set it lower to keep every account below. Default: 1000
     #[arg(long, env = "CHANNEL_LIMIT", value_name = "N")]
     pub channel_limit: Option<String>,
 
@@ -246,7 +248,8 @@ pub struct Settings {
     pub pacing: Pacing,
     /// Most joins one account makes in 24 hours; at least 1.
     pub daily_join_cap: u32,
-    /// Most groups and channels one account may be in; at least 1.
+    /// Most groups and channels one account may be bound to, whatever Telegram allows it; at
+    /// least 1.
     pub channel_limit: u32,
     /// Lifetime of an account lease. Always at least twice [`call_timeout`](Self::call_timeout):
     /// a call that hangs until its timeout must not outlive the lease, and a renewal that
@@ -770,7 +773,7 @@ mod tests {
         assert_eq!(s.pacing.peer_flood_cooldown, Duration::from_secs(24 * 3600));
         assert_eq!(s.pacing.in_doubt_max_tries, 3);
         assert_eq!(s.daily_join_cap, 20);
-        assert_eq!(s.channel_limit, 500);
+        assert_eq!(s.channel_limit, 1000);
         assert_eq!(s.lease_ttl, Duration::from_secs(60));
         assert_eq!(s.call_timeout, Duration::from_secs(30));
         assert_eq!(s.log_format, LogFormat::Text);

@@ -35,6 +35,9 @@ const NOT_HERE_RETRY: Duration = Duration::from_secs(600);
 const DECISION_RETRY_FOR: Duration = Duration::from_secs(10);
 /// When every eligible account is leased by others, look again after this long.
 const BUSY_RETRY: Duration = Duration::from_millis(500);
+/// An account's profile (Premium, channel limit, freeze) is read again on a join's connect
+/// once it is this old: one help.getAppConfig per account and day.
+const PROFILE_MAX_AGE: chrono::Duration = chrono::Duration::hours(24);
 
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
@@ -483,6 +486,12 @@ impl JoinService {
             }
         };
         let mut session = session;
+        if let Err(outcome) = self.read_profile(account, session.as_mut()).await {
+            if tokio::time::timeout(d.call_timeout, session.disconnect()).await.is_err() {
+                warn!(account = %account.session_name, "disconnect timed out; connection torn down");
+            }
+            return outcome;
+        }
         // The gate before the join is sent: the hold must still be this attempt's, and the
         // account is reserved until a join pause after the hold's new end. A process frozen
         // after its take (SIGSTOP, a stalled VM) that resumes once its hold ran out must not send
@@ -516,6 +525,42 @@ impl JoinService {
             warn!(account = %account.session_name, "disconnect timed out; connection torn down");
         }
         outcome
+    }
+
+    /// Reads the account's profile (its channel limit, Premium, a freeze) when it was never
+    /// read or is a day old, and records it. An account-wide answer (a FloodWait) is the
+    /// attempt's outcome: nothing more is sent.
+    async fn read_profile(
+        &self,
+        account: &Account,
+        session: &mut dyn crate::telegram::TelegramSession,
+    ) -> Result<(), JoinOutcome> {
+        let d = &*self.deps;
+        let now = Utc::now();
+        if account.profile_read_at.is_some_and(|at| now - at < PROFILE_MAX_AGE) {
+            return Ok(());
+        }
+        let profile = match tokio::time::timeout(d.call_timeout, session.profile()).await {
+            Ok(Ok(Some(profile))) => profile,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(outcome)) => return Err(outcome),
+            Err(_) => {
+                // The connection is in an unknown state: nothing more is sent on it.
+                let reason = format!("help.getAppConfig: no answer within {:?}", d.call_timeout);
+                return Err(JoinOutcome::ConnectFailed { reason });
+            }
+        };
+        info!(
+            account = %account.session_name,
+            premium = profile.premium,
+            channel_limit = profile.channel_limit,
+            frozen = profile.freeze.is_some(),
+            "account profile read"
+        );
+        if let Err(e) = d.store.record_profile(account.id, &profile, now).await {
+            warn!(account = %account.session_name, error = %e, "account profile not recorded");
+        }
+        Ok(())
     }
 
     /// Writes the decision; a database that fails for a moment (a restart, a terminated

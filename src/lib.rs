@@ -2,6 +2,7 @@
 //!
 //! See ARCHITECTURE.md for the map. `domain` is pure policy; everything else is an adapter.
 
+pub mod account_check;
 pub mod accounts_config;
 pub mod accounts_import;
 pub mod admin;

@@ -206,8 +206,10 @@ enum AccountsAction {
         #[arg(long)]
         pool: Option<String>,
     },
-    /// Connect each account once and report whether its session is authorised. Takes the
-    /// account's lease first and skips accounts in a FloodWait or cooldown.
+    /// Connect each account once, read whether its session is authorised and what Telegram
+    /// says about it (Premium, channel limit, freeze; help.getAppConfig), write that back and
+    /// report what changed. Takes the account's lease and hold first, skips accounts in a
+    /// FloodWait or cooldown, and sends Telegram nothing else.
     Check {
         /// Only accounts of this pool.
         #[arg(long)]
@@ -767,6 +769,12 @@ async fn accounts_with(
                             "status_reason": a.status_reason,
                             "next_allowed_action_time": a.next_allowed_action_time.map(|t| t.to_rfc3339()),
                             "last_action_at": a.last_action_at.map(|t| t.to_rfc3339()),
+                            "premium": a.premium,
+                            "channel_limit": a.channel_limit,
+                            "frozen_until": a.frozen_until.map(|t| t.to_rfc3339()),
+                            "freeze_appeal_url": a.freeze_appeal_url,
+                            "checked_at": a.checked_at.map(|t| t.to_rfc3339()),
+                            "check_result": a.check_result,
                         })
                     })
                     .collect();
@@ -798,16 +806,17 @@ async fn accounts_with(
             if out.json {
                 let rows: Vec<_> = results
                     .iter()
-                    .map(|r| json!({ "session_name": r.session_name, "result": r.verdict.kind(), "detail": r.verdict.to_string() }))
+                    .map(|r| json!({ "session_name": r.session_name, "result": r.verdict.kind(), "detail": r.verdict.to_string(), "changed": r.changes }))
                     .collect();
                 out.json(json!(rows));
             } else {
-                let mut t = Table::new(&["account", "result", "detail"]);
+                let mut t = Table::new(&["account", "result", "detail", "changed"]);
                 for r in &results {
                     t.row(vec![
                         app::shown(&r.session_name).into(),
                         Cell::colored(r.verdict.kind(), r.verdict.color()),
                         r.verdict.to_string().into(),
+                        r.changes.join("; ").into(),
                     ]);
                 }
                 out!("{}", t.render(out.style));

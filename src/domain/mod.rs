@@ -1,14 +1,19 @@
-//! Pure policy: link parsing, statuses, the outcome taxonomy, the decision table and the job
-//! payloads. Imports no I/O crate, no clock and no RNG.
+//! Pure policy: link parsing, statuses, the outcome taxonomy, the decision table, the job
+//! payloads and what an account's app config says. Imports no I/O crate, no clock and no RNG.
 
 pub mod decide;
 pub mod job;
 pub mod link;
 pub mod outcome;
+pub mod profile;
 pub mod status;
 
 pub use decide::{AccountChange, DecideCtx, Decision, Next, Pacing, TargetChange, decide};
 pub use job::{JoinJobV1, JoinTask};
 pub use link::{LinkError, LinkKind, TargetLink};
 pub use outcome::{JoinOutcome, PeerInfo, RequestKind, classify_rpc_error};
+pub use profile::{
+    AccountProfile, CheckFinding, FREE_CHANNEL_LIMIT, Freeze, effective_channel_limit,
+    freeze_reason, status_after_check,
+};
 pub use status::{AccountStatus, TargetStatus};

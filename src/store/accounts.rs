@@ -76,10 +76,23 @@ fn workable_unlimited(pool: &str, excluded: &[i64]) -> Condition {
     cond
 }
 
+/// The account's channel limit: what Telegram gave it (`accounts.channel_limit`, the free
+/// default until read), never above the operator's (see `domain::effective_channel_limit`).
+fn channel_limit_of_account(limits: &Limits) -> Expr {
+    let operator = i64::from(limits.channel_limit);
+    let telegram = Expr::col((accounts::Entity, accounts::Column::ChannelLimit))
+        .if_null(i64::from(crate::domain::FREE_CHANNEL_LIMIT));
+    Expr::case(telegram.clone().lt(operator), telegram).finally(Expr::val(operator)).into()
+}
+
+/// Fewer targets bound to the account than its channel limit.
+fn below_channel_limit(limits: &Limits) -> Expr {
+    sub(bound_targets_count()).lt(channel_limit_of_account(limits))
+}
+
 /// Accounts of `pool` that may ever work again, not excluded, below the channel limit.
 fn workable(pool: &str, excluded: &[i64], limits: &Limits) -> Condition {
-    workable_unlimited(pool, excluded)
-        .add(sub(bound_targets_count()).lt(i64::from(limits.channel_limit)))
+    workable_unlimited(pool, excluded).add(below_channel_limit(limits))
 }
 
 /// Not resting (`next_allowed_action_time` passed) and not held by a worker at `now`.
@@ -382,7 +395,8 @@ impl Store {
     /// Eligible: status active, flood_wait or cooldown; next_allowed_action_time null or
     /// passed; not held; not `excluded`; fewer than `daily_join_cap` counted attempts (joined,
     /// already a participant, requested) finished in (now - 24h, now]; fewer than
-    /// `channel_limit` targets bound to it.
+    /// its channel limit of targets bound to it (Telegram's limit for the account, the free
+    /// default until read, never above `limits.channel_limit`).
     pub async fn eligible_accounts(
         &self,
         pool: &str,
@@ -468,7 +482,7 @@ impl Store {
         let query = Query::select()
             .column(sea_orm::sea_query::Asterisk)
             .from_subquery(ordered, accounts::Entity)
-            .and_where(sub(bound_targets_count()).lt(i64::from(limits.channel_limit)))
+            .and_where(below_channel_limit(limits))
             .and_where(sub(counted_attempts_count(now)).lt(i64::from(limits.daily_join_cap)))
             .limit(limit)
             .take();

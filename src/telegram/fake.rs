@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConnectError, Telegram, TelegramSession};
 use crate::accounts_config::AccountConfig;
-use crate::domain::{JoinOutcome, PeerInfo, RequestKind, TargetLink};
+use crate::domain::{
+    AccountProfile, FREE_CHANNEL_LIMIT, Freeze, JoinOutcome, PeerInfo, RequestKind, TargetLink,
+};
 
 /// One scripted answer to a join.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,9 +134,27 @@ pub struct Script {
     /// Per session name: what connecting does.
     #[serde(default)]
     pub connect: HashMap<String, ConnectAnswer>,
+    /// Per session name: what the account's profile (Premium flag, app config) says; without
+    /// an entry, a free account with Telegram's default channel limit.
+    #[serde(default)]
+    pub profiles: HashMap<String, FakeProfile>,
     /// Delay before each join answer, in milliseconds.
     #[serde(default)]
     pub latency_ms: u64,
+}
+
+/// A scripted account profile.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FakeProfile {
+    #[serde(default)]
+    pub premium: bool,
+    /// None: the app config carries no limit.
+    #[serde(default)]
+    pub channel_limit: Option<u32>,
+    /// Frozen until then.
+    #[serde(default)]
+    pub frozen_until: Option<DateTime<Utc>>,
 }
 
 fn default_answer() -> Answer {
@@ -148,6 +168,7 @@ impl Default for Script {
             targets: HashMap::new(),
             accounts: HashMap::new(),
             connect: HashMap::new(),
+            profiles: HashMap::new(),
             latency_ms: 0,
         }
     }
@@ -373,6 +394,35 @@ impl TelegramSession for FakeSession {
                 JoinOutcome::InDoubt { reason: "timeout".into() }
             }
         }
+    }
+
+    async fn profile(&mut self) -> Result<Option<AccountProfile>, JoinOutcome> {
+        let state = self.fake.lock();
+        if let Some(until) = state.flood_until.get(&self.account).copied()
+            && until > Utc::now()
+        {
+            let left = (until - Utc::now()).num_seconds().max(1) as u32;
+            return Err(JoinOutcome::FloodWait { seconds: left });
+        }
+        drop(state);
+        let scripted = self.fake.script.profiles.get(&self.account);
+        let profile = match scripted {
+            None => AccountProfile {
+                premium: false,
+                channel_limit: Some(FREE_CHANNEL_LIMIT),
+                freeze: None,
+            },
+            Some(p) => AccountProfile {
+                premium: p.premium,
+                channel_limit: p.channel_limit,
+                freeze: p.frozen_until.map(|until| Freeze {
+                    since: None,
+                    until: Some(until),
+                    appeal_url: None,
+                }),
+            },
+        };
+        Ok(Some(profile))
     }
 
     async fn disconnect(self: Box<Self>) {

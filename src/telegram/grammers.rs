@@ -60,7 +60,9 @@ use super::session::{AUTH_KEY_LEN, TelethonSession};
 use super::{ConnectError, Telegram, TelegramSession};
 use crate::accounts_config::AccountConfig;
 use crate::config::Secret;
-use crate::domain::{JoinOutcome, LinkKind, PeerInfo, RequestKind, TargetLink, classify_rpc_error};
+use crate::domain::{
+    AccountProfile, JoinOutcome, LinkKind, PeerInfo, RequestKind, TargetLink, classify_rpc_error,
+};
 
 /// How long [`TelegramSession::disconnect`] lets the pool stop by itself before aborting it.
 pub const QUIT_GRACE: Duration = Duration::from_secs(2);
@@ -103,6 +105,7 @@ enum Step {
     JoinChannel,
     CheckInvite,
     ImportInvite,
+    AppConfig,
 }
 
 impl fmt::Display for Step {
@@ -113,6 +116,7 @@ impl fmt::Display for Step {
             Step::JoinChannel => "channels.joinChannel",
             Step::CheckInvite => "messages.checkChatInvite",
             Step::ImportInvite => "messages.importChatInvite",
+            Step::AppConfig => "help.getAppConfig",
         })
     }
 }
@@ -143,6 +147,8 @@ struct GrammersSession {
     /// An account-wide answer the authorisation check got (a FloodWait), which every join of
     /// this session returns without sending anything.
     held: Option<JoinOutcome>,
+    /// The `premium` flag of the account's own user, from the authorisation check.
+    premium: bool,
 }
 
 /// What the client tells Telegram about itself in `initConnection`: grammers' own defaults
@@ -207,6 +213,7 @@ impl GrammersSession {
             call_timeout,
             proxy_url,
             held: None,
+            premium: false,
         };
         info!(
             account = %session.account,
@@ -218,7 +225,10 @@ impl GrammersSession {
         let me = tl::functions::users::GetUsers { id: vec![tl::enums::InputUser::UserSelf] };
         let checked = match session.call(&me).await {
             Ok(users) => match users.first() {
-                Some(tl::enums::User::User(user)) => Ok(user.id),
+                Some(tl::enums::User::User(user)) => {
+                    session.premium = user.premium;
+                    Ok(user.id)
+                }
                 // No user behind the key: logged out.
                 _ => Err(ConnectError::Unauthorized("NO_SELF_USER".to_owned())),
             },
@@ -359,9 +369,62 @@ impl TelegramSession for GrammersSession {
         outcome
     }
 
+    async fn profile(&mut self) -> Result<Option<AccountProfile>, JoinOutcome> {
+        if let Some(held) = &self.held {
+            return Err(held.clone());
+        }
+        match self.call(&tl::functions::help::GetAppConfig { hash: 0 }).await {
+            Ok(tl::enums::help::AppConfig::Config(config)) => {
+                Ok(Some(AccountProfile::read(self.premium, &json_of(&config.config))))
+            }
+            // Only answered to a non-zero hash; nothing to read.
+            Ok(tl::enums::help::AppConfig::NotModified) => Ok(None),
+            Err(e) => match self.join_error(Step::AppConfig, e) {
+                // What Telegram said about the account is recorded; nothing more is sent.
+                outcome @ (JoinOutcome::FloodWait { .. }
+                | JoinOutcome::AccountLimited { .. }
+                | JoinOutcome::Frozen { .. }
+                | JoinOutcome::Unauthorized { .. }
+                | JoinOutcome::AccountBanned { .. }) => Err(outcome),
+                // The connection is in an unknown state: nothing more is sent on it, and
+                // nothing was joined.
+                JoinOutcome::InDoubt { reason } | JoinOutcome::ConnectFailed { reason } => {
+                    Err(JoinOutcome::ConnectFailed { reason })
+                }
+                other => {
+                    warn!(account = %self.account, outcome = %other, "app config not read");
+                    Ok(None)
+                }
+            },
+        }
+    }
+
     async fn disconnect(mut self: Box<Self>) {
         self.runner.stop(&self.handle).await;
         debug!(account = %self.account, "disconnected");
+    }
+}
+
+/// Telegram's JSON (help.getAppConfig) as a `serde_json::Value`.
+fn json_of(value: &tl::enums::Jsonvalue) -> serde_json::Value {
+    use serde_json::Value;
+    use tl::enums::Jsonvalue as J;
+    match value {
+        J::JsonNull => Value::Null,
+        J::JsonBool(b) => Value::Bool(b.value),
+        J::JsonNumber(n) => {
+            serde_json::Number::from_f64(n.value).map_or(Value::Null, Value::Number)
+        }
+        J::JsonString(s) => Value::String(s.value.clone()),
+        J::JsonArray(a) => Value::Array(a.value.iter().map(json_of).collect()),
+        J::JsonObject(o) => Value::Object(
+            o.value
+                .iter()
+                .map(|tl::enums::JsonobjectValue::JsonObjectValue(kv)| {
+                    (kv.key.clone(), json_of(&kv.value))
+                })
+                .collect(),
+        ),
     }
 }
 
@@ -1192,6 +1255,7 @@ mod tests {
             call_timeout: Duration::from_secs(5),
             proxy_url: None,
             held: None,
+            premium: false,
         }
     }
 

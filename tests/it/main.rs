@@ -16,6 +16,7 @@ mod monitoring;
 mod operator;
 mod ops;
 mod pipeline;
+mod policies;
 mod sessions;
 mod store;
 mod support;

@@ -25,6 +25,9 @@ pub struct Scenario {
     pub api_hash: String,
     #[serde(default)]
     pub rules: Rules,
+    /// The limits help.getAppConfig reports.
+    #[serde(default)]
+    pub app_config: AppConfig,
     #[serde(default)]
     pub accounts: Vec<Account>,
     #[serde(default)]
@@ -53,6 +56,7 @@ impl Default for Scenario {
             api_id: default_api_id(),
             api_hash: default_api_hash(),
             rules: Rules::default(),
+            app_config: AppConfig::default(),
             accounts: Vec::new(),
             groups: Vec::new(),
             scripts: Vec::new(),
@@ -79,6 +83,49 @@ impl Default for Rules {
     fn default() -> Self {
         Self { min_join_pause_ms: 0, duplicate_kills_key: true }
     }
+}
+
+/// The limits help.getAppConfig reports (Telegram's values by default). An account's freeze
+/// is per account ([`Account::frozen`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    #[serde(default = "default_channels_limit")]
+    pub channels_limit_default: u32,
+    #[serde(default = "default_channels_limit_premium")]
+    pub channels_limit_premium: u32,
+    #[serde(default = "default_chatlists_joined_limit")]
+    pub chatlists_joined_limit_default: u32,
+}
+
+fn default_channels_limit() -> u32 {
+    500
+}
+fn default_channels_limit_premium() -> u32 {
+    1000
+}
+fn default_chatlists_joined_limit() -> u32 {
+    2
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        Self {
+            channels_limit_default: default_channels_limit(),
+            channels_limit_premium: default_channels_limit_premium(),
+            chatlists_joined_limit_default: default_chatlists_joined_limit(),
+        }
+    }
+}
+
+/// A frozen account, as help.getAppConfig tells it: since and until when (unix seconds) and
+/// where to appeal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Freeze {
+    pub since: i64,
+    pub until: i64,
+    pub appeal_url: String,
 }
 
 /// A 256-byte auth key; serialised as standard base64, never printed.
@@ -141,6 +188,14 @@ pub struct Account {
     /// False: the key is known but logged out (every API call gets 401 AUTH_KEY_UNREGISTERED).
     #[serde(default = "default_true")]
     pub authorized: bool,
+    /// Telegram Premium: the account's own user carries the `premium` flag, and
+    /// help.getAppConfig's `channels_limit_premium` is its channel limit.
+    #[serde(default)]
+    pub premium: bool,
+    /// Frozen: help.getAppConfig carries `freeze_since_date`, `freeze_until_date` and
+    /// `freeze_appeal_url` for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen: Option<Freeze>,
 }
 
 fn default_first_name() -> String {
@@ -161,7 +216,21 @@ impl Account {
             auth_key: AuthKeyBytes::random(),
             registered: true,
             authorized: true,
+            premium: false,
+            frozen: None,
         }
+    }
+
+    /// A Telegram Premium account.
+    pub fn premium(mut self) -> Self {
+        self.premium = true;
+        self
+    }
+
+    /// A frozen account (dates in unix seconds), as help.getAppConfig reports it.
+    pub fn frozen(mut self, since: i64, until: i64, appeal_url: impl Into<String>) -> Self {
+        self.frozen = Some(Freeze { since, until, appeal_url: appeal_url.into() });
+        self
     }
 
     pub fn first_name(mut self, name: impl Into<String>) -> Self {

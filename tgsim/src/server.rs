@@ -528,6 +528,7 @@ enum Call {
     GetDifference { pts: i32 },
     GetChannelDifference(tl::enums::InputChannel),
     GetNearestDc,
+    GetAppConfig,
     GetUsers(Vec<tl::enums::InputUser>),
     Resolve(String),
     JoinChannel(tl::enums::InputChannel),
@@ -727,6 +728,9 @@ impl Conn {
                     break 'reply Reply::Error(420, format!("{name}_{secs}"));
                 }
                 st.accounts[acc].flood = None;
+            }
+            if is_join && account.frozen.is_some() {
+                break 'reply Reply::Error(420, "FROZEN_METHOD_INVALID".into());
             }
             if is_join {
                 let min = Duration::from_millis(shared.scenario.rules.min_join_pause_ms);
@@ -956,6 +960,9 @@ impl Shared {
                 None => Reply::Error(400, "CHANNEL_INVALID".into()),
             },
             Call::GetNearestDc => Reply::Result(fx::nearest_dc(self.scenario.dc_id).to_bytes()),
+            Call::GetAppConfig => {
+                Reply::Result(fx::app_config(&self.scenario.app_config, account).to_bytes())
+            }
             Call::GetUsers(ids) => {
                 let users: Vec<tl::enums::User> = ids
                     .iter()
@@ -1108,6 +1115,7 @@ fn parse_call(method_id: u32, args: &[u8]) -> Result<Call, ()> {
             f::updates::GetChannelDifference::from_bytes(args).map_err(drop)?.channel,
         ),
         f::help::GetNearestDc::CONSTRUCTOR_ID => Call::GetNearestDc,
+        f::help::GetAppConfig::CONSTRUCTOR_ID => Call::GetAppConfig,
         f::users::GetUsers::CONSTRUCTOR_ID => {
             Call::GetUsers(f::users::GetUsers::from_bytes(args).map_err(drop)?.id)
         }

@@ -1,0 +1,326 @@
+//! Telegram's word about each account (Premium, channel limit, freeze) and `accounts check`'s
+//! verdicts written back: the store on both backends, the check with the scripted fake, and
+//! both over the wire against tgsim.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Duration as Span, Utc};
+use smart_joiner::accounts_config::AccountsConfig;
+use smart_joiner::admin::{CheckOptions, Verdict, check_accounts};
+use smart_joiner::domain::{AccountProfile, AccountStatus, Freeze, Pacing, TargetLink};
+use smart_joiner::lease::LocalLocks;
+use smart_joiner::runner::SmartJoiner;
+use smart_joiner::store::{Account, CheckRecord, CheckWritten, Limits, Store};
+use smart_joiner::telegram::fake::{
+    ConnectAnswer, EventKind, FakeProfile, Script, ScriptedTelegram,
+};
+use smart_joiner::telegram::grammers::GrammersTelegram;
+
+use crate::harness::{accounts_json, service_with_timeout};
+use crate::on_both_backends;
+use crate::store::{accounts, join, t0, targets};
+use crate::support::sqlite_store;
+
+on_both_backends!(
+    each_account_is_held_to_its_own_channel_limit_under_the_operators,
+    a_check_writes_only_under_its_own_hold_and_never_over_a_newer_verdict,
+    accounts_check_writes_back_its_verdicts_and_says_what_changed,
+);
+
+fn limits(channel_limit: u32) -> Limits {
+    Limits { daily_join_cap: 20, channel_limit }
+}
+
+fn profile(premium: bool, channel_limit: u32) -> AccountProfile {
+    AccountProfile { premium, channel_limit: Some(channel_limit), freeze: None }
+}
+
+async fn eligible(store: &Store, limits: Limits) -> Vec<String> {
+    let list = store.eligible_accounts("default", t0(), &[], &limits, 100).await.unwrap();
+    let mut names: Vec<String> = list.into_iter().map(|a| a.session_name).collect();
+    names.sort();
+    names
+}
+
+async fn each_account_is_held_to_its_own_channel_limit_under_the_operators(store: Store) {
+    let a = accounts(&store, &["free", "premium", "unread"], "default").await;
+    let t = targets(
+        &store,
+        &["@limit_g1", "@limit_g2", "@limit_g3", "@limit_g4", "@limit_g5", "@limit_g6"],
+    )
+    .await;
+    // Telegram gave `free` 2 channels and `premium` 4; `unread` was never read (500 assumed).
+    store.record_profile(a[0].id, &profile(false, 2), t0()).await.unwrap();
+    store.record_profile(a[1].id, &profile(true, 4), t0()).await.unwrap();
+    for (i, account) in a.iter().enumerate() {
+        for target in &t[2 * i..2 * i + 2] {
+            join(&store, account.id, target.id, t0() - Span::days(3)).await;
+        }
+    }
+    // Two bound each: `free` is at Telegram's limit whatever the operator allows.
+    assert_eq!(eligible(&store, limits(1000)).await, ["premium", "unread"]);
+    assert_eq!(eligible(&store, limits(3)).await, ["premium", "unread"]);
+    // The operator's limit caps everyone, Premium included.
+    assert!(eligible(&store, limits(2)).await.is_empty());
+    // The wait for an account knows it too: `free` never frees up.
+    let rest = Duration::from_secs(30);
+    let others = [a[1].id, a[2].id];
+    let roomy = limits(1000);
+    let earliest = store.earliest_eligible_at("default", t0(), &others, &roomy, rest).await;
+    assert_eq!(earliest.unwrap(), None);
+
+    let row = store.account(a[1].id).await.unwrap().unwrap();
+    assert_eq!((row.premium, row.channel_limit), (Some(true), Some(4)));
+    assert_eq!(row.profile_read_at, Some(t0()));
+    let row = store.account(a[2].id).await.unwrap().unwrap();
+    assert_eq!((row.premium, row.channel_limit, row.profile_read_at), (None, None, None));
+}
+
+async fn row(store: &Store, id: i64) -> Account {
+    store.account(id).await.unwrap().unwrap()
+}
+
+async fn a_check_writes_only_under_its_own_hold_and_never_over_a_newer_verdict(store: Store) {
+    let id = accounts(&store, &["checked"], "default").await[0].id;
+    let now = t0();
+    let epoch = store.take_hold(id, now, now + Span::seconds(60)).await.unwrap().unwrap();
+    let until = now + Span::days(7);
+    let frozen = AccountProfile {
+        premium: true,
+        channel_limit: Some(1000),
+        freeze: Some(Freeze {
+            since: Some(now - Span::days(1)),
+            until: Some(until),
+            appeal_url: Some("https://t.me/spambot".into()),
+        }),
+    };
+    let record = CheckRecord {
+        result: "authorised",
+        profile: Some(&frozen),
+        status: Some((
+            AccountStatus::Active,
+            AccountStatus::Frozen,
+            Some("FROZEN until 2026-01-19 10:00 UTC".into()),
+        )),
+    };
+    // A stale join recorded a ban meanwhile: the check's verdict does not replace it.
+    store
+        .set_account_status(id, AccountStatus::Banned, Some("USER_DEACTIVATED_BAN"), None)
+        .await
+        .unwrap();
+    let written = store.record_check(id, epoch, now, &record).await.unwrap();
+    assert_eq!(written, CheckWritten::Written { status_changed: false });
+    let r = row(&store, id).await;
+    assert_eq!(r.status, AccountStatus::Banned);
+    assert_eq!((r.premium, r.channel_limit), (Some(true), Some(1000)));
+    assert_eq!((r.frozen_since, r.frozen_until), (Some(now - Span::days(1)), Some(until)));
+    assert_eq!(r.freeze_appeal_url.as_deref(), Some("https://t.me/spambot"));
+    assert_eq!((r.checked_at, r.check_result.as_deref()), (Some(now), Some("authorised")));
+
+    // Under the status it saw, the status is written.
+    store.set_account_status(id, AccountStatus::Active, None, None).await.unwrap();
+    let written = store.record_check(id, epoch, now, &record).await.unwrap();
+    assert_eq!(written, CheckWritten::Written { status_changed: true });
+    let r = row(&store, id).await;
+    assert_eq!(r.status, AccountStatus::Frozen);
+    assert!(r.status_reason.unwrap().starts_with("FROZEN until"));
+
+    // Once another process took the account, the check writes nothing.
+    store.release_hold(id, epoch).await.unwrap();
+    let later = now + Span::seconds(1);
+    store.take_hold(id, later, later + Span::seconds(60)).await.unwrap().unwrap();
+    let unreachable = CheckRecord { result: "failed", profile: None, status: None };
+    let written = store.record_check(id, epoch, later, &unreachable).await.unwrap();
+    assert_eq!(written, CheckWritten::HoldLost);
+    assert_eq!(row(&store, id).await.check_result.as_deref(), Some("authorised"));
+}
+
+async fn accounts_check_writes_back_its_verdicts_and_says_what_changed(store: Store) {
+    let names: Vec<String> = ["fine", "premium", "frozen", "revoked", "was_revoked", "unreachable"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    store.sync_accounts(&names, "default").await.unwrap();
+    let config = AccountsConfig::parse(&accounts_json(&names)).unwrap();
+    let all = store.accounts(None).await.unwrap();
+    let id = |n: &str| all.iter().find(|a| a.session_name == n).unwrap().id;
+    store
+        .set_account_status(
+            id("was_revoked"),
+            AccountStatus::Unauthorized,
+            Some("SESSION_REVOKED"),
+            None,
+        )
+        .await
+        .unwrap();
+    let frozen_until: DateTime<Utc> =
+        DateTime::from_timestamp(Utc::now().timestamp() + 7 * 86_400, 0).unwrap();
+    let mut script = Script::default();
+    script.connect.insert("revoked".into(), ConnectAnswer::Unauthorized);
+    script.connect.insert("unreachable".into(), ConnectAnswer::Failed);
+    script.profiles.insert(
+        "premium".into(),
+        FakeProfile { premium: true, channel_limit: Some(1000), frozen_until: None },
+    );
+    script.profiles.insert(
+        "frozen".into(),
+        FakeProfile { premium: false, channel_limit: Some(500), frozen_until: Some(frozen_until) },
+    );
+    let telegram = ScriptedTelegram::new(script);
+    let locks = LocalLocks::default();
+    let opts =
+        CheckOptions { call_timeout: Duration::from_secs(5), accounts: Vec::new(), pool: None };
+
+    let results = check_accounts(&store, &config, &telegram, &locks, &opts).await.unwrap();
+    let changes: HashMap<&str, Vec<String>> =
+        results.iter().map(|r| (r.session_name.as_str(), r.changes.clone())).collect();
+    let free = ["premium no", "channel limit unknown -> 500"];
+    assert_eq!(changes["fine"], free);
+    assert_eq!(changes["premium"], ["premium yes", "channel limit unknown -> 1000"]);
+    let until_text = frozen_until.format("%Y-%m-%d %H:%M UTC").to_string();
+    assert_eq!(
+        changes["frozen"],
+        [
+            "status active -> frozen".to_owned(),
+            free[0].to_owned(),
+            free[1].to_owned(),
+            format!("frozen until {until_text}")
+        ]
+    );
+    assert_eq!(changes["revoked"], ["status active -> unauthorized"]);
+    assert_eq!(changes["was_revoked"], ["status unauthorized -> active", free[0], free[1]]);
+    assert!(changes["unreachable"].is_empty(), "{results:?}");
+    assert!(matches!(
+        results.iter().find(|r| r.session_name == "unreachable").unwrap().verdict,
+        Verdict::Failed(_)
+    ));
+
+    let rows: HashMap<String, Account> = store
+        .accounts(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.session_name.clone(), a))
+        .collect();
+    let frozen = &rows["frozen"];
+    assert_eq!(frozen.status, AccountStatus::Frozen);
+    assert_eq!(
+        frozen.status_reason.as_deref(),
+        Some(format!("FROZEN until {until_text}").as_str())
+    );
+    assert_eq!(frozen.frozen_until, Some(frozen_until));
+    assert_eq!(rows["premium"].channel_limit, Some(1000));
+    assert_eq!(rows["revoked"].status_reason.as_deref(), Some("AUTH_KEY_UNREGISTERED"));
+    for (name, result) in [
+        ("fine", "authorised"),
+        ("frozen", "authorised"),
+        ("revoked", "unauthorized"),
+        ("unreachable", "failed"),
+    ] {
+        assert_eq!(rows[name].check_result.as_deref(), Some(result), "{name}");
+        assert!(rows[name].checked_at.is_some(), "{name}");
+    }
+    // Every hold the check took is over.
+    assert!(rows.values().all(|a| a.held_until.is_none()), "{rows:?}");
+
+    // Checked again, nothing changes; and nothing was ever joined.
+    let again = check_accounts(&store, &config, &telegram, &locks, &opts).await.unwrap();
+    assert!(again.iter().all(|r| r.changes.is_empty()), "{again:?}");
+    assert!(!telegram.events().iter().any(|e| matches!(e.kind, EventKind::Join { .. })));
+}
+
+// ---------------------------------------------------------------------------------------------
+// over the wire
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_the_wire_a_check_and_a_join_read_premium_limits_and_freezes_from_the_app_config() {
+    let since = Utc::now().timestamp() - 86_400;
+    let until = Utc::now().timestamp() + 30 * 86_400;
+    let scenario = tgsim::Scenario::new()
+        .account(tgsim::Account::new("plain", 3001))
+        .account(tgsim::Account::new("gold", 3002).premium())
+        .account(tgsim::Account::new("icy", 3003).frozen(since, until, "https://t.me/spambot"))
+        .account(tgsim::Account::new("gone", 3004).unauthorized())
+        .account(tgsim::Account::new("silver", 3005).premium())
+        .group(tgsim::Group::new(7001, "Policy group").username("wire_policy_group"));
+    let server = tgsim::Server::start(scenario, "127.0.0.1:0").await.unwrap();
+    let config = AccountsConfig::parse(&server.accounts_config_json().to_string()).unwrap();
+    let (store, _dir) = sqlite_store().await;
+    let checked: Vec<String> = ["plain", "gold", "icy", "gone"].map(str::to_owned).to_vec();
+    store.sync_accounts(&checked, "default").await.unwrap();
+    store.sync_accounts(&["silver".to_owned()], "joiners").await.unwrap();
+
+    let telegram = Arc::new(GrammersTelegram::new(Duration::from_secs(5)));
+    let locks = LocalLocks::default();
+    let opts = CheckOptions {
+        call_timeout: Duration::from_secs(5),
+        accounts: Vec::new(),
+        pool: Some("default".into()),
+    };
+    let results = check_accounts(&store, &config, telegram.as_ref(), &locks, &opts).await.unwrap();
+    let rows: HashMap<String, Account> = store
+        .accounts(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.session_name.clone(), a))
+        .collect();
+    assert_eq!(
+        (rows["plain"].premium, rows["plain"].channel_limit),
+        (Some(false), Some(500)),
+        "{results:?}"
+    );
+    assert_eq!((rows["gold"].premium, rows["gold"].channel_limit), (Some(true), Some(1000)));
+    let icy = &rows["icy"];
+    assert_eq!(icy.status, AccountStatus::Frozen, "{results:?}");
+    assert_eq!(icy.frozen_since, DateTime::from_timestamp(since, 0));
+    assert_eq!(icy.frozen_until, DateTime::from_timestamp(until, 0));
+    assert_eq!(icy.freeze_appeal_url.as_deref(), Some("https://t.me/spambot"));
+    assert_eq!(rows["gone"].status, AccountStatus::Unauthorized);
+    // Read-only towards Telegram: the authorisation check and the app config, nothing else.
+    for name in ["plain", "gold", "icy"] {
+        let methods: Vec<String> = server.requests_of(name).into_iter().map(|r| r.method).collect();
+        assert!(methods.iter().any(|m| m == "help.getAppConfig"), "{name}: {methods:?}");
+        assert!(
+            methods.iter().all(|m| matches!(
+                m.as_str(),
+                "help.getConfig" | "users.getUsers" | "help.getAppConfig"
+            )),
+            "{name}: {methods:?}"
+        );
+    }
+
+    // A join's connect reads the profile of an account never read, before the join.
+    let link = TargetLink::parse("@wire_policy_group").unwrap();
+    store.import_targets(std::slice::from_ref(&link), "policies").await.unwrap();
+    let pacing = Pacing {
+        join_pause_min: Duration::from_millis(100),
+        join_pause_max: Duration::from_millis(200),
+        error_pause: Duration::from_millis(50),
+        ..Pacing::default()
+    };
+    let svc = service_with_timeout(
+        &store,
+        Arc::new(LocalLocks::default()),
+        telegram,
+        config,
+        pacing,
+        limits(1000),
+        Duration::from_secs(5),
+    );
+    SmartJoiner::new(svc, "joiners", Duration::from_secs(30))
+        .run_batch("policies", 1)
+        .await
+        .unwrap();
+    let silver = store.accounts(Some("joiners")).await.unwrap().remove(0);
+    assert_eq!((silver.premium, silver.channel_limit), (Some(true), Some(1000)));
+    let methods: Vec<String> = server.requests_of("silver").into_iter().map(|r| r.method).collect();
+    let config_at = methods.iter().position(|m| m == "help.getAppConfig").expect("app config read");
+    let join_at = methods.iter().position(|m| m == "channels.joinChannel").expect("joined");
+    assert!(config_at < join_at, "{methods:?}");
+    assert_eq!(server.members("@wire_policy_group"), ["silver"]);
+    assert!(server.violations().is_empty(), "{:?}", server.violations());
+    server.shutdown().await;
+}
