@@ -213,6 +213,13 @@ pub struct SettingsArgs {
     #[arg(long, env = "CALL_TIMEOUT", value_name = "DURATION")]
     pub call_timeout: Option<String>,
 
+    /// Daily windows in which the accounts this process works may join, for accounts without
+    /// their own (`accounts hours`): an IANA time zone, one or more HH:MM-HH:MM windows and
+    /// an optional `+DURATION` by which each account's start is staggered per day, like
+    /// `Europe/Kyiv 09:00-13:00,14:00-22:00 +30m`. Default: none (around the clock)
+    #[arg(long, env = "ACTIVE_HOURS", value_name = "HOURS")]
+    pub active_hours: Option<String>,
+
     /// Log line format: text or json. Default: text
     #[arg(long, env = "LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -251,6 +258,8 @@ pub struct Settings {
     /// Most groups and channels one account may be bound to, whatever Telegram allows it; at
     /// least 1.
     pub channel_limit: u32,
+    /// The active hours of the accounts of the pool served that have none of their own.
+    pub active_hours: Option<crate::domain::ActiveHours>,
     /// Lifetime of an account lease. Always at least twice [`call_timeout`](Self::call_timeout):
     /// a call that hangs until its timeout must not outlive the lease, and a renewal that
     /// comes just after the call must still find the lease alive; otherwise a slow but legal
@@ -385,6 +394,16 @@ impl SettingsArgs {
             v.count("daily_join_cap", self.daily_join_cap.as_deref(), DEFAULT_DAILY_JOIN_CAP);
         let channel_limit =
             v.count("channel_limit", self.channel_limit.as_deref(), DEFAULT_CHANNEL_LIMIT);
+        let active_hours = match self.active_hours.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => match crate::domain::ActiveHours::parse(text) {
+                Ok(hours) => Some(hours),
+                Err(e) => {
+                    v.problem("active_hours", e.to_string());
+                    None
+                }
+            },
+        };
         let lease_ttl = v.duration("lease_ttl", self.lease_ttl.as_deref(), DEFAULT_LEASE_TTL);
         let call_timeout =
             v.duration("call_timeout", self.call_timeout.as_deref(), DEFAULT_CALL_TIMEOUT);
@@ -475,6 +494,7 @@ impl SettingsArgs {
                 },
                 daily_join_cap,
                 channel_limit,
+                active_hours,
                 lease_ttl,
                 call_timeout,
                 log_format,

@@ -15,7 +15,8 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::accounts_config::AccountsConfig;
 use crate::domain::{
-    AccountStatus, DecideCtx, Decision, JoinJobV1, JoinOutcome, Next, Pacing, TargetStatus, decide,
+    AccountChange, AccountStatus, ActiveHours, DecideCtx, Decision, JoinJobV1, JoinOutcome, Next,
+    Pacing, TargetStatus, decide, within_hours,
 };
 use crate::lease::{AccountLocks, Lease, LeaseError};
 use crate::store::{Account, Applied, Attempt, Limits, Store, StoreError, Take, Target};
@@ -105,11 +106,43 @@ pub struct JoinService {
     /// Accounts of the database this process has no valid config entry for: never eligible
     /// here, and their status is left alone (a local problem is not Telegram's verdict).
     unconfigured: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
+    /// The active hours of the pool's accounts that have none of their own (`ACTIVE_HOURS`).
+    pool_hours: Option<Arc<ActiveHours>>,
 }
 
 impl JoinService {
     pub fn new(deps: JoinDeps) -> Self {
-        Self { deps: Arc::new(deps), unconfigured: Arc::default() }
+        Self { deps: Arc::new(deps), unconfigured: Arc::default(), pool_hours: None }
+    }
+
+    /// Gives the accounts without their own active hours these (the pool's).
+    pub fn with_active_hours(mut self, hours: Option<ActiveHours>) -> Self {
+        self.pool_hours = hours.map(Arc::new);
+        self
+    }
+
+    /// An account's active hours: its own (as stored), else the pool's.
+    fn hours_of(&self, account_id: i64, own: Option<&str>) -> Option<ActiveHours> {
+        match own.map(ActiveHours::parse) {
+            Some(Ok(hours)) => Some(hours),
+            Some(Err(e)) => {
+                warn!(account_id, error = %e, "stored active hours unreadable: the pool's apply");
+                self.pool_hours.as_deref().cloned()
+            }
+            None => self.pool_hours.as_deref().cloned(),
+        }
+    }
+
+    /// The workable accounts of `pool` that have active hours, with them.
+    async fn hours_in_pool(
+        &self,
+        pool: &str,
+    ) -> Result<std::collections::HashMap<i64, ActiveHours>, JoinError> {
+        let rows = self.deps.store.active_hours_of_pool(pool, self.pool_hours.is_some()).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, own)| self.hours_of(id, own.as_deref()).map(|h| (id, h)))
+            .collect())
     }
 
     fn unconfigured(&self) -> Vec<i64> {
@@ -182,11 +215,16 @@ impl JoinService {
         now: DateTime<Utc>,
     ) -> Result<ExecutionOutcome, JoinError> {
         let d = &*self.deps;
+        // Accounts outside their active hours are not picked; they count again once open.
+        let hours = self.hours_in_pool(&job.pool).await?;
+        let closed: Vec<i64> =
+            hours.iter().filter(|(id, h)| !h.is_open(**id, now)).map(|(id, _)| *id).collect();
         // Accounts other jobs took between our pick and our lease are left out of the next
         // pick, so a crowd of jobs spreads over the pool instead of waiting for the first few.
         let mut not_here = job.excluded_accounts.clone();
         not_here.extend(self.unconfigured());
         let mut tried = not_here.clone();
+        tried.extend(&closed);
         for _ in 0..PICK_ROUNDS {
             let candidates = d
                 .store
@@ -211,7 +249,7 @@ impl JoinService {
                 }
             }
         }
-        let any_candidate = tried.len() > not_here.len();
+        let any_candidate = tried.len() > not_here.len() + closed.len();
         let retry_at = now + chrono::Duration::from_std(BUSY_RETRY).unwrap_or_default();
         // Eligible accounts exist, other jobs took them first: look again shortly.
         let earliest = if any_candidate {
@@ -220,7 +258,19 @@ impl JoinService {
             // Nobody free now: wait for the earliest account, or give the target back. An
             // account mid-join is expected back after the shortest pause a decision writes.
             let held_rest = d.pacing.join_pause_min.min(d.pacing.error_pause);
-            d.store.earliest_eligible_at(&job.pool, now, &not_here, &d.limits, held_rest).await?
+            if hours.is_empty() {
+                d.store
+                    .earliest_eligible_at(&job.pool, now, &not_here, &d.limits, held_rest)
+                    .await?
+            } else {
+                // An account with active hours acts at its next opening, never outside.
+                let times =
+                    d.store.eligible_times(&job.pool, now, &not_here, &d.limits, held_rest).await?;
+                times
+                    .into_iter()
+                    .map(|(id, at)| hours.get(&id).map_or(at, |h| h.next_open(id, at)))
+                    .min()
+            }
         };
         match earliest {
             Some(at) => {
@@ -277,6 +327,14 @@ impl JoinService {
             let busy = now + chrono::Duration::from_std(BUSY_RETRY).unwrap_or_default();
             let run_at =
                 if account.held_until.is_some_and(|h| h > now) { at.min(busy) } else { at };
+            d.store.touch_next_run(&[target.id], run_at).await?;
+            return Ok(ExecutionOutcome::Reschedule { job: job.clone(), run_at });
+        }
+        if let Some(hours) = self.hours_of(account.id, account.active_hours.as_deref())
+            && !hours.is_open(account.id, now)
+        {
+            // Outside its active hours: the pinned target waits for its window.
+            let run_at = hours.next_open(account.id, now);
             d.store.touch_next_run(&[target.id], run_at).await?;
             return Ok(ExecutionOutcome::Reschedule { job: job.clone(), run_at });
         }
@@ -442,6 +500,18 @@ impl JoinService {
             connect_failures,
         };
         let decision = decide(&outcome, &ctx);
+        let decision = match self.hours_of(account.id, account.active_hours.as_deref()) {
+            Some(hours) => {
+                let within = within_hours(decision.clone(), |t| hours.next_open(account.id, t));
+                if let (AccountChange::Pace { until } | AccountChange::Wait { until, .. }, true) =
+                    (&within.account, within.account != decision.account)
+                {
+                    info!(account = %account.session_name, until = %until, "{} rests outside its active hours until {until}", account.session_name);
+                }
+                within
+            }
+            None => decision,
+        };
         let attempt = Attempt { started_at, finished_at, worker: d.worker_name.clone() };
         match self.write_decision(target, account, epoch, &outcome, &decision, &attempt).await? {
             Applied::Stale => {

@@ -239,6 +239,17 @@ enum AccountsAction {
     },
     /// Resume a paused account (only a pause is lifted; a rest it has still runs). Audited.
     Resume { session_name: String },
+    /// Set an account's own active hours, the daily windows in which it may join:
+    /// "Europe/Kyiv 09:00-13:00,14:00-22:00 +30m" (an IANA time zone, HH:MM-HH:MM windows, and
+    /// optionally how much later each day's start may be, per account). --clear gives it the
+    /// pool's (ACTIVE_HOURS) again. Audited as cli:<user>.
+    Hours {
+        session_name: String,
+        #[arg(required_unless_present = "clear", conflicts_with = "clear", value_parser = active_hours)]
+        hours: Option<smart_joiner::domain::ActiveHours>,
+        #[arg(long)]
+        clear: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -277,6 +288,10 @@ enum TargetsAction {
 fn non_empty(s: &str) -> Result<String, String> {
     let t = s.trim();
     if t.is_empty() { Err("must not be empty".to_owned()) } else { Ok(t.to_owned()) }
+}
+
+fn active_hours(s: &str) -> Result<smart_joiner::domain::ActiveHours, String> {
+    smart_joiner::domain::ActiveHours::parse(s).map_err(|e| e.to_string())
 }
 
 fn target_status(s: &str) -> Result<TargetStatus, String> {
@@ -701,6 +716,20 @@ async fn accounts_with(
             let r = store.resume_account(a.id, &cli_actor(), chrono::Utc::now()).await?;
             report_action(r, &format!("resumed {}", app::shown(&session_name)), out)?;
         }
+        AccountsAction::Hours { session_name, hours, clear: _ } => {
+            let Some(a) = store.account_by_name(&session_name).await? else {
+                bail!("no account named {}", app::shown(&session_name));
+            };
+            let r = store
+                .set_active_hours(a.id, hours.as_ref(), &cli_actor(), chrono::Utc::now())
+                .await?;
+            let shown = app::shown(&session_name);
+            let done = match &hours {
+                Some(h) => format!("{shown} is active {h}"),
+                None => format!("{shown} follows the pool's active hours"),
+            };
+            report_action(r, &done, out)?;
+        }
         // Handled before the database is opened.
         AccountsAction::Import { .. } => {}
         AccountsAction::Sync { pool, move_existing } => {
@@ -775,6 +804,7 @@ async fn accounts_with(
                             "freeze_appeal_url": a.freeze_appeal_url,
                             "checked_at": a.checked_at.map(|t| t.to_rfc3339()),
                             "check_result": a.check_result,
+                            "active_hours": a.active_hours,
                         })
                     })
                     .collect();

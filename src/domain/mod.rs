@@ -1,14 +1,18 @@
 //! Pure policy: link parsing, statuses, the outcome taxonomy, the decision table, the job
-//! payloads and what an account's app config says. Imports no I/O crate, no clock and no RNG.
+//! payloads, what an account's app config says and active hours. Imports no I/O crate, no clock and no RNG.
 
 pub mod decide;
+pub mod hours;
 pub mod job;
 pub mod link;
 pub mod outcome;
 pub mod profile;
 pub mod status;
 
-pub use decide::{AccountChange, DecideCtx, Decision, Next, Pacing, TargetChange, decide};
+pub use decide::{
+    AccountChange, DecideCtx, Decision, Next, Pacing, TargetChange, decide, within_hours,
+};
+pub use hours::{ActiveHours, HoursError};
 pub use job::{JoinJobV1, JoinTask};
 pub use link::{LinkError, LinkKind, TargetLink};
 pub use outcome::{JoinOutcome, PeerInfo, RequestKind, classify_rpc_error};

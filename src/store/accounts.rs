@@ -508,8 +508,24 @@ impl Store {
         limits: &Limits,
         held_rest: std::time::Duration,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let times = self.eligible_times(pool, now, excluded, limits, held_rest).await?;
+        Ok(times.into_iter().map(|(_, at)| at).min())
+    }
+
+    /// Per workable account of `pool` (as in
+    /// [`earliest_eligible_at`](Self::earliest_eligible_at)), its id and the earliest moment at
+    /// or after `now` at which it may act, as far as the database can tell (a caller adds
+    /// what it knows besides, such as active hours).
+    pub async fn eligible_times(
+        &self,
+        pool: &str,
+        now: DateTime<Utc>,
+        excluded: &[i64],
+        limits: &Limits,
+        held_rest: std::time::Duration,
+    ) -> Result<Vec<(i64, DateTime<Utc>)>, StoreError> {
         let Some(cap_offset) = u64::from(limits.daily_join_cap).checked_sub(1) else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
         // The cap-th newest counted attempt in the window (NULL below the cap): when it
         // leaves the window the account is under the cap again. At most `cap` index rows.
@@ -519,9 +535,10 @@ impl Store {
             .limit(1)
             .offset(cap_offset)
             .take();
-        type Row = (Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+        type Row = (i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
         let rows: Vec<Row> = accounts::Entity::find()
             .select_only()
+            .column(accounts::Column::Id)
             .column(accounts::Column::NextAllowedActionTime)
             .column(accounts::Column::HeldUntil)
             .expr(sub(cap_edge))
@@ -530,18 +547,18 @@ impl Store {
             .all(&self.db)
             .await?;
         let held_free = now + Duration::from_std(held_rest).unwrap_or(Duration::MAX);
-        let earliest = rows
+        let times = rows
             .into_iter()
-            .map(|(next_allowed, held_until, cap_edge)| {
+            .map(|(id, next_allowed, held_until, cap_edge)| {
                 let mut paced = next_allowed.unwrap_or(now);
                 if held_until.is_some_and(|h| h > now) {
                     paced = Ord::min(paced, held_free);
                 }
                 let cap_frees = cap_edge.map_or(now, |t| t + DAY);
-                Ord::max(Ord::max(paced, cap_frees), now)
+                (id, Ord::max(Ord::max(paced, cap_frees), now))
             })
-            .min();
-        Ok(earliest)
+            .collect();
+        Ok(times)
     }
 
     /// `lease_epoch += 1`, unconditionally; returns the new value. Workers use

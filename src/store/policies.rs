@@ -1,9 +1,9 @@
 //! What Telegram says about an account itself (its Premium flag, channel limit and freeze),
-//! recorded when it connects, and `accounts check`'s verdicts.
+//! recorded when it connects, `accounts check`'s verdicts, and the accounts' own active hours.
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, TransactionTrait};
 
 use super::entity::accounts;
 use super::{Store, StoreError};
@@ -49,6 +49,28 @@ fn profile_columns(
 }
 
 impl Store {
+    /// The accounts of `pool` that may work (by status) and their own active hours as stored:
+    /// every one when `all`, else only those that have their own.
+    pub async fn active_hours_of_pool(
+        &self,
+        pool: &str,
+        all: bool,
+    ) -> Result<Vec<(i64, Option<String>)>, StoreError> {
+        use accounts::Column as C;
+        let working: Vec<&str> =
+            AccountStatus::ALL.iter().filter(|s| s.can_work()).map(|s| s.as_str()).collect();
+        let mut q = accounts::Entity::find()
+            .select_only()
+            .column(C::Id)
+            .column(C::ActiveHours)
+            .filter(C::Pool.eq(pool))
+            .filter(C::Status.is_in(working));
+        if !all {
+            q = q.filter(C::ActiveHours.is_not_null());
+        }
+        Ok(q.into_tuple().all(&self.db).await?)
+    }
+
     /// Records what Telegram said about the account itself when it connected. Unfenced, like
     /// Telegram's other verdicts about an account: a fact whoever holds it now; it changes no
     /// status (a join on a frozen account hears FROZEN_METHOD_INVALID and its decision says so).

@@ -9,10 +9,13 @@ use std::time::Duration;
 use chrono::{DateTime, Duration as Span, Utc};
 use smart_joiner::accounts_config::AccountsConfig;
 use smart_joiner::admin::{CheckOptions, Verdict, check_accounts};
-use smart_joiner::domain::{AccountProfile, AccountStatus, Freeze, Pacing, TargetLink};
+use smart_joiner::domain::{
+    AccountProfile, AccountStatus, ActiveHours, Freeze, JoinJobV1, Pacing, TargetLink,
+};
+use smart_joiner::join::ExecutionOutcome;
 use smart_joiner::lease::LocalLocks;
 use smart_joiner::runner::SmartJoiner;
-use smart_joiner::store::{Account, CheckRecord, CheckWritten, Limits, Store};
+use smart_joiner::store::{Account, ActionResult, CheckRecord, CheckWritten, Limits, Store};
 use smart_joiner::telegram::fake::{
     ConnectAnswer, EventKind, FakeProfile, Script, ScriptedTelegram,
 };
@@ -322,5 +325,194 @@ async fn over_the_wire_a_check_and_a_join_read_premium_limits_and_freezes_from_t
     assert!(config_at < join_at, "{methods:?}");
     assert_eq!(server.members("@wire_policy_group"), ["silver"]);
     assert!(server.violations().is_empty(), "{:?}", server.violations());
+    server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// active hours
+
+on_both_backends!(
+    an_account_outside_its_hours_is_never_picked_and_the_target_waits_for_the_next_window,
+    the_invariant_checker_reports_an_attempt_outside_the_accounts_hours,
+    an_operator_sets_and_clears_an_accounts_hours_with_an_audit_row,
+);
+
+/// `UTC HH:MM-HH:MM` from `from` to `to` hours after now (whole minutes).
+fn utc_window(from: i64, to: i64) -> String {
+    let at = |h: i64| (Utc::now() + Span::hours(h)).format("%H:%M").to_string();
+    format!("{}-{}", at(from), at(to))
+}
+
+fn hours(text: &str) -> ActiveHours {
+    ActiveHours::parse(text).unwrap()
+}
+
+async fn an_account_outside_its_hours_is_never_picked_and_the_target_waits_for_the_next_window(
+    store: Store,
+) {
+    let names: Vec<String> = vec!["night".into(), "pooled".into()];
+    store.sync_accounts(&names[..1], "own").await.unwrap();
+    store.sync_accounts(&names[1..], "pooled").await.unwrap();
+    let config = AccountsConfig::parse(&accounts_json(&names)).unwrap();
+    let closed = hours(&format!("UTC {}", utc_window(3, 4)));
+    let night = store.account_by_name("night").await.unwrap().unwrap();
+    let r = store.set_active_hours(night.id, Some(&closed), "test", Utc::now()).await.unwrap();
+    assert_eq!(r, ActionResult::Done);
+    let links: Vec<TargetLink> =
+        ["@hours_own_1", "@hours_pool_1"].map(|l| TargetLink::parse(l).unwrap()).to_vec();
+    store.import_targets(&links[..1], "own").await.unwrap();
+    store.import_targets(&links[1..], "pooled").await.unwrap();
+    let telegram = Arc::new(ScriptedTelegram::new(Script::default()));
+    let svc = service_with_timeout(
+        &store,
+        Arc::new(LocalLocks::default()),
+        telegram.clone(),
+        config,
+        crate::harness::fast_pacing(),
+        limits(1000),
+        Duration::from_secs(5),
+    )
+    // The pool's hours, for `pooled`, which has none of its own.
+    .with_active_hours(Some(closed.clone()));
+    for (pool, niche, account) in [("own", "own", &night), ("pooled", "pooled", &night)] {
+        let queued = store.queue_new_targets(niche, 10, Utc::now()).await.unwrap();
+        assert_eq!(queued.len(), 1);
+        let before = Utc::now();
+        let job = JoinJobV1 {
+            target_id: queued[0].id,
+            pool: pool.into(),
+            excluded_accounts: Vec::new(),
+            generation: 0,
+        };
+        match svc.execute(&job).await.unwrap() {
+            ExecutionOutcome::Reschedule { run_at, .. } => {
+                // Not given back, not run now: at the window's opening (no stagger: the same
+                // instant for every account).
+                assert_eq!(run_at, closed.next_open(account.id, before), "{pool}");
+                assert!(run_at > before + Span::hours(2), "{pool}: {run_at}");
+            }
+            other => panic!("{pool}: {other:?}"),
+        }
+    }
+    assert!(telegram.events().is_empty(), "nobody connected: {:?}", telegram.events());
+
+    // Inside its hours the same account is picked at once.
+    let open = hours(&format!("UTC {}", utc_window(-1, 1)));
+    store.set_active_hours(night.id, Some(&open), "test", Utc::now()).await.unwrap();
+    let target = store.targets(Some("own"), None).await.unwrap().remove(0);
+    let job = JoinJobV1 {
+        target_id: target.id,
+        pool: "own".into(),
+        excluded_accounts: Vec::new(),
+        generation: 0,
+    };
+    let done = svc.execute(&job).await.unwrap();
+    assert!(matches!(done, ExecutionOutcome::Done(_)), "{done:?}");
+    assert_eq!(telegram.members("@hours_own_1").len(), 1);
+}
+
+async fn the_invariant_checker_reports_an_attempt_outside_the_accounts_hours(store: Store) {
+    let a = accounts(&store, &["inside", "outside", "pooled"], "default").await;
+    let t = targets(&store, &["@hours_inv_1", "@hours_inv_2", "@hours_inv_3"]).await;
+    // t0 is 10:00 UTC; the attempts start two seconds before.
+    store.set_active_hours(a[0].id, Some(&hours("UTC 09:00-11:00")), "test", t0()).await.unwrap();
+    store.set_active_hours(a[1].id, Some(&hours("UTC 12:00-13:00")), "test", t0()).await.unwrap();
+    for i in 0..3 {
+        join(&store, a[i].id, t[i].id, t0()).await;
+    }
+    let report =
+        smart_joiner::invariants::check(&store, Duration::ZERO, &limits(1000)).await.unwrap();
+    assert_eq!(report.hours.len(), 1, "{:?}", report.hours);
+    assert!(report.hours[0].starts_with(&format!("account {} ", a[1].id)), "{:?}", report.hours);
+    // The pool's hours apply to the account without its own.
+    let pool_hours = HashMap::from([("default".to_owned(), hours("UTC 20:00-21:00"))]);
+    let report = smart_joiner::invariants::check_with_hours(
+        &store,
+        Duration::ZERO,
+        &limits(1000),
+        &pool_hours,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.hours.len(), 2, "{:?}", report.hours);
+}
+
+async fn an_operator_sets_and_clears_an_accounts_hours_with_an_audit_row(store: Store) {
+    let a = accounts(&store, &["worker"], "default").await;
+    let kyiv = hours("Europe/Kyiv 9:00-13:00 14:00-22:00 +30m");
+    let r = store.set_active_hours(a[0].id, Some(&kyiv), "cli:op", t0()).await.unwrap();
+    assert_eq!(r, ActionResult::Done);
+    let stored = row(&store, a[0].id).await.active_hours;
+    assert_eq!(stored.as_deref(), Some("Europe/Kyiv 09:00-13:00,14:00-22:00 +30m"));
+    store.set_active_hours(a[0].id, None, "cli:op", t0()).await.unwrap();
+    assert_eq!(row(&store, a[0].id).await.active_hours, None);
+    let refused = store.set_active_hours(a[0].id + 100, None, "cli:op", t0()).await.unwrap();
+    assert!(matches!(refused, ActionResult::Refused(_)));
+    let log = store.audit_log(Some(&format!("account:{}", a[0].id)), 10).await.unwrap();
+    let details: Vec<Option<String>> = log.iter().map(|e| e.detail.clone()).collect();
+    assert_eq!(
+        details,
+        [
+            Some("the pool's".to_owned()),
+            Some("Europe/Kyiv 09:00-13:00,14:00-22:00 +30m".to_owned())
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_the_wire_an_account_rests_outside_its_window_and_tgsim_reports_one_that_does_not() {
+    let now_open = utc_window(-1, 1);
+    let now_closed = utc_window(3, 4);
+    let scenario = tgsim::Scenario::new()
+        .account(tgsim::Account::new("early", 4001).active_hours_utc(&[now_open.as_str()]))
+        .account(tgsim::Account::new("late", 4002).active_hours_utc(&[now_closed.as_str()]))
+        .account(tgsim::Account::new("rogue", 4003).active_hours_utc(&[now_closed.as_str()]))
+        .group(tgsim::Group::new(7101, "Hours one").username("wire_hours_one"))
+        .group(tgsim::Group::new(7102, "Hours two").username("wire_hours_two"));
+    let server = tgsim::Server::start(scenario, "127.0.0.1:0").await.unwrap();
+    let config = AccountsConfig::parse(&server.accounts_config_json().to_string()).unwrap();
+    let (store, _dir) = sqlite_store().await;
+    store.sync_accounts(&["early".to_owned(), "late".to_owned()], "hours").await.unwrap();
+    store.sync_accounts(&["rogue".to_owned()], "rogue").await.unwrap();
+    let late = store.account_by_name("late").await.unwrap().unwrap();
+    let late_hours = hours(&format!("UTC {now_closed}"));
+    store.set_active_hours(late.id, Some(&late_hours), "test", Utc::now()).await.unwrap();
+    let early_hours = hours(&format!("UTC {now_open}"));
+    let links = ["@wire_hours_one", "@wire_hours_two"].map(|l| TargetLink::parse(l).unwrap());
+    store.import_targets(&links[..1], "hours").await.unwrap();
+    store.import_targets(&links[1..], "rogue").await.unwrap();
+    let pacing = Pacing {
+        join_pause_min: Duration::from_millis(100),
+        join_pause_max: Duration::from_millis(200),
+        error_pause: Duration::from_millis(50),
+        ..Pacing::default()
+    };
+    let svc = service_with_timeout(
+        &store,
+        Arc::new(LocalLocks::default()),
+        Arc::new(GrammersTelegram::new(Duration::from_secs(5))),
+        config,
+        pacing,
+        limits(1000),
+        Duration::from_secs(5),
+    );
+    // The pool's hours for `early`; `late` has its own, closed now.
+    let hours_pool = svc.clone().with_active_hours(Some(early_hours));
+    SmartJoiner::new(hours_pool, "hours", Duration::from_secs(30))
+        .run_batch("hours", 1)
+        .await
+        .unwrap();
+    assert_eq!(server.members("@wire_hours_one"), ["early"]);
+    assert!(server.requests_of("late").is_empty(), "{:?}", server.requests_of("late"));
+    assert!(server.violations().is_empty(), "{:?}", server.violations());
+
+    // An account that tgsim expects to rest, run without hours: tgsim reports the join.
+    SmartJoiner::new(svc, "rogue", Duration::from_secs(30)).run_batch("rogue", 1).await.unwrap();
+    assert_eq!(server.members("@wire_hours_two"), ["rogue"]);
+    let violations = server.violations();
+    assert!(
+        matches!(violations.as_slice(), [tgsim::Violation::JoinOutsideActiveHours { account, .. }] if account == "rogue"),
+        "{violations:?}"
+    );
     server.shutdown().await;
 }

@@ -126,6 +126,8 @@
 //!   `freeze_since_date`, `freeze_until_date` and `freeze_appeal_url`. A frozen account's joins
 //!   get `420 FROZEN_METHOD_INVALID`. An account with `"premium": true` has the `premium` flag
 //!   on its own user.
+//! - An account with `"active_hours_utc": ["09:00-22:00", ...]` expects joins only inside those
+//!   UTC windows: a join outside them is recorded as [`Violation::JoinOutsideActiveHours`].
 //!
 //! These are requests like any other: scripts with `on: any` apply to them, and during a
 //! FloodWait they are refused and recorded as violations (only the connection's

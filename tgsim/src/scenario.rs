@@ -196,6 +196,24 @@ pub struct Account {
     /// `freeze_appeal_url` for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frozen: Option<Freeze>,
+    /// UTC windows (`HH:MM-HH:MM`; one whose end is not after its start runs past midnight)
+    /// in which the account may join; a join outside all of them is recorded as
+    /// [`crate::Violation::JoinOutsideActiveHours`]. Empty: any time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub active_hours_utc: Vec<String>,
+}
+
+/// Seconds since midnight of `HH:MM`.
+fn minute_of_day(s: &str) -> Option<u32> {
+    let (h, m) = s.split_once(':')?;
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some(h * 3600 + m * 60)
+}
+
+/// A window `HH:MM-HH:MM` as seconds since midnight.
+fn utc_window(s: &str) -> Option<(u32, u32)> {
+    let (a, b) = s.split_once('-')?;
+    Some((minute_of_day(a)?, minute_of_day(b)?))
 }
 
 fn default_first_name() -> String {
@@ -218,7 +236,24 @@ impl Account {
             authorized: true,
             premium: false,
             frozen: None,
+            active_hours_utc: Vec::new(),
         }
+    }
+
+    /// Joins are expected only inside these UTC windows (`"09:00-22:00"`).
+    pub fn active_hours_utc(mut self, windows: &[&str]) -> Self {
+        self.active_hours_utc = windows.iter().map(|w| (*w).to_owned()).collect();
+        self
+    }
+
+    /// Whether a join `secs` seconds after midnight UTC is inside the account's windows.
+    pub fn in_active_hours(&self, secs: u32) -> bool {
+        self.active_hours_utc.is_empty()
+            || self
+                .active_hours_utc
+                .iter()
+                .filter_map(|w| utc_window(w))
+                .any(|(a, b)| if a < b { a <= secs && secs < b } else { secs >= a || secs < b })
     }
 
     /// A Telegram Premium account.
@@ -626,6 +661,12 @@ impl Scenario {
             }
             if !keys.insert(crate::crypto::AuthKey::new(a.auth_key.0).id_u64()) {
                 problems.push(format!("account {:?} reuses an auth key", a.session_name));
+            }
+            for w in a.active_hours_utc.iter().filter(|w| utc_window(w).is_none()) {
+                problems.push(format!(
+                    "account {:?}: active hours {w:?} is not HH:MM-HH:MM",
+                    a.session_name
+                ));
             }
         }
         let mut group_keys = HashSet::new();

@@ -729,6 +729,21 @@ impl Conn {
                 }
                 st.accounts[acc].flood = None;
             }
+            if is_join {
+                let secs = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| (d.as_secs() % 86_400) as u32)
+                    .unwrap_or(0);
+                if !account.in_active_hours(secs) {
+                    st.log.violation(Violation::JoinOutsideActiveHours {
+                        account: account.session_name.clone(),
+                        conn: self.conn,
+                        method: method.clone(),
+                        at: shared.started.elapsed(),
+                        utc: format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60),
+                    });
+                }
+            }
             if is_join && account.frozen.is_some() {
                 break 'reply Reply::Error(420, "FROZEN_METHOD_INVALID".into());
             }
