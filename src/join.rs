@@ -102,7 +102,7 @@ pub struct JoinDeps {
 
 #[derive(Clone)]
 pub struct JoinService {
-    deps: Arc<JoinDeps>,
+    pub(crate) deps: Arc<JoinDeps>,
     /// Accounts of the database this process has no valid config entry for: never eligible
     /// here, and their status is left alone (a local problem is not Telegram's verdict).
     unconfigured: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
@@ -134,7 +134,7 @@ impl JoinService {
     }
 
     /// The workable accounts of `pool` that have active hours, with them.
-    async fn hours_in_pool(
+    pub(crate) async fn hours_in_pool(
         &self,
         pool: &str,
     ) -> Result<std::collections::HashMap<i64, ActiveHours>, JoinError> {
@@ -145,12 +145,12 @@ impl JoinService {
             .collect())
     }
 
-    fn unconfigured(&self) -> Vec<i64> {
+    pub(crate) fn unconfigured(&self) -> Vec<i64> {
         self.unconfigured.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect()
     }
 
     /// Whether this process can connect `account`; the first time it cannot, says why once.
-    fn configured(&self, account: &Account) -> bool {
+    pub(crate) fn configured(&self, account: &Account) -> bool {
         let d = &*self.deps;
         if d.accounts.get(&account.session_name).is_some() {
             return true;
@@ -723,7 +723,7 @@ impl JoinService {
     }
 
     /// The end of a hold taken or extended now.
-    fn hold_until(&self) -> chrono::DateTime<Utc> {
+    pub(crate) fn hold_until(&self) -> chrono::DateTime<Utc> {
         Utc::now()
             + chrono::Duration::from_std(self.hold_duration()).unwrap_or(chrono::Duration::MAX)
     }

@@ -12,6 +12,7 @@ pub mod console;
 pub mod demo;
 pub mod domain;
 pub mod exporter;
+pub mod folders;
 pub mod fuzzing;
 pub mod health;
 pub mod invariants;

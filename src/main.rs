@@ -266,6 +266,9 @@ enum TargetsAction {
     },
     /// Import targets from a file: one link per line, or a CSV whose first column is the link.
     /// All or nothing: a file with an invalid line imports nothing unless --skip-invalid.
+    /// A folder link (t.me/addlist/SLUG) is expanded by one eligible account of --pool (one
+    /// chatlists.checkChatlistInvite, paced like any request; never the bulk join): each chat
+    /// with a username becomes a target recorded with its folder; chats without one are listed.
     Import {
         file: PathBuf,
         #[arg(long, value_parser = non_empty)]
@@ -273,6 +276,16 @@ enum TargetsAction {
         /// Import the valid lines even when some lines are invalid.
         #[arg(long)]
         skip_invalid: bool,
+        /// The pool whose accounts expand folder links.
+        #[arg(long, default_value = "default")]
+        pool: String,
+        /// Where the expanding account's lease is taken (as for `accounts check`).
+        #[arg(long, env = "CHECK_LEASES", default_value = "auto")]
+        leases: LeaseMode,
+        #[arg(long, env = "REDIS_PREFIX", default_value = "smart_joiner:")]
+        redis_prefix: String,
+        #[command(flatten)]
+        telegram: TelegramArgs,
     },
     /// List targets.
     List {
@@ -876,10 +889,18 @@ async fn targets(settings: &Settings, action: TargetsAction, out: Out) -> anyhow
             let r = finish(store, r.map_err(anyhow::Error::from)).await?;
             report_action(r, &format!("target {id} released: new and unclaimed"), out)?;
         }
-        TargetsAction::Import { file, niche, skip_invalid } => {
+        TargetsAction::Import {
+            file,
+            niche,
+            skip_invalid,
+            pool,
+            leases,
+            redis_prefix,
+            telegram,
+        } => {
             let parsed = admin::read_targets_file(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            if parsed.links.is_empty() && parsed.rejected.is_empty() {
+            if parsed.links.is_empty() && parsed.rejected.is_empty() && parsed.folders.is_empty() {
                 bail!(
                     "{} holds no link (one link per line, or a CSV whose first column is the link)",
                     file.display()
@@ -916,6 +937,7 @@ async fn targets(settings: &Settings, action: TargetsAction, out: Out) -> anyhow
                     "duplicates_in_database": report.duplicates,
                     "duplicates_in_file": in_file,
                     "rejected": rejected,
+                    "folders": parsed.folders.len(),
                 }));
             } else {
                 for (line, text, why) in &parsed.rejected {
@@ -933,6 +955,11 @@ async fn targets(settings: &Settings, action: TargetsAction, out: Out) -> anyhow
                     in_file,
                     parsed.rejected.len()
                 );
+            }
+            if !parsed.folders.is_empty() {
+                let folders: Vec<_> = parsed.folders.into_iter().map(|(_, f)| f).collect();
+                let opts = FolderArgs { pool, leases, redis_prefix, telegram };
+                import_folders(settings, &folders, &niche, opts, out).await?;
             }
         }
         TargetsAction::List { niche, status } => {
@@ -977,6 +1004,108 @@ async fn targets(settings: &Settings, action: TargetsAction, out: Out) -> anyhow
                 out!("{}", tab.render(out.style));
             }
         }
+    }
+    Ok(())
+}
+
+struct FolderArgs {
+    pool: String,
+    leases: LeaseMode,
+    redis_prefix: String,
+    telegram: TelegramArgs,
+}
+
+/// Expands each folder link with one account of the pool (see `smart_joiner::folders`) and
+/// imports its public chats; fails after reporting when a folder could not be expanded.
+async fn import_folders(
+    settings: &Settings,
+    folders: &[smart_joiner::domain::FolderLink],
+    niche: &str,
+    opts: FolderArgs,
+    out: Out,
+) -> anyhow::Result<()> {
+    use smart_joiner::folders::FolderCheck;
+    let accounts = AccountsConfig::load(&settings.accounts_config)?;
+    let tg = app::telegram(&opts.telegram, settings)?;
+    let locks = admin::check_locks(opts.leases, settings, &opts.redis_prefix).await?;
+    let store = open_store(settings).await?;
+    let svc = app::join_service(settings, store.clone(), locks.shared(), tg, accounts, cli_actor());
+    let mut results = Vec::new();
+    for folder in folders {
+        match svc.import_folder(&opts.pool, folder, niche).await {
+            Ok(r) => results.push(r),
+            Err(e) => return finish(store, Err(e.into())).await,
+        }
+    }
+    finish(store, Ok(())).await?;
+    let mut unexpanded = 0;
+    let mut rows = Vec::new();
+    for r in &results {
+        let (account, detail) = match &r.check {
+            FolderCheck::Listed { account, contents } => {
+                let report = r.report.unwrap_or_default();
+                let skipped: Vec<String> = r
+                    .without_username
+                    .iter()
+                    .map(|c| format!("{:?} ({})", c.title, c.id))
+                    .collect();
+                let mut d = format!(
+                    "{:?}: {} chats; accepted {}, duplicates {}",
+                    contents.title,
+                    contents.chats.len(),
+                    report.inserted,
+                    report.duplicates
+                );
+                if !skipped.is_empty() {
+                    d += &format!(
+                        "; without a username, not imported (only the bulk join reaches them): {}",
+                        skipped.join(", ")
+                    );
+                }
+                (Some(account.clone()), d)
+            }
+            FolderCheck::Failed { account, outcome } => {
+                unexpanded += 1;
+                (Some(account.clone()), format!("not expanded: Telegram answered {outcome}"))
+            }
+            FolderCheck::NoAccount { next } => {
+                unexpanded += 1;
+                let when = next.map_or("never".to_owned(), |t| t.to_rfc3339());
+                (
+                    None,
+                    format!(
+                        "not expanded: no account of pool {} may send a request now (next: {when})",
+                        opts.pool
+                    ),
+                )
+            }
+        };
+        rows.push((r.folder.to_string(), account, detail, r));
+    }
+    if out.json {
+        let rows: Vec<_> = rows
+            .iter()
+            .map(|(folder, account, detail, r)| {
+                let report = r.report.unwrap_or_default();
+                json!({
+                    "folder": folder,
+                    "account": account,
+                    "accepted": report.inserted,
+                    "duplicates_in_database": report.duplicates,
+                    "without_username": r.without_username.iter().map(|c| json!({ "id": c.id, "title": c.title })).collect::<Vec<_>>(),
+                    "detail": detail,
+                })
+            })
+            .collect();
+        out.json(json!(rows));
+    } else {
+        for (folder, account, detail, _) in &rows {
+            let by = account.as_deref().map(|a| format!(" (checked by {})", app::shown(a)));
+            outln!("folder {folder}{}: {detail}", by.unwrap_or_default());
+        }
+    }
+    if unexpanded > 0 {
+        bail!("{unexpanded} folder link(s) not expanded; import the file again later");
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! - `checked_at`, `check_result`: when `accounts check` last connected it, and what it found.
 //! - `active_hours`: the account's own daily windows (`Europe/Kyiv 09:00-22:00`), NULL for the
 //!   pool's.
+//! - `targets.folder`: the folder link (`t.me/addlist/SLUG`) a target was expanded from.
 //!
 //! One column per statement: SQLite alters one column at a time.
 
@@ -57,6 +58,12 @@ const NAMES: [Accounts; 9] = [
     Accounts::ActiveHours,
 ];
 
+#[derive(DeriveIden)]
+enum Targets {
+    Table,
+    Folder,
+}
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -65,10 +72,18 @@ impl MigrationTrait for Migration {
                 .alter_table(Table::alter().table(Accounts::Table).add_column(column).to_owned())
                 .await?;
         }
-        Ok(())
+        let folder = ColumnDef::new(Targets::Folder).text().null().to_owned();
+        manager
+            .alter_table(Table::alter().table(Targets::Table).add_column(folder).to_owned())
+            .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter().table(Targets::Table).drop_column(Targets::Folder).to_owned(),
+            )
+            .await?;
         for name in NAMES.iter().rev() {
             manager
                 .alter_table(Table::alter().table(Accounts::Table).drop_column(*name).to_owned())

@@ -2,6 +2,7 @@
 //! payloads, what an account's app config says and active hours. Imports no I/O crate, no clock and no RNG.
 
 pub mod decide;
+pub mod folder;
 pub mod hours;
 pub mod job;
 pub mod link;
@@ -12,6 +13,7 @@ pub mod status;
 pub use decide::{
     AccountChange, DecideCtx, Decision, Next, Pacing, TargetChange, decide, within_hours,
 };
+pub use folder::{FolderChat, FolderContents, FolderLink};
 pub use hours::{ActiveHours, HoursError};
 pub use job::{JoinJobV1, JoinTask};
 pub use link::{LinkError, LinkKind, TargetLink};

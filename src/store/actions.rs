@@ -306,7 +306,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<ImportReport, StoreError> {
         let txn = self.db.begin().await?;
-        let report = import_targets_on(&txn, links, niche, now).await?;
+        let report = import_targets_on(&txn, links, niche, None, now).await?;
         let detail = format!("{} accepted, {} duplicates", report.inserted, report.duplicates);
         audit(&txn, now, actor, "import", format!("niche:{niche}"), Some(detail)).await?;
         txn.commit().await?;

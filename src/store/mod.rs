@@ -175,6 +175,8 @@ pub struct Target {
     pub error_message: Option<String>,
     pub peer_id: Option<i64>,
     pub title: Option<String>,
+    /// The folder link it was expanded from, if any.
+    pub folder: Option<String>,
 }
 
 /// One row of `join_attempts`.
@@ -493,6 +495,7 @@ impl TryFrom<entity::targets::Model> for Target {
             error_message: m.error_message,
             peer_id: m.peer_id,
             title: m.title,
+            folder: m.folder,
         })
     }
 }

@@ -71,6 +71,28 @@ impl Store {
         Ok(q.into_tuple().all(&self.db).await?)
     }
 
+    /// Ends a hold taken for a request that is not a join (a folder's check) and rests the
+    /// account as after any request: `next_allowed_action_time` becomes at least `rest_until`,
+    /// `last_action_at` now. Only under the same epoch; false when the hold is another's.
+    pub async fn end_hold_with_rest(
+        &self,
+        account_id: i64,
+        epoch: i64,
+        now: DateTime<Utc>,
+        rest_until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        use accounts::Column as C;
+        let res = accounts::Entity::update_many()
+            .col_expr(C::HeldUntil, Expr::val(None::<DateTime<Utc>>))
+            .col_expr(C::NextAllowedActionTime, super::sql::rest_at_least(rest_until))
+            .col_expr(C::LastActionAt, Expr::val(now))
+            .filter(C::Id.eq(account_id))
+            .filter(C::LeaseEpoch.eq(epoch))
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected == 1)
+    }
+
     /// Records what Telegram said about the account itself when it connected. Unfenced, like
     /// Telegram's other verdicts about an account: a fact whoever holds it now; it changes no
     /// status (a join on a frozen account hears FROZEN_METHOD_INVALID and its decision says so).

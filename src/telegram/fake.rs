@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 use super::{ConnectError, Telegram, TelegramSession};
 use crate::accounts_config::AccountConfig;
 use crate::domain::{
-    AccountProfile, FREE_CHANNEL_LIMIT, Freeze, JoinOutcome, PeerInfo, RequestKind, TargetLink,
+    AccountProfile, FREE_CHANNEL_LIMIT, FolderChat, FolderContents, Freeze, JoinOutcome, PeerInfo,
+    RequestKind, TargetLink,
 };
 
 /// One scripted answer to a join.
@@ -138,6 +139,10 @@ pub struct Script {
     /// an entry, a free account with Telegram's default channel limit.
     #[serde(default)]
     pub profiles: HashMap<String, FakeProfile>,
+    /// Per folder slug: its chats, `@name` for a public one, anything else the title of a
+    /// chat without a username. An unknown slug is INVITE_SLUG_EXPIRED.
+    #[serde(default)]
+    pub folders: HashMap<String, Vec<String>>,
     /// Delay before each join answer, in milliseconds.
     #[serde(default)]
     pub latency_ms: u64,
@@ -169,6 +174,7 @@ impl Default for Script {
             accounts: HashMap::new(),
             connect: HashMap::new(),
             profiles: HashMap::new(),
+            folders: HashMap::new(),
             latency_ms: 0,
         }
     }
@@ -423,6 +429,23 @@ impl TelegramSession for FakeSession {
             },
         };
         Ok(Some(profile))
+    }
+
+    async fn check_folder(&mut self, slug: &str) -> Result<FolderContents, JoinOutcome> {
+        let Some(chats) = self.fake.script.folders.get(slug) else {
+            return Err(crate::domain::classify_rpc_error(400, "INVITE_SLUG_EXPIRED", None));
+        };
+        let chats = chats
+            .iter()
+            .zip(1..)
+            .map(|(chat, id)| match chat.strip_prefix('@') {
+                Some(name) => {
+                    FolderChat { id, title: name.to_owned(), username: Some(name.into()) }
+                }
+                None => FolderChat { id, title: chat.clone(), username: None },
+            })
+            .collect();
+        Ok(FolderContents { title: slug.to_owned(), chats })
     }
 
     async fn disconnect(self: Box<Self>) {

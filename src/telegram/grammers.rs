@@ -61,7 +61,8 @@ use super::{ConnectError, Telegram, TelegramSession};
 use crate::accounts_config::AccountConfig;
 use crate::config::Secret;
 use crate::domain::{
-    AccountProfile, JoinOutcome, LinkKind, PeerInfo, RequestKind, TargetLink, classify_rpc_error,
+    AccountProfile, FolderChat, FolderContents, JoinOutcome, LinkKind, PeerInfo, RequestKind,
+    TargetLink, classify_rpc_error,
 };
 
 /// How long [`TelegramSession::disconnect`] lets the pool stop by itself before aborting it.
@@ -106,6 +107,7 @@ enum Step {
     CheckInvite,
     ImportInvite,
     AppConfig,
+    CheckFolder,
 }
 
 impl fmt::Display for Step {
@@ -117,6 +119,7 @@ impl fmt::Display for Step {
             Step::CheckInvite => "messages.checkChatInvite",
             Step::ImportInvite => "messages.importChatInvite",
             Step::AppConfig => "help.getAppConfig",
+            Step::CheckFolder => "chatlists.checkChatlistInvite",
         })
     }
 }
@@ -399,9 +402,56 @@ impl TelegramSession for GrammersSession {
         }
     }
 
+    async fn check_folder(&mut self, slug: &str) -> Result<FolderContents, JoinOutcome> {
+        if let Some(held) = &self.held {
+            return Err(held.clone());
+        }
+        let check = tl::functions::chatlists::CheckChatlistInvite { slug: slug.to_owned() };
+        let (title, chats) = match self.call(&check).await {
+            Ok(tl::enums::chatlists::ChatlistInvite::Invite(invite)) => {
+                let tl::enums::TextWithEntities::Entities(title) = invite.title;
+                (title.text, invite.chats)
+            }
+            // The account already has the folder: the chats it lists are all there too.
+            Ok(tl::enums::chatlists::ChatlistInvite::Already(already)) => {
+                (String::new(), already.chats)
+            }
+            Err(e) => return Err(self.join_error(Step::CheckFolder, e)),
+        };
+        Ok(FolderContents { title, chats: chats.iter().filter_map(folder_chat).collect() })
+    }
+
     async fn disconnect(mut self: Box<Self>) {
         self.runner.stop(&self.handle).await;
         debug!(account = %self.account, "disconnected");
+    }
+}
+
+/// A chat a folder lists: its id, title and public username (the first active one).
+fn folder_chat(chat: &tl::enums::Chat) -> Option<FolderChat> {
+    match chat {
+        tl::enums::Chat::Channel(c) => {
+            let extra = c.usernames.iter().flatten().find_map(|u| match u {
+                tl::enums::Username::Username(u) if u.active => Some(u.username.clone()),
+                _ => None,
+            });
+            Some(FolderChat {
+                id: c.id,
+                title: c.title.clone(),
+                username: c.username.clone().or(extra),
+            })
+        }
+        // Basic groups have no username.
+        tl::enums::Chat::Chat(c) => {
+            Some(FolderChat { id: c.id, title: c.title.clone(), username: None })
+        }
+        tl::enums::Chat::Forbidden(c) => {
+            Some(FolderChat { id: c.id, title: c.title.clone(), username: None })
+        }
+        tl::enums::Chat::ChannelForbidden(c) => {
+            Some(FolderChat { id: c.id, title: c.title.clone(), username: None })
+        }
+        _ => None,
     }
 }
 

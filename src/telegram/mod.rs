@@ -12,7 +12,7 @@ pub mod session_import;
 use async_trait::async_trait;
 
 use crate::accounts_config::AccountConfig;
-use crate::domain::{AccountProfile, JoinOutcome, TargetLink};
+use crate::domain::{AccountProfile, FolderContents, JoinOutcome, TargetLink};
 
 /// Opens an account's one Telegram connection. Called only while the account is leased.
 #[async_trait]
@@ -37,6 +37,14 @@ pub trait TelegramSession: Send {
     /// caller records it and sends nothing more.
     async fn profile(&mut self) -> Result<Option<AccountProfile>, JoinOutcome> {
         Ok(None)
+    }
+
+    /// chatlists.checkChatlistInvite: the chats a folder link (its slug) lists, one request.
+    /// Never joins anything (the bulk join, chatlists.joinChatlistInvite, is never sent). An
+    /// error comes back as the outcome a join would have had (INVITE_SLUG_EXPIRED is a dead
+    /// link, a FloodWait is the account's).
+    async fn check_folder(&mut self, _slug: &str) -> Result<FolderContents, JoinOutcome> {
+        Err(JoinOutcome::ConnectFailed { reason: "this connection cannot read folders".into() })
     }
 
     /// Closes the connection. Returns only when nothing of it is left running, so the caller

@@ -10,8 +10,9 @@ use chrono::{DateTime, Duration as Span, Utc};
 use smart_joiner::accounts_config::AccountsConfig;
 use smart_joiner::admin::{CheckOptions, Verdict, check_accounts};
 use smart_joiner::domain::{
-    AccountProfile, AccountStatus, ActiveHours, Freeze, JoinJobV1, Pacing, TargetLink,
+    AccountProfile, AccountStatus, ActiveHours, FolderLink, Freeze, JoinJobV1, Pacing, TargetLink,
 };
+use smart_joiner::folders::FolderCheck;
 use smart_joiner::join::ExecutionOutcome;
 use smart_joiner::lease::LocalLocks;
 use smart_joiner::runner::SmartJoiner;
@@ -514,5 +515,133 @@ async fn over_the_wire_an_account_rests_outside_its_window_and_tgsim_reports_one
         matches!(violations.as_slice(), [tgsim::Violation::JoinOutsideActiveHours { account, .. }] if account == "rogue"),
         "{violations:?}"
     );
+    server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// folder links
+
+on_both_backends!(a_folder_link_expands_into_one_target_per_public_chat_recorded_with_its_folder);
+
+async fn a_folder_link_expands_into_one_target_per_public_chat_recorded_with_its_folder(
+    store: Store,
+) {
+    let names: Vec<String> = vec!["reader_a".into(), "reader_b".into()];
+    store.sync_accounts(&names, "default").await.unwrap();
+    let config = AccountsConfig::parse(&accounts_json(&names)).unwrap();
+    let mut script = Script::default();
+    script.folders.insert(
+        "CarsFolder1".into(),
+        vec!["@folder_pub_one".into(), "@folder_pub_two".into(), "Private club".into()],
+    );
+    let telegram = Arc::new(ScriptedTelegram::new(script));
+    let mut pacing = crate::harness::fast_pacing();
+    pacing.error_pause = Duration::from_secs(60);
+    let svc = service_with_timeout(
+        &store,
+        Arc::new(LocalLocks::default()),
+        telegram.clone(),
+        config,
+        pacing,
+        limits(1000),
+        Duration::from_secs(5),
+    );
+    let folder = FolderLink::parse("https://t.me/addlist/CarsFolder1").unwrap();
+    let before = Utc::now();
+    let first = svc.import_folder("default", &folder, "cars").await.unwrap();
+    let FolderCheck::Listed { account, contents } = &first.check else { panic!("{first:?}") };
+    assert_eq!(contents.chats.len(), 3);
+    assert_eq!(first.report.unwrap().inserted, 2);
+    let skipped: Vec<&str> = first.without_username.iter().map(|c| c.title.as_str()).collect();
+    assert_eq!(skipped, ["Private club"]);
+    let targets = store.targets(Some("cars"), None).await.unwrap();
+    let mut got: Vec<(String, Option<String>)> =
+        targets.iter().map(|t| (t.link.to_string(), t.folder.clone())).collect();
+    got.sort();
+    let tag = Some("t.me/addlist/CarsFolder1".to_owned());
+    assert_eq!(got, [("@folder_pub_one".into(), tag.clone()), ("@folder_pub_two".into(), tag)]);
+    // Paced like any request: the account rests for the error pause, its hold is over.
+    let reader = store.account_by_name(account).await.unwrap().unwrap();
+    assert!(reader.next_allowed_action_time.unwrap() >= before + Span::seconds(59), "{reader:?}");
+    assert_eq!(reader.held_until, None);
+
+    // The other account checks the next folder; a dead slug is Telegram's answer.
+    let dead = FolderLink::parse("t.me/addlist/GoneFolder").unwrap();
+    let second = svc.import_folder("default", &dead, "cars").await.unwrap();
+    match &second.check {
+        FolderCheck::Failed { account: other, outcome } => {
+            assert_ne!(other, account);
+            assert!(outcome.to_string().contains("INVITE_SLUG_EXPIRED"), "{outcome}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(second.report, None);
+    // Both rest now: nobody sends a third request, and the report says when one may.
+    let third = svc.import_folder("default", &folder, "cars").await.unwrap();
+    match third.check {
+        FolderCheck::NoAccount { next: Some(next) } => {
+            assert!(next > Utc::now() + Span::seconds(50))
+        }
+        other => panic!("{other:?}"),
+    }
+    // Two connections, no join, and never a bulk join.
+    let events = telegram.events();
+    assert_eq!(events.iter().filter(|e| matches!(e.kind, EventKind::Connect)).count(), 2);
+    assert!(!events.iter().any(|e| matches!(e.kind, EventKind::Join { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_the_wire_a_folder_is_checked_once_and_its_public_chats_are_joined_one_by_one() {
+    let scenario = tgsim::Scenario::new()
+        .account(tgsim::Account::new("folder_reader", 5001))
+        .account(tgsim::Account::new("folder_joiner", 5002))
+        .group(tgsim::Group::new(7201, "Folder one").username("wire_folder_one"))
+        .group(tgsim::Group::new(7202, "Folder two").username("wire_folder_two"))
+        .group(tgsim::Group::new(7203, "Folder private").invite("WireFolderPriv"))
+        .folder("WireFolder", "Cars of Kyiv", &[7201, 7202, 7203]);
+    let server = tgsim::Server::start(scenario, "127.0.0.1:0").await.unwrap();
+    let config = AccountsConfig::parse(&server.accounts_config_json().to_string()).unwrap();
+    let (store, _dir) = sqlite_store().await;
+    store
+        .sync_accounts(&["folder_reader".to_owned(), "folder_joiner".to_owned()], "default")
+        .await
+        .unwrap();
+    let pacing = Pacing {
+        join_pause_min: Duration::from_millis(100),
+        join_pause_max: Duration::from_millis(200),
+        error_pause: Duration::from_millis(50),
+        ..Pacing::default()
+    };
+    let svc = service_with_timeout(
+        &store,
+        Arc::new(LocalLocks::default()),
+        Arc::new(GrammersTelegram::new(Duration::from_secs(5))),
+        config,
+        pacing,
+        limits(1000),
+        Duration::from_secs(5),
+    );
+    let folder = FolderLink::parse("t.me/addlist/WireFolder").unwrap();
+    let imported = svc.import_folder("default", &folder, "folder").await.unwrap();
+    let FolderCheck::Listed { contents, .. } = &imported.check else { panic!("{imported:?}") };
+    assert_eq!(contents.title, "Cars of Kyiv");
+    assert_eq!(imported.report.unwrap().inserted, 2);
+    assert_eq!(imported.without_username.iter().map(|c| c.id).collect::<Vec<_>>(), [7203]);
+    let dead = FolderLink::parse("t.me/addlist/NoSuchFolder").unwrap();
+    let failed = svc.import_folder("default", &dead, "folder").await.unwrap();
+    assert!(
+        matches!(&failed.check, FolderCheck::Failed { outcome, .. } if outcome.to_string().contains("INVITE_SLUG_EXPIRED")),
+        "{failed:?}"
+    );
+
+    SmartJoiner::new(svc, "default", Duration::from_secs(30)).run_batch("folder", 2).await.unwrap();
+    let mut members = server.members("@wire_folder_one");
+    members.extend(server.members("@wire_folder_two"));
+    assert_eq!(members.len(), 2, "{members:?}");
+    let methods: Vec<String> = server.requests().into_iter().map(|r| r.method).collect();
+    assert_eq!(methods.iter().filter(|m| *m == "chatlists.checkChatlistInvite").count(), 2);
+    assert!(!methods.iter().any(|m| m == "chatlists.joinChatlistInvite"), "{methods:?}");
+    assert!(server.members("+WireFolderPriv").is_empty());
+    assert!(server.violations().is_empty(), "{:?}", server.violations());
     server.shutdown().await;
 }

@@ -126,6 +126,11 @@
 //!   `freeze_since_date`, `freeze_until_date` and `freeze_appeal_url`. A frozen account's joins
 //!   get `420 FROZEN_METHOD_INVALID`. An account with `"premium": true` has the `premium` flag
 //!   on its own user.
+//! - `chatlists.checkChatlistInvite`: a scenario folder (`"folders": [{ "slug", "title",
+//!   "groups": [ids] }]`) lists its groups as this account sees them (with or without a
+//!   username); an unknown slug is `400 INVITE_SLUG_EXPIRED`, an empty one `INVITE_SLUG_EMPTY`.
+//!   `chatlists.joinChatlistInvite` (the bulk join) is not answered (`INPUT_METHOD_INVALID`)
+//!   and shows in the request record.
 //! - An account with `"active_hours_utc": ["09:00-22:00", ...]` expects joins only inside those
 //!   UTC windows: a join outside them is recorded as [`Violation::JoinOutsideActiveHours`].
 //!
@@ -167,7 +172,7 @@ pub mod transport;
 
 pub use record::{ConnId, Outcome, RequestRecord, Violation};
 pub use scenario::{
-    Account, Answer, AppConfig, AuthKeyBytes, Freeze, Group, Rules, Scenario, ScenarioError,
-    Script, Step, Trigger, target_key,
+    Account, Answer, AppConfig, AuthKeyBytes, Folder, Freeze, Group, Rules, Scenario,
+    ScenarioError, Script, Step, Trigger, target_key,
 };
 pub use server::{Server, StartError};

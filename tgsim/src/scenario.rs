@@ -32,8 +32,20 @@ pub struct Scenario {
     pub accounts: Vec<Account>,
     #[serde(default)]
     pub groups: Vec<Group>,
+    /// Shared folders (`t.me/addlist/SLUG`), answered by chatlists.checkChatlistInvite.
+    #[serde(default)]
+    pub folders: Vec<Folder>,
     #[serde(default)]
     pub scripts: Vec<Script>,
+}
+
+/// A shared folder: its slug, title and the ids of its groups.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Folder {
+    pub slug: String,
+    pub title: String,
+    pub groups: Vec<i64>,
 }
 
 fn default_dc_id() -> i32 {
@@ -59,6 +71,7 @@ impl Default for Scenario {
             app_config: AppConfig::default(),
             accounts: Vec::new(),
             groups: Vec::new(),
+            folders: Vec::new(),
             scripts: Vec::new(),
         }
     }
@@ -618,6 +631,12 @@ impl Scenario {
         self
     }
 
+    /// A shared folder of the groups with these ids.
+    pub fn folder(mut self, slug: &str, title: &str, groups: &[i64]) -> Self {
+        self.folders.push(Folder { slug: slug.into(), title: title.into(), groups: groups.into() });
+        self
+    }
+
     pub fn min_join_pause(mut self, pause: Duration) -> Self {
         self.rules.min_join_pause_ms = pause.as_millis() as u64;
         self
@@ -675,6 +694,11 @@ impl Scenario {
                 if !group_keys.insert(k.clone()) {
                     problems.push(format!("two groups answer to {k:?}"));
                 }
+            }
+        }
+        for f in &self.folders {
+            for id in f.groups.iter().filter(|id| !self.groups.iter().any(|g| g.id == **id)) {
+                problems.push(format!("folder {:?} lists unknown group {id}", f.slug));
             }
         }
         for (i, s) in self.scripts.iter().enumerate() {

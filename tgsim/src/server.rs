@@ -534,6 +534,7 @@ enum Call {
     JoinChannel(tl::enums::InputChannel),
     ImportInvite(String),
     CheckInvite(String),
+    CheckChatlist(String),
     Unsupported,
 }
 
@@ -1062,6 +1063,24 @@ impl Shared {
                 }
                 None => Reply::Error(400, "INVITE_HASH_INVALID".into()),
             },
+            Call::CheckChatlist(slug) if slug.is_empty() => {
+                Reply::Error(400, "INVITE_SLUG_EMPTY".into())
+            }
+            Call::CheckChatlist(slug) => {
+                let Some(folder) = self.scenario.folders.iter().find(|f| &f.slug == slug) else {
+                    return Reply::Error(400, "INVITE_SLUG_EXPIRED".into());
+                };
+                let groups: Vec<usize> = folder
+                    .groups
+                    .iter()
+                    .filter_map(|id| self.scenario.groups.iter().position(|g| g.id == *id))
+                    .collect();
+                let chats = groups.iter().map(|&g| self.channel_for(st, acc, g)).collect();
+                Reply::Result(
+                    fx::chatlist_invite(&folder.title, &self.scenario.groups, &groups, chats)
+                        .to_bytes(),
+                )
+            }
             Call::Unsupported => Reply::Error(400, "INPUT_METHOD_INVALID".into()),
         }
     }
@@ -1146,6 +1165,9 @@ fn parse_call(method_id: u32, args: &[u8]) -> Result<Call, ()> {
         f::messages::CheckChatInvite::CONSTRUCTOR_ID => {
             Call::CheckInvite(f::messages::CheckChatInvite::from_bytes(args).map_err(drop)?.hash)
         }
+        f::chatlists::CheckChatlistInvite::CONSTRUCTOR_ID => Call::CheckChatlist(
+            f::chatlists::CheckChatlistInvite::from_bytes(args).map_err(drop)?.slug,
+        ),
         _ => Call::Unsupported,
     };
     Ok(call)

@@ -419,6 +419,31 @@ pub fn app_config(limits: &AppConfig, account: &Account) -> tl::enums::help::App
     })
 }
 
+/// chatlists.chatlistInvite: a folder's title and its groups (`chats`, as the account sees
+/// them).
+pub fn chatlist_invite(
+    title: &str,
+    groups: &[Group],
+    listed: &[usize],
+    chats: Vec<tl::enums::Chat>,
+) -> tl::enums::chatlists::ChatlistInvite {
+    let peers = listed
+        .iter()
+        .map(|&g| tl::enums::Peer::Channel(tl::types::PeerChannel { channel_id: groups[g].id }))
+        .collect();
+    tl::enums::chatlists::ChatlistInvite::Invite(tl::types::chatlists::ChatlistInvite {
+        title_noanimate: false,
+        title: tl::enums::TextWithEntities::Entities(tl::types::TextWithEntities {
+            text: title.to_owned(),
+            entities: Vec::new(),
+        }),
+        emoticon: None,
+        peers,
+        chats,
+        users: Vec::new(),
+    })
+}
+
 pub fn nearest_dc(this_dc: i32) -> tl::enums::NearestDc {
     tl::enums::NearestDc::Dc(tl::types::NearestDc {
         country: String::new(),
