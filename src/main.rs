@@ -925,20 +925,26 @@ async fn targets(settings: &Settings, action: TargetsAction, out: Out) -> anyhow
             let report = store.import_targets(&links, &niche).await;
             let report = finish(store, report.map_err(anyhow::Error::from)).await?;
             let in_file = parsed.duplicate_lines.len() as u64;
+            let mut json_summary = None;
             if out.json {
                 let rejected: Vec<_> = parsed
                     .rejected
                     .iter()
                     .map(|(line, text, why)| json!({ "line": line, "text": admin::shown_line(text, why), "reason": why.to_string() }))
                     .collect();
-                out.json(json!({
+                let summary = json!({
                     "niche": niche,
                     "accepted": report.inserted,
                     "duplicates_in_database": report.duplicates,
                     "duplicates_in_file": in_file,
                     "rejected": rejected,
-                    "folders": parsed.folders.len(),
-                }));
+                });
+                // With folders, one document holds both (printed after the expansion).
+                if parsed.folders.is_empty() {
+                    out.json(summary);
+                } else {
+                    json_summary = Some(summary);
+                }
             } else {
                 for (line, text, why) in &parsed.rejected {
                     eprintln!(
@@ -959,7 +965,7 @@ async fn targets(settings: &Settings, action: TargetsAction, out: Out) -> anyhow
             if !parsed.folders.is_empty() {
                 let folders: Vec<_> = parsed.folders.into_iter().map(|(_, f)| f).collect();
                 let opts = FolderArgs { pool, leases, redis_prefix, telegram };
-                import_folders(settings, &folders, &niche, opts, out).await?;
+                import_folders(settings, &folders, &niche, opts, out, json_summary).await?;
             }
         }
         TargetsAction::List { niche, status } => {
@@ -1023,6 +1029,7 @@ async fn import_folders(
     niche: &str,
     opts: FolderArgs,
     out: Out,
+    json_summary: Option<serde_json::Value>,
 ) -> anyhow::Result<()> {
     use smart_joiner::folders::FolderCheck;
     let accounts = AccountsConfig::load(&settings.accounts_config)?;
@@ -1097,7 +1104,9 @@ async fn import_folders(
                 })
             })
             .collect();
-        out.json(json!(rows));
+        let mut doc = json_summary.unwrap_or_else(|| json!({}));
+        doc["folders"] = json!(rows);
+        out.json(doc);
     } else {
         for (folder, account, detail, _) in &rows {
             let by = account.as_deref().map(|a| format!(" (checked by {})", app::shown(a)));
