@@ -1073,7 +1073,11 @@ async fn import_folders(
             }
             FolderCheck::Failed { account, outcome } => {
                 unexpanded += 1;
-                (Some(account.clone()), format!("not expanded: Telegram answered {outcome}"))
+                let answer = match outcome {
+                    smart_joiner::domain::JoinOutcome::TargetInvalid { code, .. } => code.clone(),
+                    other => other.to_string(),
+                };
+                (Some(account.clone()), format!("not expanded: Telegram answered {answer}"))
             }
             FolderCheck::NoAccount { next } => {
                 unexpanded += 1;

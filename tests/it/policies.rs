@@ -645,3 +645,78 @@ async fn over_the_wire_a_folder_is_checked_once_and_its_public_chats_are_joined_
     assert!(server.violations().is_empty(), "{:?}", server.violations());
     server.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// the command line
+
+/// Runs the binary in `dir` (its SQLite database, accounts file and fake script), with
+/// `ACTIVE_HOURS` set when given.
+fn cli(dir: &std::path::Path, args: &[&str], hours: Option<&str>) -> (bool, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_smart-joiner"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env("DATABASE_URL", format!("sqlite://{}?mode=rwc", dir.join("t.db").display()))
+        .env("ACCOUNTS_CONFIG", dir.join("accounts_config.json"))
+        .env("SMART_JOINER_FAKE_TELEGRAM", dir.join("fake.json"))
+        .env_remove("ACTIVE_HOURS");
+    if let Some(hours) = hours {
+        cmd.env("ACTIVE_HOURS", hours);
+    }
+    let out = cmd.output().expect("run smart-joiner");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn on_the_command_line_folders_expand_on_import_and_hours_are_set_and_refused_when_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = vec!["acc_a".into(), "acc_b".into()];
+    std::fs::write(dir.path().join("accounts_config.json"), accounts_json(&names)).unwrap();
+    let script =
+        serde_json::json!({ "folders": { "WestCars": ["@west_cars_one", "Secret garage"] } });
+    std::fs::write(dir.path().join("fake.json"), script.to_string()).unwrap();
+    std::fs::write(
+        dir.path().join("groups.txt"),
+        "@plain_group\nhttps://t.me/addlist/WestCars\nt.me/addlist/Nope42\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| cli(dir.path(), args, None);
+    assert!(run(&["migrate", "up"]).0);
+    assert!(run(&["accounts", "sync"]).0);
+
+    let (ok, stdout, stderr) =
+        run(&["targets", "import", "groups.txt", "--niche", "cars", "--leases", "local"]);
+    // The dead folder fails the command, after the rest was imported and reported.
+    assert!(!ok, "{stdout}{stderr}");
+    assert!(stdout.contains("accepted 1,"), "{stdout}");
+    assert!(stdout.contains("folder t.me/addlist/WestCars (checked by acc_"), "{stdout}");
+    assert!(stdout.contains("accepted 1, duplicates 0; without a username"), "{stdout}");
+    assert!(stdout.contains("\"Secret garage\""), "{stdout}");
+    assert!(stdout.contains("t.me/addlist/Nope42 (checked by acc_"), "{stdout}");
+    assert!(stdout.contains("Telegram answered INVITE_SLUG_EXPIRED"), "{stdout}");
+    assert!(stderr.contains("1 folder link(s) not expanded"), "{stderr}");
+    let (ok, stdout, _) = run(&["targets", "list", "--json"]);
+    assert!(ok);
+    assert!(stdout.contains("@west_cars_one") && stdout.contains("@plain_group"), "{stdout}");
+
+    let (ok, stdout, stderr) = run(&["accounts", "hours", "acc_a", "Europe/Kyiv 9:00-22:00 +20m"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.trim(), "acc_a is active Europe/Kyiv 09:00-22:00 +20m");
+    let (ok, _, stderr) = run(&["accounts", "hours", "acc_a", "Mars/Base 09:00-22:00"]);
+    assert!(!ok && stderr.contains("unknown time zone \"Mars/Base\""), "{stderr}");
+    let (ok, stdout, _) = run(&["accounts", "list", "--json"]);
+    assert!(
+        ok && stdout.contains("\"active_hours\": \"Europe/Kyiv 09:00-22:00 +20m\""),
+        "{stdout}"
+    );
+    let (ok, stdout, _) = run(&["accounts", "hours", "acc_a", "--clear"]);
+    assert!(ok && stdout.contains("follows the pool's active hours"), "{stdout}");
+    let (ok, _, stderr) = cli(dir.path(), &["status"], Some("UTC 9-10"));
+    assert!(
+        !ok && stderr.contains("ACTIVE_HOURS (--active-hours): \"9-10\" is not a window"),
+        "{stderr}"
+    );
+}
