@@ -101,9 +101,10 @@ pub const DEFAULT_ACCOUNTS_CONFIG: &str = "accounts_config.json";
 pub const DEFAULT_POSTGRES_PORT: u16 = 5432;
 /// Default daily join cap per account.
 pub const DEFAULT_DAILY_JOIN_CAP: u32 = 20;
-/// Default number of groups and channels an account may be in (Telegram's limit for
-/// non-Premium accounts).
-pub const DEFAULT_CHANNEL_LIMIT: u32 = 500;
+/// Default upper bound on the groups and channels an account may be bound to: Telegram's
+/// limit for Premium accounts. Each account is held to its own limit below it, read from
+/// Telegram when it connects (500 for a free account, and until read).
+pub const DEFAULT_CHANNEL_LIMIT: u32 = 1000;
 /// Default lifetime of an account lease.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(60);
 /// Default timeout of one Telegram call.
@@ -201,8 +202,9 @@ pub struct SettingsArgs {
     #[arg(long, env = "DAILY_JOIN_CAP", value_name = "N")]
     pub daily_join_cap: Option<String>,
 
-    /// Most groups and channels one account may be in (Telegram allows 500, 1000 with
-    /// Premium). Default: 500
+    /// Most groups and channels one account may be bound to, an upper bound on each account's
+    /// own limit that Telegram gives it (500, 1000 with Premium; read when it connects, 500
+    /// until then). Set it lower to keep every account below. Default: 1000
     #[arg(long, env = "CHANNEL_LIMIT", value_name = "N")]
     pub channel_limit: Option<String>,
 
@@ -214,6 +216,13 @@ pub struct SettingsArgs {
     /// Timeout of every single Telegram call (connect, resolve, join). Default: 30s
     #[arg(long, env = "CALL_TIMEOUT", value_name = "DURATION")]
     pub call_timeout: Option<String>,
+
+    /// Daily windows in which the accounts this process works may join, for accounts without
+    /// their own (`accounts hours`): an IANA time zone, one or more HH:MM-HH:MM windows and
+    /// an optional `+DURATION` by which each account's start is staggered per day, like
+    /// `Europe/Kyiv 09:00-13:00,14:00-22:00 +30m`. Default: none (around the clock)
+    #[arg(long, env = "ACTIVE_HOURS", value_name = "HOURS")]
+    pub active_hours: Option<String>,
 
     /// Log line format: text or json. Default: text
     #[arg(long, env = "LOG_FORMAT", value_name = "FORMAT")]
@@ -308,8 +317,11 @@ pub struct Settings {
     pub pacing: Pacing,
     /// Most joins one account makes in 24 hours; at least 1.
     pub daily_join_cap: u32,
-    /// Most groups and channels one account may be in; at least 1.
+    /// Most groups and channels one account may be bound to, whatever Telegram allows it; at
+    /// least 1.
     pub channel_limit: u32,
+    /// The active hours of the accounts of the pool served that have none of their own.
+    pub active_hours: Option<crate::domain::ActiveHours>,
     /// Lifetime of an account lease. Always at least twice [`call_timeout`](Self::call_timeout):
     /// a call that hangs until its timeout must not outlive the lease, and a renewal that
     /// comes just after the call must still find the lease alive; otherwise a slow but legal
@@ -438,6 +450,16 @@ impl SettingsArgs {
             v.count("daily_join_cap", self.daily_join_cap.as_deref(), DEFAULT_DAILY_JOIN_CAP);
         let channel_limit =
             v.count("channel_limit", self.channel_limit.as_deref(), DEFAULT_CHANNEL_LIMIT);
+        let active_hours = match self.active_hours.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => match crate::domain::ActiveHours::parse(text) {
+                Ok(hours) => Some(hours),
+                Err(e) => {
+                    v.problem("active_hours", e.to_string());
+                    None
+                }
+            },
+        };
         let lease_ttl = v.duration("lease_ttl", self.lease_ttl.as_deref(), DEFAULT_LEASE_TTL);
         let call_timeout =
             v.duration("call_timeout", self.call_timeout.as_deref(), DEFAULT_CALL_TIMEOUT);
@@ -503,6 +525,7 @@ impl SettingsArgs {
                 },
                 daily_join_cap: daily_join_cap?,
                 channel_limit: channel_limit?,
+                active_hours,
                 lease_ttl: lease_ttl?,
                 call_timeout: call_timeout?,
                 log_format: log_format?,
@@ -875,7 +898,7 @@ mod tests {
         assert_eq!(s.pacing.peer_flood_cooldown, Duration::from_secs(24 * 3600));
         assert_eq!(s.pacing.in_doubt_max_tries, 3);
         assert_eq!(s.daily_join_cap, 20);
-        assert_eq!(s.channel_limit, 500);
+        assert_eq!(s.channel_limit, 1000);
         assert_eq!(s.lease_ttl, Duration::from_secs(60));
         assert_eq!(s.call_timeout, Duration::from_secs(30));
         assert_eq!(s.log_format, LogFormat::Text);

@@ -15,7 +15,8 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::accounts_config::AccountsConfig;
 use crate::domain::{
-    AccountStatus, DecideCtx, Decision, JoinJobV1, JoinOutcome, Next, Pacing, TargetStatus, decide,
+    AccountChange, AccountStatus, ActiveHours, DecideCtx, Decision, JoinJobV1, JoinOutcome, Next,
+    Pacing, TargetStatus, decide, within_hours,
 };
 use crate::lease::{AccountLocks, Lease, LeaseError};
 use crate::store::{Account, Applied, Attempt, Limits, Store, StoreError, Take, Target};
@@ -41,6 +42,9 @@ const DECISION_RETRY_FOR: Duration = Duration::from_secs(60);
 const GATE_TIMEOUT: Duration = Duration::from_millis(2500);
 /// When every eligible account is leased by others, look again after this long.
 const BUSY_RETRY: Duration = Duration::from_millis(500);
+/// An account's profile (Premium, channel limit, freeze) is read again on a join's connect
+/// once it is this old: one help.getAppConfig per account and day.
+const PROFILE_MAX_AGE: chrono::Duration = chrono::Duration::hours(24);
 
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
@@ -104,23 +108,55 @@ pub struct JoinDeps {
 
 #[derive(Clone)]
 pub struct JoinService {
-    deps: Arc<JoinDeps>,
+    pub(crate) deps: Arc<JoinDeps>,
     /// Accounts of the database this process has no valid config entry for: never eligible
     /// here, and their status is left alone (a local problem is not Telegram's verdict).
     unconfigured: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
+    /// The active hours of the pool's accounts that have none of their own (`ACTIVE_HOURS`).
+    pool_hours: Option<Arc<ActiveHours>>,
 }
 
 impl JoinService {
     pub fn new(deps: JoinDeps) -> Self {
-        Self { deps: Arc::new(deps), unconfigured: Arc::default() }
+        Self { deps: Arc::new(deps), unconfigured: Arc::default(), pool_hours: None }
     }
 
-    fn unconfigured(&self) -> Vec<i64> {
+    /// Gives the accounts without their own active hours these (the pool's).
+    pub fn with_active_hours(mut self, hours: Option<ActiveHours>) -> Self {
+        self.pool_hours = hours.map(Arc::new);
+        self
+    }
+
+    /// An account's active hours: its own (as stored), else the pool's.
+    fn hours_of(&self, account_id: i64, own: Option<&str>) -> Option<ActiveHours> {
+        match own.map(ActiveHours::parse) {
+            Some(Ok(hours)) => Some(hours),
+            Some(Err(e)) => {
+                warn!(account_id, error = %e, "stored active hours unreadable: the pool's apply");
+                self.pool_hours.as_deref().cloned()
+            }
+            None => self.pool_hours.as_deref().cloned(),
+        }
+    }
+
+    /// The workable accounts of `pool` that have active hours, with them.
+    pub(crate) async fn hours_in_pool(
+        &self,
+        pool: &str,
+    ) -> Result<std::collections::HashMap<i64, ActiveHours>, JoinError> {
+        let rows = self.deps.store.active_hours_of_pool(pool, self.pool_hours.is_some()).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, own)| self.hours_of(id, own.as_deref()).map(|h| (id, h)))
+            .collect())
+    }
+
+    pub(crate) fn unconfigured(&self) -> Vec<i64> {
         self.unconfigured.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect()
     }
 
     /// Whether this process can connect `account`; the first time it cannot, says why once.
-    fn configured(&self, account: &Account) -> bool {
+    pub(crate) fn configured(&self, account: &Account) -> bool {
         let d = &*self.deps;
         if d.accounts.get(&account.session_name).is_some() {
             return true;
@@ -186,11 +222,16 @@ impl JoinService {
         now: DateTime<Utc>,
     ) -> Result<ExecutionOutcome, JoinError> {
         let d = &*self.deps;
+        // Accounts outside their active hours are not picked; they count again once open.
+        let hours = self.hours_in_pool(&job.pool).await?;
+        let closed: Vec<i64> =
+            hours.iter().filter(|(id, h)| !h.is_open(**id, now)).map(|(id, _)| *id).collect();
         // Accounts other jobs took between our pick and our lease are left out of the next
         // pick, so a crowd of jobs spreads over the pool instead of waiting for the first few.
         let mut not_here = job.excluded_accounts.clone();
         not_here.extend(self.unconfigured());
         let mut tried = not_here.clone();
+        tried.extend(&closed);
         for _ in 0..PICK_ROUNDS {
             let candidates = d
                 .store
@@ -215,7 +256,7 @@ impl JoinService {
                 }
             }
         }
-        let any_candidate = tried.len() > not_here.len();
+        let any_candidate = tried.len() > not_here.len() + closed.len();
         let retry_at = now + chrono::Duration::from_std(BUSY_RETRY).unwrap_or_default();
         // Eligible accounts exist, other jobs took them first: look again shortly.
         let earliest = if any_candidate {
@@ -224,7 +265,19 @@ impl JoinService {
             // Nobody free now: wait for the earliest account, or give the target back. An
             // account mid-join is expected back after the shortest pause a decision writes.
             let held_rest = d.pacing.join_pause_min.min(d.pacing.error_pause);
-            d.store.earliest_eligible_at(&job.pool, now, &not_here, &d.limits, held_rest).await?
+            if hours.is_empty() {
+                d.store
+                    .earliest_eligible_at(&job.pool, now, &not_here, &d.limits, held_rest)
+                    .await?
+            } else {
+                // An account with active hours acts at its next opening, never outside.
+                let times =
+                    d.store.eligible_times(&job.pool, now, &not_here, &d.limits, held_rest).await?;
+                times
+                    .into_iter()
+                    .map(|(id, at)| hours.get(&id).map_or(at, |h| h.next_open(id, at)))
+                    .min()
+            }
         };
         match earliest {
             Some(at) => {
@@ -281,6 +334,14 @@ impl JoinService {
             let busy = now + chrono::Duration::from_std(BUSY_RETRY).unwrap_or_default();
             let run_at =
                 if account.held_until.is_some_and(|h| h > now) { at.min(busy) } else { at };
+            d.store.touch_next_run(&[target.id], run_at).await?;
+            return Ok(ExecutionOutcome::Reschedule { job: job.clone(), run_at });
+        }
+        if let Some(hours) = self.hours_of(account.id, account.active_hours.as_deref())
+            && !hours.is_open(account.id, now)
+        {
+            // Outside its active hours: the pinned target waits for its window.
+            let run_at = hours.next_open(account.id, now);
             d.store.touch_next_run(&[target.id], run_at).await?;
             return Ok(ExecutionOutcome::Reschedule { job: job.clone(), run_at });
         }
@@ -446,6 +507,18 @@ impl JoinService {
             connect_failures,
         };
         let decision = decide(&outcome, &ctx);
+        let decision = match self.hours_of(account.id, account.active_hours.as_deref()) {
+            Some(hours) => {
+                let within = within_hours(decision.clone(), |t| hours.next_open(account.id, t));
+                if let (AccountChange::Pace { until } | AccountChange::Wait { until, .. }, true) =
+                    (&within.account, within.account != decision.account)
+                {
+                    info!(account = %account.session_name, until = %until, "{} rests outside its active hours until {until}", account.session_name);
+                }
+                within
+            }
+            None => decision,
+        };
         let attempt = Attempt { started_at, finished_at, worker: d.worker_name.clone() };
         match self.write_decision(target, account, epoch, &outcome, &decision, &attempt).await? {
             Applied::Stale => {
@@ -490,6 +563,12 @@ impl JoinService {
             }
         };
         let mut session = session;
+        if let Err(outcome) = self.read_profile(account, session.as_mut()).await {
+            if tokio::time::timeout(d.call_timeout, session.disconnect()).await.is_err() {
+                warn!(account = %account.session_name, "disconnect timed out; connection torn down");
+            }
+            return outcome;
+        }
         // The gate before the join is sent: the hold must still be this attempt's, and the
         // account is reserved until a join pause after the hold's new end. A process frozen
         // after its take (SIGSTOP, a stalled VM) that resumes once its hold ran out must not send
@@ -528,6 +607,42 @@ impl JoinService {
             warn!(account = %account.session_name, "disconnect timed out; connection torn down");
         }
         outcome
+    }
+
+    /// Reads the account's profile (its channel limit, Premium, a freeze) when it was never
+    /// read or is a day old, and records it. An account-wide answer (a FloodWait) is the
+    /// attempt's outcome: nothing more is sent.
+    async fn read_profile(
+        &self,
+        account: &Account,
+        session: &mut dyn crate::telegram::TelegramSession,
+    ) -> Result<(), JoinOutcome> {
+        let d = &*self.deps;
+        let now = d.store.now();
+        if account.profile_read_at.is_some_and(|at| now - at < PROFILE_MAX_AGE) {
+            return Ok(());
+        }
+        let profile = match tokio::time::timeout(d.call_timeout, session.profile()).await {
+            Ok(Ok(Some(profile))) => profile,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(outcome)) => return Err(outcome),
+            Err(_) => {
+                // The connection is in an unknown state: nothing more is sent on it.
+                let reason = format!("help.getAppConfig: no answer within {:?}", d.call_timeout);
+                return Err(JoinOutcome::ConnectFailed { reason });
+            }
+        };
+        info!(
+            account = %account.session_name,
+            premium = profile.premium,
+            channel_limit = profile.channel_limit,
+            frozen = profile.freeze.is_some(),
+            "account profile read"
+        );
+        if let Err(e) = d.store.record_profile(account.id, &profile, now).await {
+            warn!(account = %account.session_name, error = %e, "account profile not recorded");
+        }
+        Ok(())
     }
 
     /// Writes the decision; a database that fails for a moment (a restart, a terminated
@@ -635,7 +750,7 @@ impl JoinService {
     }
 
     /// The end of a hold taken or extended now.
-    fn hold_until(&self) -> chrono::DateTime<Utc> {
+    pub(crate) fn hold_until(&self) -> chrono::DateTime<Utc> {
         self.deps.store.now()
             + chrono::Duration::from_std(self.hold_duration()).unwrap_or(chrono::Duration::MAX)
     }

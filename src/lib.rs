@@ -10,6 +10,7 @@ pub mod accounts_config;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod folders;
 pub mod fuzzing;
 pub mod join;
 pub mod lease;

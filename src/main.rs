@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use smart_joiner::accounts_config::AccountsConfig;
 use smart_joiner::config::{PoolArg, RedisPrefixArg, Settings, SettingsArgs, not_blank};
 use smart_joiner::domain::TargetStatus;
 use smart_joiner::modes::wiring::{self, TelegramArgs, parse_duration};
@@ -197,8 +198,10 @@ enum AccountsAction {
         #[arg(long)]
         pool: Option<String>,
     },
-    /// Connect each account once and report whether its session is authorised. Takes the
-    /// account's lease first and skips accounts in a FloodWait or cooldown.
+    /// Connect each account once, read whether its session is authorised and what Telegram
+    /// says about it (Premium, channel limit, freeze; help.getAppConfig), write that back and
+    /// report what changed. Takes the account's lease and hold first, skips accounts in a
+    /// FloodWait or cooldown, and sends Telegram nothing else.
     Check {
         /// Only accounts of this pool.
         #[arg(long)]
@@ -227,6 +230,17 @@ enum AccountsAction {
     },
     /// Resume a paused account (only a pause is lifted; a rest it has still runs). Audited.
     Resume { session_name: String },
+    /// Set an account's own active hours, the daily windows in which it may join:
+    /// "Europe/Kyiv 09:00-13:00,14:00-22:00 +30m" (an IANA time zone, HH:MM-HH:MM windows, and
+    /// optionally how much later each day's start may be, per account). --clear gives it the
+    /// pool's (ACTIVE_HOURS) again. Audited as cli:<user>.
+    Hours {
+        session_name: String,
+        #[arg(required_unless_present = "clear", conflicts_with = "clear", value_parser = active_hours)]
+        hours: Option<smart_joiner::domain::ActiveHours>,
+        #[arg(long)]
+        clear: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -243,6 +257,9 @@ enum TargetsAction {
     },
     /// Import targets from a file: one link per line, or a CSV whose first column is the link.
     /// All or nothing: a file with an invalid line imports nothing unless --skip-invalid.
+    /// A folder link (t.me/addlist/SLUG) is expanded by one eligible account of --pool (one
+    /// chatlists.checkChatlistInvite, paced like any request; never the bulk join): each chat
+    /// with a username becomes a target recorded with its folder; chats without one are listed.
     Import {
         file: PathBuf,
         #[arg(long, value_parser = not_blank)]
@@ -250,6 +267,16 @@ enum TargetsAction {
         /// Import the valid lines even when some lines are invalid.
         #[arg(long)]
         skip_invalid: bool,
+        /// The pool whose accounts expand folder links.
+        #[command(flatten)]
+        pool: PoolArg,
+        /// Where the expanding account's lease is taken (as for `accounts check`).
+        #[arg(long, env = "CHECK_LEASES", default_value = "auto")]
+        leases: LeaseMode,
+        #[command(flatten)]
+        redis_prefix: RedisPrefixArg,
+        #[command(flatten)]
+        telegram: TelegramArgs,
     },
     /// List targets.
     List {
@@ -260,6 +287,10 @@ enum TargetsAction {
         #[arg(long, value_parser = target_status)]
         status: Option<TargetStatus>,
     },
+}
+
+fn active_hours(s: &str) -> Result<smart_joiner::domain::ActiveHours, String> {
+    smart_joiner::domain::ActiveHours::parse(s).map_err(|e| e.to_string())
 }
 
 fn target_status(s: &str) -> Result<TargetStatus, String> {
@@ -430,6 +461,9 @@ async fn accounts(
         AccountsAction::Resume { session_name } => {
             accounts::resume(&store, &session_name).await.map(|r| print(&r, format))
         }
+        AccountsAction::Hours { session_name, hours, clear: _ } => {
+            accounts::hours(&store, &session_name, hours.as_ref()).await.map(|r| print(&r, format))
+        }
     };
     finish(store, printed).await
 }
@@ -460,8 +494,11 @@ async fn targets(settings: &Settings, action: TargetsAction, format: Format) -> 
         TargetsAction::Release { id, .. } => {
             targets::release(&store, id).await.map(|r| print(&r, format))
         }
-        TargetsAction::Import { niche, .. } => match &read {
-            Some(read) => targets::import(&store, read, &niche).await.map(|r| print(&r, format)),
+        TargetsAction::Import { niche, pool, leases, redis_prefix, telegram, .. } => match &read {
+            Some(read) => {
+                let folders = FolderArgs { pool, leases, redis_prefix, telegram };
+                import_targets(&store, settings, read, &niche, folders, format).await
+            }
             None => Ok(()),
         },
         TargetsAction::List { niche, status } => {
@@ -469,6 +506,52 @@ async fn targets(settings: &Settings, action: TargetsAction, format: Format) -> 
         }
     };
     finish(store, printed).await
+}
+
+struct FolderArgs {
+    pool: PoolArg,
+    leases: LeaseMode,
+    redis_prefix: RedisPrefixArg,
+    telegram: TelegramArgs,
+}
+
+/// `targets import`: the file's links, then its folder links expanded by one account each; the
+/// command fails after its report when a folder could not be expanded.
+async fn import_targets(
+    store: &Store,
+    settings: &Settings,
+    read: &commands::targets::ReadFile,
+    niche: &str,
+    folders: FolderArgs,
+    format: Format,
+) -> anyhow::Result<()> {
+    let mut report = commands::targets::import(store, read, niche).await?;
+    let links = read.folders();
+    if !links.is_empty() {
+        let accounts = AccountsConfig::load(&settings.accounts_config)?;
+        let tg = wiring::telegram(&folders.telegram, settings)?;
+        let locks = smart_joiner::ops::check::check_locks(
+            folders.leases,
+            settings,
+            &folders.redis_prefix.value,
+        )
+        .await?;
+        let service = wiring::join_service(
+            settings,
+            store.clone(),
+            locks.shared(),
+            tg,
+            accounts,
+            commands::cli_actor(),
+        );
+        report.folders =
+            commands::targets::expand_folders(&service, &folders.pool.name, &links, niche).await?;
+    }
+    print(&report, format);
+    match report.unexpanded() {
+        0 => Ok(()),
+        n => anyhow::bail!("{n} folder link(s) not expanded; import the file again later"),
+    }
 }
 
 async fn run_batch(

@@ -699,7 +699,9 @@ async fn run_once(mut args: FaultArgs) -> anyhow::Result<bool> {
                     tg_dup_paused += 1;
                 }
             }
-            Violation::JoinTooSoon { .. } => tg_pause += 1,
+            Violation::JoinTooSoon { .. } | Violation::JoinOutsideActiveHours { .. } => {
+                tg_pause += 1
+            }
         }
     }
     let requests = server.requests();

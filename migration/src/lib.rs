@@ -11,6 +11,7 @@ mod m20260112_000001_create_tables;
 mod m20261123_000002_account_hold;
 mod m20261124_000003_leaner_indexes;
 mod m20261202_000004_audit_log;
+mod m20261206_000001_policies;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_account_hold::Migration),
             Box::new(m20261124_000003_leaner_indexes::Migration),
             Box::new(m20261202_000004_audit_log::Migration),
+            Box::new(m20261206_000001_policies::Migration),
         ]
     }
 }

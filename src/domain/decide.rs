@@ -1,7 +1,8 @@
 //! The join policy: one pure function from a Telegram answer to what happens next.
 //!
 //! No clock, no RNG, no I/O: the caller passes `now` and a `jitter` in [0, 1]. Every row of the
-//! decision table of docs/design.md is one arm of [`decide`], and the tests below walk the table.
+//! decision table of docs/design.md is one arm of [`decide`] (the last, active hours, is
+//! [`within_hours`]), and the tests below walk the table.
 
 use std::time::Duration;
 
@@ -259,6 +260,32 @@ pub fn decide(outcome: &JoinOutcome, ctx: &DecideCtx<'_>) -> Decision {
         JoinOutcome::ConnectFailed { .. } => requeue_elsewhere(error_pace),
         JoinOutcome::InDoubt { reason } => in_doubt(reason),
     }
+}
+
+/// The decision for an account with active hours (the table's last row): its rest, a wait
+/// Telegram imposed, and a retry pinned to it end no earlier than its next opening
+/// (`next_open(t)`: `t` inside a window, else the next opening), so it never acts outside its
+/// windows. A target free for any account is not held back by this account's hours.
+pub fn within_hours(
+    mut decision: Decision,
+    next_open: impl Fn(DateTime<Utc>) -> DateTime<Utc>,
+) -> Decision {
+    match &mut decision.account {
+        AccountChange::Pace { until } | AccountChange::Wait { until, .. } => {
+            *until = next_open(*until)
+        }
+        AccountChange::Disable { .. } | AccountChange::Unchanged => {}
+    }
+    match &mut decision.target {
+        TargetChange::KeepClaim { run_at } | TargetChange::AwaitAccount { run_at } => {
+            *run_at = next_open(*run_at)
+        }
+        _ => {}
+    }
+    if let Next::RetrySameAccount { run_at } = &mut decision.next {
+        *run_at = next_open(*run_at);
+    }
+    decision
 }
 
 #[cfg(test)]
@@ -538,6 +565,34 @@ mod tests {
             }
         };
         assert_eq!([wait(0), wait(1), wait(2), wait(4), wait(9)], [60, 120, 240, 960, 960]);
+    }
+
+    #[test]
+    fn outside_its_hours_an_account_rests_until_its_window_opens_and_its_pins_wait_for_it() {
+        // Open 10:00-10:05 every day (now is 10:00:01): anything due after 10:05 moves to
+        // 10:00 the next day.
+        let hours = crate::domain::ActiveHours::parse("UTC 10:00-10:05").unwrap();
+        let next = |t| hours.next_open(1, t);
+        let tomorrow = Utc.with_ymd_and_hms(2026, 1, 13, 10, 0, 0).unwrap();
+        let joined =
+            decide_with(JoinOutcome::Joined { already: false, peer: PeerInfo::default() }, 0);
+        let got = within_hours(joined.clone(), next);
+        assert_eq!(got.account, AccountChange::Pace { until: tomorrow });
+        assert_eq!((got.target, got.next), (joined.target, joined.next));
+
+        // A short FloodWait inside the window stays as Telegram said; the target moves on.
+        let flood = within_hours(decide_with(JoinOutcome::FloodWait { seconds: 30 }, 0), next);
+        assert!(matches!(flood.account, AccountChange::Wait { until, .. } if until == at(30)));
+        assert_eq!(flood.next, Next::Reschedule { run_at: now(), exclude_account: false });
+
+        // An in-doubt retry is pinned to the account: it waits for the window too.
+        let doubt = within_hours(decide_with(JoinOutcome::InDoubt { reason: s("t") }, 0), next);
+        assert_eq!(doubt.target, TargetChange::KeepClaim { run_at: tomorrow });
+        assert_eq!(doubt.next, Next::RetrySameAccount { run_at: tomorrow });
+
+        // A target given up or moved elsewhere is untouched.
+        let ban = decide_with(JoinOutcome::AccountBanned { code: s("USER_DEACTIVATED_BAN") }, 0);
+        assert_eq!(within_hours(ban.clone(), next), ban);
     }
 
     #[test]

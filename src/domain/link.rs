@@ -192,7 +192,7 @@ const SERVICES: &[(&str, In, &str)] = &[
     ("proxy", In::Both, "an MTProto proxy link, not a chat"),
     ("socks", In::Both, "a SOCKS5 proxy link, not a chat"),
     ("login", In::Both, "a login code link, not a chat"),
-    ("addlist", In::Both, "a chat folder link; folder links are not supported as targets yet"),
+    ("addlist", In::Both, "a chat folder link; `targets import` expands it into its chats"),
     ("addstickers", In::Both, "a sticker set link, not a chat"),
     ("addemoji", In::Both, "a custom emoji set link, not a chat"),
     ("addtheme", In::Both, "a theme link, not a chat"),
@@ -418,7 +418,7 @@ mod tests {
             ("https://t.me/login/12345", "t.me/login... is a login code link"),
             (
                 "https://t.me/addlist/AbCdEf",
-                "a chat folder link; folder links are not supported as targets yet",
+                "a chat folder link; `targets import` expands it into its chats",
             ),
             ("https://t.me/addstickers/Animals", "a sticker set link"),
             ("https://t.me/addemoji/Smiles", "a custom emoji set link"),

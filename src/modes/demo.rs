@@ -4,7 +4,9 @@
 //! FloodWaits on both sides of the threshold, a join request, a guard bot, a dead invite, a
 //! private channel and a banned account), writes an accounts_config.json whose Telethon sessions
 //! point at it, uses a SQLite file in a temporary directory and fast pacing, and runs the real
-//! join path: the grammers adapter over TCP, the policy, the store. Nothing touches Telegram.
+//! join path: the grammers adapter over TCP, the policy, the store. A folder link is expanded
+//! into its public chats first, and one account rests outside its active hours throughout.
+//! Nothing touches Telegram.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -14,7 +16,8 @@ use std::time::{Duration, Instant};
 use tgsim::{Account, Answer, Group, Scenario, Script, Server};
 
 use crate::accounts_config::AccountsConfig;
-use crate::domain::{Pacing, TargetLink, TargetStatus};
+use crate::domain::{ActiveHours, FolderLink, Pacing, TargetLink, TargetStatus};
+use crate::folders::FolderCheck;
 use crate::join::{JoinDeps, JoinService};
 use crate::lease::LocalLocks;
 use crate::modes::batch::SmartJoiner;
@@ -23,6 +26,10 @@ use crate::telegram::grammers::GrammersTelegram;
 
 /// The demo's niche.
 pub const NICHE: &str = "demo_cars";
+/// The demo's folder link.
+pub const FOLDER: &str = "https://t.me/addlist/CarsOfTheWest";
+/// The account that rests outside its active hours.
+pub const RESTING: &str = "yaryna";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -34,6 +41,8 @@ pub enum DemoError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Run(#[from] crate::modes::batch::RunError),
+    #[error(transparent)]
+    Join(#[from] crate::join::JoinError),
 }
 
 /// What the demo did, for the final table (and for its test).
@@ -48,6 +57,10 @@ pub struct DemoReport {
     pub violations: Vec<String>,
     /// Stopped by a signal before every group settled.
     pub interrupted: bool,
+    /// What expanding the folder link gave, in words.
+    pub folder: String,
+    /// The account resting outside its active hours, and those hours.
+    pub resting: (String, String),
 }
 
 /// Demo pacing: SmartJoiner's shape, minutes scaled to seconds.
@@ -60,12 +73,26 @@ fn pacing() -> Pacing {
     }
 }
 
-fn scenario(pacing: &Pacing) -> (Scenario, Vec<String>) {
+/// `HH:MM-HH:MM` UTC, starting `from` hours after now and lasting an hour: closed now.
+fn later_window(from: i64) -> String {
+    let at = |h: i64| (chrono::Utc::now() + chrono::Duration::hours(h)).format("%H:%M").to_string();
+    format!("{}-{}", at(from), at(from + 1))
+}
+
+fn scenario(pacing: &Pacing, resting_window: &str) -> (Scenario, Vec<String>) {
     let mut scenario = Scenario::new().min_join_pause(pacing.join_pause_min);
     let names = ["anna", "bohdan", "dmytro", "olena", "taras"];
     for (i, name) in names.iter().enumerate() {
         scenario = scenario.account(Account::new(*name, 1001 + i as i64));
     }
+    // Expected to join only in a window hours away: tgsim reports any join of it now.
+    scenario = scenario.account(Account::new(RESTING, 1009).active_hours_utc(&[resting_window]));
+    // A shared folder: two public chats and one reachable only by invitation.
+    scenario = scenario
+        .group(Group::new(6101, "Cars Uzhhorod").username("cars_uzhhorod"))
+        .group(Group::new(6102, "Cars Lutsk").username("cars_lutsk"))
+        .group(Group::new(6103, "Lutsk garage (private)").invite("LutskGarage42"))
+        .folder("CarsOfTheWest", "Cars of the west", &[6101, 6102, 6103]);
     // One account Telegram has banned: its first join says so.
     scenario =
         scenario.script(Script::join().account("taras").answers([Answer::UserDeactivatedBan]));
@@ -160,7 +187,8 @@ pub async fn run_observed(
 ) -> Result<DemoReport, DemoError> {
     let started = Instant::now();
     let pacing = pacing();
-    let (scenario, links) = scenario(&pacing);
+    let resting_window = later_window(6);
+    let (scenario, links) = scenario(&pacing, &resting_window);
     let server = Server::start(scenario, "127.0.0.1:0")
         .await
         .map_err(|e| DemoError::Tgsim(e.to_string()))?;
@@ -186,6 +214,12 @@ pub async fn run_observed(
         .collect::<Result<_, _>>()
         .map_err(|e| DemoError::Setup(e.to_string()))?;
     store.import_targets(&parsed, NICHE).await?;
+    let resting_hours = ActiveHours::parse(&format!("UTC {resting_window}"))
+        .map_err(|e| DemoError::Setup(e.to_string()))?;
+    if let Some(a) = store.account_by_name(RESTING).await? {
+        store.set_active_hours(a.id, Some(&resting_hours), "demo", store.now()).await?;
+    }
+    progress(&format!("{RESTING} is active {resting_hours} only: it rests through this demo"));
     progress(&format!(
         "{} accounts, {} target groups, SQLite in a temporary directory; pacing {:?}-{:?} per account",
         names.len(),
@@ -215,9 +249,27 @@ pub async fn run_observed(
         call_timeout,
         worker_name: "demo".into(),
     });
+    let folder_link = FolderLink::parse(FOLDER).ok_or_else(|| DemoError::Setup(FOLDER.into()))?;
+    let expanded = service.import_folder("default", &folder_link, NICHE).await?;
+    let folder = match &expanded.check {
+        FolderCheck::Listed { account, contents } => format!(
+            "folder {folder_link} ({:?}) checked by {account}: {} chats, {} imported as targets; without a username, not imported: {}",
+            contents.title,
+            contents.chats.len(),
+            expanded.report.map_or(0, |r| r.inserted),
+            expanded
+                .without_username
+                .iter()
+                .map(|c| c.title.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => format!("folder {folder_link} not expanded: {other:?}"),
+    };
+    progress(&folder);
     let batch = SmartJoiner::new(service, "default", Duration::from_secs(30))
         .with_stop(stop)
-        .run_batch(NICHE, parsed.len() as u64)
+        .run_batch(NICHE, parsed.len() as u64 + 10)
         .await?;
 
     let accounts = store.accounts(None).await?;
@@ -246,6 +298,8 @@ pub async fn run_observed(
             .collect(),
         violations: server.violations().iter().map(|v| format!("{v:?}")).collect(),
         interrupted: batch.interrupted,
+        folder,
+        resting: (RESTING.to_owned(), resting_hours.to_string()),
     };
     server.shutdown().await;
     Ok(report)
@@ -290,6 +344,12 @@ impl DemoReport {
             self.targets.len(),
             self.elapsed.as_secs_f64(),
             summary.join(", ")
+        );
+        let _ = writeln!(out, "{}", self.folder);
+        let _ = writeln!(
+            out,
+            "{} rested outside its active hours ({}) and joined nothing",
+            self.resting.0, self.resting.1
         );
         let _ = writeln!(
             out,

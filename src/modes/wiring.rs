@@ -192,6 +192,7 @@ pub fn join_service(
         call_timeout: settings.call_timeout,
         worker_name,
     })
+    .with_active_hours(settings.active_hours.clone())
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.

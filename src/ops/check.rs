@@ -12,7 +12,7 @@ use crate::domain::AccountStatus;
 use crate::lease::{AccountLocks, LeaseError, LocalLocks, RedisLocks};
 use crate::ops::output::Color;
 use crate::store::{Account, Store, StoreError};
-use crate::telegram::{ConnectError, Telegram};
+use crate::telegram::Telegram;
 
 /// Where `accounts check` takes its leases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -38,6 +38,11 @@ impl CheckLocks {
 
     pub fn describe(&self) -> &str {
         &self.description
+    }
+
+    /// The locks, to share with a join service.
+    pub fn shared(&self) -> Arc<dyn AccountLocks> {
+        Arc::clone(&self.locks)
     }
 }
 
@@ -120,6 +125,8 @@ pub enum Verdict {
     Banned(String),
     /// The connection failed (proxy, network, timeout, bad session data).
     Failed(String),
+    /// Connected; help.getAppConfig got an account-wide answer (a FloodWait), recorded.
+    Limited(String),
     /// Not connected: the account is inside a FloodWait or cooldown until then.
     Waiting { status: AccountStatus, until: DateTime<Utc> },
     /// Not connected: another process holds the account's lease (a join is running).
@@ -138,6 +145,7 @@ impl Verdict {
             Verdict::NotAuthorised(_) => "unauthorized",
             Verdict::Banned(_) => "banned",
             Verdict::Failed(_) => "failed",
+            Verdict::Limited(_) => "limited",
             Verdict::Waiting { .. } => "skipped_waiting",
             Verdict::Busy => "skipped_busy",
             Verdict::NoConfig => "no_config",
@@ -149,7 +157,7 @@ impl Verdict {
         Some(match self {
             Verdict::Authorised => Color::Green,
             Verdict::NotAuthorised(_) | Verdict::Banned(_) | Verdict::NoConfig => Color::Red,
-            Verdict::Failed(_) => Color::Yellow,
+            Verdict::Failed(_) | Verdict::Limited(_) => Color::Yellow,
             Verdict::Waiting { .. } | Verdict::Busy | Verdict::Unknown => Color::Dim,
         })
     }
@@ -162,6 +170,7 @@ impl fmt::Display for Verdict {
             Verdict::NotAuthorised(why) => write!(f, "not authorised: {why}"),
             Verdict::Banned(why) => write!(f, "banned: {why}"),
             Verdict::Failed(why) => write!(f, "connection failed: {why}"),
+            Verdict::Limited(why) => write!(f, "connected; Telegram answered {why} (recorded)"),
             Verdict::Waiting { status, until } => {
                 write!(f, "not checked: {status} until {}", until.format("%Y-%m-%d %H:%M:%S UTC"))
             }
@@ -181,6 +190,9 @@ impl fmt::Display for Verdict {
 pub struct CheckResult {
     pub session_name: String,
     pub verdict: Verdict,
+    /// What the check changed on the account's row (`status active -> frozen`, `premium
+    /// no -> yes`); empty when nothing changed or nothing was written.
+    pub changes: Vec<String>,
 }
 
 /// A FloodWait or cooldown still running at `now`, if any. Connecting then would be a request
@@ -209,14 +221,19 @@ pub async fn check_accounts(
     } else {
         for name in &opts.accounts {
             if !all.iter().any(|a| &a.session_name == name) {
-                results.push(CheckResult { session_name: name.clone(), verdict: Verdict::Unknown });
+                results.push(CheckResult {
+                    session_name: name.clone(),
+                    verdict: Verdict::Unknown,
+                    changes: Vec::new(),
+                });
             }
         }
         all.iter().filter(|a| opts.accounts.contains(&a.session_name)).collect()
     };
     for account in selected {
-        let verdict = check_one(store, config, telegram, locks, account, opts.call_timeout).await?;
-        results.push(CheckResult { session_name: account.session_name.clone(), verdict });
+        let (verdict, changes) =
+            check_one(store, config, telegram, locks, account, opts.call_timeout).await?;
+        results.push(CheckResult { session_name: account.session_name.clone(), verdict, changes });
     }
     Ok(results)
 }
@@ -228,12 +245,16 @@ async fn check_one(
     locks: &dyn AccountLocks,
     account: &Account,
     timeout: Duration,
-) -> Result<Verdict, AdminError> {
+) -> Result<(Verdict, Vec<String>), AdminError> {
     if let Some(v) = waiting(account, store.now()) {
-        return Ok(v);
+        return Ok((v, Vec::new()));
     }
-    let Some(entry) = config.get(&account.session_name) else { return Ok(Verdict::NoConfig) };
-    let Some(lease) = locks.try_acquire(account.id).await? else { return Ok(Verdict::Busy) };
+    let Some(entry) = config.get(&account.session_name) else {
+        return Ok((Verdict::NoConfig, Vec::new()));
+    };
+    let Some(lease) = locks.try_acquire(account.id).await? else {
+        return Ok((Verdict::Busy, Vec::new()));
+    };
     let verdict = check_held(store, entry, telegram, account, timeout).await;
     let _ = locks.release(&lease).await;
     verdict
@@ -241,52 +262,38 @@ async fn check_one(
 
 /// The part of a check that runs under the lease: the database hold first (the one lock
 /// every process respects, so a `run` or a worker connected to the account is never joined
-/// by a second connection), then the connection, then the hold ends after the disconnect.
+/// by a second connection), then the connection, the verdict written back under that hold,
+/// and the hold ended after the disconnect.
 async fn check_held(
     store: &Store,
     entry: &crate::accounts_config::AccountConfig,
     telegram: &dyn Telegram,
     account: &Account,
     timeout: Duration,
-) -> Result<Verdict, AdminError> {
-    // Connect and disconnect each run under the timeout; the hold outlives both.
+) -> Result<(Verdict, Vec<String>), AdminError> {
+    // Connect, the app config and disconnect each run under the timeout; the hold outlives
+    // them.
     let hold_until = store.now()
-        + chrono::Duration::from_std(timeout.saturating_mul(3) + Duration::from_secs(5))
+        + chrono::Duration::from_std(timeout.saturating_mul(4) + Duration::from_secs(5))
             .unwrap_or(chrono::Duration::MAX);
     let Some(epoch) = store.take_hold(account.id, store.now(), hold_until).await? else {
-        return Ok(Verdict::Busy);
+        return Ok((Verdict::Busy, Vec::new()));
     };
     // A worker may have received a FloodWait between the listing and the hold.
     let fresh = store.account(account.id).await;
-    let verdict = match fresh {
+    let result = match fresh {
         Err(e) => Err(e.into()),
-        Ok(fresh) => Ok(match fresh.as_ref().and_then(|a| waiting(a, store.now())) {
-            Some(v) => v,
-            None => connect_once(entry, telegram, account, timeout).await,
-        }),
+        Ok(None) => Ok((Verdict::Unknown, Vec::new())),
+        Ok(Some(fresh)) => match waiting(&fresh, store.now()) {
+            Some(v) => Ok((v, Vec::new())),
+            None => {
+                let found = crate::ops::account_check::connect_once(entry, telegram, timeout).await;
+                crate::ops::account_check::write_back(store, &fresh, epoch, found).await
+            }
+        },
     };
     if let Err(e) = store.release_hold(account.id, epoch).await {
         tracing::warn!(account = %account.session_name, error = %crate::redact::Chain(&e), "hold release failed; it expires by itself");
     }
-    verdict
-}
-
-async fn connect_once(
-    entry: &crate::accounts_config::AccountConfig,
-    telegram: &dyn Telegram,
-    account: &Account,
-    timeout: Duration,
-) -> Verdict {
-    match tokio::time::timeout(timeout, telegram.connect(entry)).await {
-        Ok(Ok(session)) => {
-            if tokio::time::timeout(timeout, session.disconnect()).await.is_err() {
-                tracing::warn!(account = %account.session_name, "disconnect timed out");
-            }
-            Verdict::Authorised
-        }
-        Ok(Err(ConnectError::Unauthorized(why))) => Verdict::NotAuthorised(why),
-        Ok(Err(ConnectError::Banned(why))) => Verdict::Banned(why),
-        Ok(Err(ConnectError::Failed(why))) => Verdict::Failed(why),
-        Err(_) => Verdict::Failed(format!("no answer within {timeout:?}")),
-    }
+    result
 }

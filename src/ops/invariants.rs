@@ -1,5 +1,5 @@
 //! The invariants of docs/design.md, checked after the fact from the database and the attempt
-//! trail.
+//! trail (and, for invariant 7, the accounts' active hours).
 //!
 //! Used by the integration tests and the fault-injection run.
 //! Invariant 3 (one live connection per account) can only be seen from Telegram's side: the fake
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::TargetStatus;
+use crate::domain::{ActiveHours, TargetStatus, effective_channel_limit};
 use crate::store::{AttemptRow, Limits, Store, StoreError};
 
 /// Violations found, per invariant. Empty vectors mean the invariant holds.
@@ -28,6 +28,8 @@ pub struct InvariantReport {
     pub pacing: Vec<String>,
     /// 6. No write under a stale epoch: per account, epochs never go back in time.
     pub fencing: Vec<String>,
+    /// 7. An account with active hours started every attempt inside one of its windows.
+    pub hours: Vec<String>,
 }
 
 impl InvariantReport {
@@ -37,6 +39,7 @@ impl InvariantReport {
             + self.lost.len()
             + self.pacing.len()
             + self.fencing.len()
+            + self.hours.len()
     }
 
     pub fn is_clean(&self) -> bool {
@@ -48,23 +51,36 @@ impl std::fmt::Display for InvariantReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} targets, {} attempts; violations: binding {}, flood_wait {}, lost {}, pacing {}, fencing {}",
+            "{} targets, {} attempts; violations: binding {}, flood_wait {}, lost {}, pacing {}, fencing {}, hours {}",
             self.targets,
             self.attempts,
             self.binding.len(),
             self.flood_wait.len(),
             self.lost.len(),
             self.pacing.len(),
-            self.fencing.len()
+            self.fencing.len(),
+            self.hours.len()
         )
     }
 }
 
-/// Checks invariants 1, 2, 4, 5 and 6 over the whole database.
+/// Checks invariants 1, 2, 4, 5, 6 and 7 (each account's own active hours) over the whole
+/// database.
 pub async fn check(
     store: &Store,
     min_pause: Duration,
     limits: &Limits,
+) -> Result<InvariantReport, StoreError> {
+    check_with_hours(store, min_pause, limits, &HashMap::new()).await
+}
+
+/// [`check`], with the active hours of pools (`ACTIVE_HOURS`) for their accounts that have
+/// none of their own.
+pub async fn check_with_hours(
+    store: &Store,
+    min_pause: Duration,
+    limits: &Limits,
+    pool_hours: &HashMap<String, ActiveHours>,
 ) -> Result<InvariantReport, StoreError> {
     let targets = store.targets(None, None).await?;
     let attempts = store.attempts(None, None).await?;
@@ -117,6 +133,25 @@ pub async fn check(
         }
     }
 
+    // 7. Active hours: the account's own, else its pool's.
+    let mut channel_limits = HashMap::new();
+    for account in store.accounts(None).await? {
+        let limit = effective_channel_limit(account.channel_limit, limits.channel_limit);
+        channel_limits.insert(account.id, limit);
+        let own = account.active_hours.as_deref().and_then(|t| ActiveHours::parse(t).ok());
+        let Some(hours) = own.as_ref().or_else(|| pool_hours.get(&account.pool)) else {
+            continue;
+        };
+        for a in by_account.get(&account.id).into_iter().flatten() {
+            if !hours.is_open(account.id, a.started_at) {
+                report.hours.push(format!(
+                    "account {} started attempt {} at {} outside its active hours ({hours})",
+                    account.id, a.id, a.started_at
+                ));
+            }
+        }
+    }
+
     let min_pause = chrono::Duration::from_std(min_pause).unwrap_or(chrono::Duration::MAX);
     let day = chrono::Duration::hours(24);
     for (account, mut rows) in by_account {
@@ -162,11 +197,11 @@ pub async fn check(
             }
         }
         let bound = targets.iter().filter(|t| t.assigned_account_id == Some(account)).count();
-        if bound > limits.channel_limit as usize {
-            report.pacing.push(format!(
-                "account {account} is bound to {bound} groups, limit {}",
-                limits.channel_limit
-            ));
+        let limit = channel_limits.get(&account).copied().unwrap_or(limits.channel_limit);
+        if bound > limit as usize {
+            report
+                .pacing
+                .push(format!("account {account} is bound to {bound} groups, limit {limit}"));
         }
         let mut by_finish = rows.clone();
         by_finish.sort_by_key(|a| a.finished_at);

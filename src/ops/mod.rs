@@ -1,6 +1,7 @@
 //! The operator surface: what the admin commands do and how they print, the console, the
 //! worker's health port, the exporter, and the invariant checker.
 
+pub mod account_check;
 pub mod accounts_import;
 pub mod check;
 pub mod commands;

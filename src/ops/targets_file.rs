@@ -15,6 +15,8 @@ pub struct TargetsFile {
     pub duplicate_lines: Vec<usize>,
     /// Lines that are not a link, with the reason.
     pub rejected: Vec<(usize, String, LinkError)>,
+    /// Folder links (`t.me/addlist/SLUG`), first occurrence only: expanded into their chats.
+    pub folders: Vec<(usize, crate::domain::FolderLink)>,
 }
 
 /// Column names that mark a CSV header row.
@@ -33,6 +35,14 @@ pub fn parse_targets(text: &str) -> TargetsFile {
         }
         let first = line.split([',', ';', '\t']).next().unwrap_or(line).trim().trim_matches('"');
         if line_no == 1 && HEADERS.iter().any(|h| first.eq_ignore_ascii_case(h)) {
+            continue;
+        }
+        if let Some(folder) = crate::domain::FolderLink::parse(first) {
+            if file.folders.iter().any(|(_, f)| *f == folder) {
+                file.duplicate_lines.push(line_no);
+            } else {
+                file.folders.push((line_no, folder));
+            }
             continue;
         }
         match TargetLink::parse(first) {
@@ -89,6 +99,16 @@ mod tests {
             file.rejected.iter().map(|(_, text, why)| shown_line(text, why)).collect();
         assert_eq!(shown, ["(line not shown)", "\"https://example.com/x\""]);
         assert!(!file.rejected[0].2.to_string().contains("83920"));
+    }
+
+    #[test]
+    fn folder_links_are_kept_apart_for_expansion() {
+        let file = parse_targets("@cars_kyiv\nhttps://t.me/addlist/AbCdEf\nt.me/addlist/AbCdEf\n");
+        assert_eq!(file.links.len(), 1);
+        let folders: Vec<String> = file.folders.iter().map(|(_, f)| f.to_string()).collect();
+        assert_eq!(folders, ["t.me/addlist/AbCdEf"]);
+        assert_eq!(file.duplicate_lines, vec![3]);
+        assert!(file.rejected.is_empty());
     }
 
     #[test]

@@ -76,10 +76,23 @@ fn workable_unlimited(pool: &str, excluded: &[i64]) -> Condition {
     cond
 }
 
+/// The account's channel limit: what Telegram gave it (`accounts.channel_limit`, the free
+/// default until read), never above the operator's (see `domain::effective_channel_limit`).
+fn channel_limit_of_account(limits: &Limits) -> Expr {
+    let operator = i64::from(limits.channel_limit);
+    let telegram = Expr::col((accounts::Entity, accounts::Column::ChannelLimit))
+        .if_null(i64::from(crate::domain::FREE_CHANNEL_LIMIT));
+    Expr::case(telegram.clone().lt(operator), telegram).finally(Expr::val(operator)).into()
+}
+
+/// Fewer targets bound to the account than its channel limit.
+fn below_channel_limit(limits: &Limits) -> Expr {
+    sub(bound_targets_count()).lt(channel_limit_of_account(limits))
+}
+
 /// Accounts of `pool` that may ever work again, not excluded, below the channel limit.
 fn workable(pool: &str, excluded: &[i64], limits: &Limits) -> Condition {
-    workable_unlimited(pool, excluded)
-        .add(sub(bound_targets_count()).lt(i64::from(limits.channel_limit)))
+    workable_unlimited(pool, excluded).add(below_channel_limit(limits))
 }
 
 /// Not resting (`next_allowed_action_time` passed) and not held by a worker at `now`.
@@ -242,7 +255,7 @@ fn eligible_query(
     Query::select()
         .column(sea_orm::sea_query::Asterisk)
         .from_subquery(ordered, accounts::Entity)
-        .and_where(sub(bound_targets_count()).lt(i64::from(limits.channel_limit)))
+        .and_where(below_channel_limit(limits))
         .and_where(sub(counted_attempts_count(now)).lt(i64::from(limits.daily_join_cap)))
         .limit(limit)
         .take()
@@ -500,7 +513,8 @@ impl Store {
     /// Eligible: status active, flood_wait or cooldown; next_allowed_action_time null or
     /// passed; not held; not `excluded`; fewer than `daily_join_cap` counted attempts (joined,
     /// already a participant, requested) finished in (now - 24h, now]; fewer than
-    /// `channel_limit` targets bound to it.
+    /// its channel limit of targets bound to it (Telegram's limit for the account, the free
+    /// default until read, never above `limits.channel_limit`).
     pub async fn eligible_accounts(
         &self,
         pool: &str,
@@ -576,8 +590,24 @@ impl Store {
         limits: &Limits,
         held_rest: std::time::Duration,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let times = self.eligible_times(pool, now, excluded, limits, held_rest).await?;
+        Ok(times.into_iter().map(|(_, at)| at).min())
+    }
+
+    /// Per workable account of `pool` (as in
+    /// [`earliest_eligible_at`](Self::earliest_eligible_at)), its id and the earliest moment at
+    /// or after `now` at which it may act, as far as the database can tell (a caller adds
+    /// what it knows besides, such as active hours).
+    pub async fn eligible_times(
+        &self,
+        pool: &str,
+        now: DateTime<Utc>,
+        excluded: &[i64],
+        limits: &Limits,
+        held_rest: std::time::Duration,
+    ) -> Result<Vec<(i64, DateTime<Utc>)>, StoreError> {
         let Some(cap_offset) = u64::from(limits.daily_join_cap).checked_sub(1) else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
         // The cap-th newest counted attempt in the window (NULL below the cap): when it
         // leaves the window the account is under the cap again. At most `cap` index rows.
@@ -587,9 +617,10 @@ impl Store {
             .limit(1)
             .offset(cap_offset)
             .take();
-        type Row = (Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+        type Row = (i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
         let rows: Vec<Row> = accounts::Entity::find()
             .select_only()
+            .column(accounts::Column::Id)
             .column(accounts::Column::NextAllowedActionTime)
             .column(accounts::Column::HeldUntil)
             .expr(sub(cap_edge))
@@ -598,18 +629,18 @@ impl Store {
             .all(&self.db)
             .await?;
         let held_free = now + Duration::from_std(held_rest).unwrap_or(Duration::MAX);
-        let earliest = rows
+        let times = rows
             .into_iter()
-            .map(|(next_allowed, held_until, cap_edge)| {
+            .map(|(id, next_allowed, held_until, cap_edge)| {
                 let mut paced = next_allowed.unwrap_or(now);
                 if held_until.is_some_and(|h| h > now) {
                     paced = Ord::min(paced, held_free);
                 }
                 let cap_frees = cap_edge.map_or(now, |t| t + DAY);
-                Ord::max(Ord::max(paced, cap_frees), now)
+                (id, Ord::max(Ord::max(paced, cap_frees), now))
             })
-            .min();
-        Ok(earliest)
+            .collect();
+        Ok(times)
     }
 
     /// `lease_epoch += 1`, unconditionally; returns the new value. Workers use

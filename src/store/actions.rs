@@ -153,6 +153,30 @@ impl Store {
         })
     }
 
+    /// Sets an account's own active hours (`None`: the pool's again). Refused for an unknown
+    /// account. Takes effect at the next pick and the next decision; a join under way ends.
+    pub async fn set_active_hours(
+        &self,
+        account_id: i64,
+        hours: Option<&crate::domain::ActiveHours>,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ActionResult, StoreError> {
+        let text = hours.map(ToString::to_string);
+        let write = accounts::Entity::update_many()
+            .col_expr(accounts::Column::ActiveHours, Expr::val(text.clone()))
+            .col_expr(accounts::Column::UpdatedAt, Expr::val(now))
+            .filter(accounts::Column::Id.eq(account_id));
+        let detail = Some(text.unwrap_or_else(|| "the pool's".to_owned()));
+        let done =
+            audited!(self, write, now, actor, "hours", format!("account:{account_id}"), detail);
+        Ok(if done {
+            ActionResult::Done
+        } else {
+            ActionResult::Refused(format!("account {account_id} does not exist"))
+        })
+    }
+
     /// Lifts an operator's pause: the account is `active` again (a rest it was given, by a
     /// FloodWait or a join's pacing, still runs). Refused unless the account is `paused`.
     pub async fn resume_account(
@@ -282,7 +306,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<ImportReport, StoreError> {
         let txn = self.db.begin().await?;
-        let report = import_targets_on(&txn, links, niche, now).await?;
+        let report = import_targets_on(&txn, links, niche, None, now).await?;
         let detail = format!("{} accepted, {} duplicates", report.inserted, report.duplicates);
         audit(&txn, now, actor, "import", format!("niche:{niche}"), Some(detail)).await?;
         txn.commit().await?;

@@ -14,6 +14,7 @@ mod apply;
 mod browse;
 pub mod entity;
 mod migrations;
+mod policies;
 mod reports;
 mod scaling;
 mod sql;
@@ -22,6 +23,7 @@ mod targets;
 pub use actions::{ActionResult, AuditEntry};
 pub use adopt::{AdoptOptions, AdoptionPlan, GROUP_COLUMNS, SESSION_COLUMNS, Unparsed};
 pub use browse::{HourCount, QueuedCount, TargetFilter};
+pub use policies::{CheckRecord, CheckWritten};
 pub use reports::{AccountOverview, ReadyGroup, TargetCount};
 pub use scaling::PoolAccounts;
 pub use targets::NO_AVAILABLE_ACCOUNTS;
@@ -138,6 +140,21 @@ pub struct Account {
     pub lease_epoch: i64,
     /// While a join holds the account: when that hold ends unless extended.
     pub held_until: Option<DateTime<Utc>>,
+    /// Telegram Premium, as last read when it connected (None: never read).
+    pub premium: Option<bool>,
+    /// The channel limit Telegram gives it, as last read (None: never read).
+    pub channel_limit: Option<u32>,
+    /// The freeze help.getAppConfig reported when it last connected.
+    pub frozen_since: Option<DateTime<Utc>>,
+    pub frozen_until: Option<DateTime<Utc>>,
+    pub freeze_appeal_url: Option<String>,
+    /// When those were last read.
+    pub profile_read_at: Option<DateTime<Utc>>,
+    /// When `accounts check` last connected it, and its one-word verdict.
+    pub checked_at: Option<DateTime<Utc>>,
+    pub check_result: Option<String>,
+    /// The account's own active hours, as stored (`Europe/Kyiv 09:00-22:00`); None: the pool's.
+    pub active_hours: Option<String>,
 }
 
 /// A target group or channel, as stored.
@@ -159,6 +176,8 @@ pub struct Target {
     pub error_message: Option<String>,
     pub peer_id: Option<i64>,
     pub title: Option<String>,
+    /// The folder link it was expanded from, if any.
+    pub folder: Option<String>,
 }
 
 /// One row of `join_attempts`.
@@ -502,6 +521,15 @@ impl TryFrom<entity::accounts::Model> for Account {
             last_action_at: m.last_action_at,
             lease_epoch: m.lease_epoch,
             held_until: m.held_until,
+            premium: m.premium,
+            channel_limit: m.channel_limit.and_then(|l| u32::try_from(l).ok()),
+            frozen_since: m.frozen_since,
+            frozen_until: m.frozen_until,
+            freeze_appeal_url: m.freeze_appeal_url,
+            profile_read_at: m.profile_read_at,
+            checked_at: m.checked_at,
+            check_result: m.check_result,
+            active_hours: m.active_hours,
         })
     }
 }
@@ -532,6 +560,7 @@ impl TryFrom<entity::targets::Model> for Target {
             error_message: m.error_message,
             peer_id: m.peer_id,
             title: m.title,
+            folder: m.folder,
         })
     }
 }

@@ -89,7 +89,21 @@ impl Store {
         niche: &str,
     ) -> Result<ImportReport, StoreError> {
         let txn = self.db.begin().await?;
-        let report = import_targets_on(&txn, links, niche, self.now()).await?;
+        let report = import_targets_on(&txn, links, niche, None, self.now()).await?;
+        txn.commit().await?;
+        Ok(report)
+    }
+
+    /// [`import_targets`](Self::import_targets) of the chats a folder link listed: each new
+    /// target records the folder (`t.me/addlist/SLUG`); one already stored is left as it is.
+    pub async fn import_folder_targets(
+        &self,
+        links: &[TargetLink],
+        niche: &str,
+        folder: &str,
+    ) -> Result<ImportReport, StoreError> {
+        let txn = self.db.begin().await?;
+        let report = import_targets_on(&txn, links, niche, Some(folder), self.now()).await?;
         txn.commit().await?;
         Ok(report)
     }
@@ -350,6 +364,7 @@ pub(super) async fn import_targets_on<C: ConnectionTrait>(
     txn: &C,
     links: &[TargetLink],
     niche: &str,
+    folder: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<ImportReport, StoreError> {
     let mut seen = HashSet::new();
@@ -363,6 +378,7 @@ pub(super) async fn import_targets_on<C: ConnectionTrait>(
             status: Set(status(TargetStatus::New).to_owned()),
             attempts: Set(0),
             in_doubt_tries: Set(0),
+            folder: Set(folder.map(str::to_owned)),
             created_at: Set(now),
             updated_at: Set(now),
             ..Default::default()

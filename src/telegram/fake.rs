@@ -24,7 +24,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConnectError, Telegram, TelegramSession};
 use crate::accounts_config::AccountConfig;
-use crate::domain::{JoinOutcome, PeerInfo, RequestKind, TargetLink};
+use crate::domain::{
+    AccountProfile, FREE_CHANNEL_LIMIT, FolderChat, FolderContents, Freeze, JoinOutcome, PeerInfo,
+    RequestKind, TargetLink,
+};
 
 /// One scripted answer to a join.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,9 +135,31 @@ pub struct Script {
     /// Per session name: what connecting does.
     #[serde(default)]
     pub connect: HashMap<String, ConnectAnswer>,
+    /// Per session name: what the account's profile (Premium flag, app config) says; without
+    /// an entry, a free account with Telegram's default channel limit.
+    #[serde(default)]
+    pub profiles: HashMap<String, FakeProfile>,
+    /// Per folder slug: its chats, `@name` for a public one, anything else the title of a
+    /// chat without a username. An unknown slug is INVITE_SLUG_EXPIRED.
+    #[serde(default)]
+    pub folders: HashMap<String, Vec<String>>,
     /// Delay before each join answer, in milliseconds.
     #[serde(default)]
     pub latency_ms: u64,
+}
+
+/// A scripted account profile.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FakeProfile {
+    #[serde(default)]
+    pub premium: bool,
+    /// None: the app config carries no limit.
+    #[serde(default)]
+    pub channel_limit: Option<u32>,
+    /// Frozen until then.
+    #[serde(default)]
+    pub frozen_until: Option<DateTime<Utc>>,
 }
 
 fn default_answer() -> Answer {
@@ -148,6 +173,8 @@ impl Default for Script {
             targets: HashMap::new(),
             accounts: HashMap::new(),
             connect: HashMap::new(),
+            profiles: HashMap::new(),
+            folders: HashMap::new(),
             latency_ms: 0,
         }
     }
@@ -373,6 +400,52 @@ impl TelegramSession for FakeSession {
                 JoinOutcome::InDoubt { reason: "timeout".into() }
             }
         }
+    }
+
+    async fn profile(&mut self) -> Result<Option<AccountProfile>, JoinOutcome> {
+        let state = self.fake.lock();
+        if let Some(until) = state.flood_until.get(&self.account).copied()
+            && until > Utc::now()
+        {
+            let left = (until - Utc::now()).num_seconds().max(1) as u32;
+            return Err(JoinOutcome::FloodWait { seconds: left });
+        }
+        drop(state);
+        let scripted = self.fake.script.profiles.get(&self.account);
+        let profile = match scripted {
+            None => AccountProfile {
+                premium: false,
+                channel_limit: Some(FREE_CHANNEL_LIMIT),
+                freeze: None,
+            },
+            Some(p) => AccountProfile {
+                premium: p.premium,
+                channel_limit: p.channel_limit,
+                freeze: p.frozen_until.map(|until| Freeze {
+                    since: None,
+                    until: Some(until),
+                    appeal_url: None,
+                }),
+            },
+        };
+        Ok(Some(profile))
+    }
+
+    async fn check_folder(&mut self, slug: &str) -> Result<FolderContents, JoinOutcome> {
+        let Some(chats) = self.fake.script.folders.get(slug) else {
+            return Err(crate::domain::classify_rpc_error(400, "INVITE_SLUG_EXPIRED", None));
+        };
+        let chats = chats
+            .iter()
+            .zip(1..)
+            .map(|(chat, id)| match chat.strip_prefix('@') {
+                Some(name) => {
+                    FolderChat { id, title: name.to_owned(), username: Some(name.into()) }
+                }
+                None => FolderChat { id, title: chat.clone(), username: None },
+            })
+            .collect();
+        Ok(FolderContents { title: slug.to_owned(), chats })
     }
 
     async fn disconnect(self: Box<Self>) {

@@ -60,7 +60,10 @@ use super::session::{AUTH_KEY_LEN, TelethonSession};
 use super::{ConnectError, Telegram, TelegramSession};
 use crate::accounts_config::AccountConfig;
 use crate::config::Secret;
-use crate::domain::{JoinOutcome, LinkKind, PeerInfo, RequestKind, TargetLink, classify_rpc_error};
+use crate::domain::{
+    AccountProfile, FolderChat, FolderContents, JoinOutcome, LinkKind, PeerInfo, RequestKind,
+    TargetLink, classify_rpc_error,
+};
 
 /// How long [`TelegramSession::disconnect`] lets the pool stop by itself before aborting it.
 pub const QUIT_GRACE: Duration = Duration::from_secs(2);
@@ -103,6 +106,8 @@ enum Step {
     JoinChannel,
     CheckInvite,
     ImportInvite,
+    AppConfig,
+    CheckFolder,
 }
 
 impl fmt::Display for Step {
@@ -113,6 +118,8 @@ impl fmt::Display for Step {
             Step::JoinChannel => "channels.joinChannel",
             Step::CheckInvite => "messages.checkChatInvite",
             Step::ImportInvite => "messages.importChatInvite",
+            Step::AppConfig => "help.getAppConfig",
+            Step::CheckFolder => "chatlists.checkChatlistInvite",
         })
     }
 }
@@ -143,6 +150,8 @@ struct GrammersSession {
     /// An account-wide answer the authorisation check got (a FloodWait), which every join of
     /// this session returns without sending anything.
     held: Option<JoinOutcome>,
+    /// The `premium` flag of the account's own user, from the authorisation check.
+    premium: bool,
 }
 
 /// What the client tells Telegram about itself in `initConnection`: grammers' own defaults
@@ -207,6 +216,7 @@ impl GrammersSession {
             call_timeout,
             proxy_url,
             held: None,
+            premium: false,
         };
         info!(
             account = %session.account,
@@ -218,7 +228,10 @@ impl GrammersSession {
         let me = tl::functions::users::GetUsers { id: vec![tl::enums::InputUser::UserSelf] };
         let checked = match session.call(&me).await {
             Ok(users) => match users.first() {
-                Some(tl::enums::User::User(user)) => Ok(user.id),
+                Some(tl::enums::User::User(user)) => {
+                    session.premium = user.premium;
+                    Ok(user.id)
+                }
                 // No user behind the key: logged out.
                 _ => Err(ConnectError::Unauthorized("NO_SELF_USER".to_owned())),
             },
@@ -359,9 +372,109 @@ impl TelegramSession for GrammersSession {
         outcome
     }
 
+    async fn profile(&mut self) -> Result<Option<AccountProfile>, JoinOutcome> {
+        if let Some(held) = &self.held {
+            return Err(held.clone());
+        }
+        match self.call(&tl::functions::help::GetAppConfig { hash: 0 }).await {
+            Ok(tl::enums::help::AppConfig::Config(config)) => {
+                Ok(Some(AccountProfile::read(self.premium, &json_of(&config.config))))
+            }
+            // Only answered to a non-zero hash; nothing to read.
+            Ok(tl::enums::help::AppConfig::NotModified) => Ok(None),
+            Err(e) => match self.join_error(Step::AppConfig, e) {
+                // What Telegram said about the account is recorded; nothing more is sent.
+                outcome @ (JoinOutcome::FloodWait { .. }
+                | JoinOutcome::AccountLimited { .. }
+                | JoinOutcome::Frozen { .. }
+                | JoinOutcome::Unauthorized { .. }
+                | JoinOutcome::AccountBanned { .. }) => Err(outcome),
+                // The connection is in an unknown state: nothing more is sent on it, and
+                // nothing was joined.
+                JoinOutcome::InDoubt { reason } | JoinOutcome::ConnectFailed { reason } => {
+                    Err(JoinOutcome::ConnectFailed { reason })
+                }
+                other => {
+                    warn!(account = %self.account, outcome = %other, "app config not read");
+                    Ok(None)
+                }
+            },
+        }
+    }
+
+    async fn check_folder(&mut self, slug: &str) -> Result<FolderContents, JoinOutcome> {
+        if let Some(held) = &self.held {
+            return Err(held.clone());
+        }
+        let check = tl::functions::chatlists::CheckChatlistInvite { slug: slug.to_owned() };
+        let (title, chats) = match self.call(&check).await {
+            Ok(tl::enums::chatlists::ChatlistInvite::Invite(invite)) => {
+                let tl::enums::TextWithEntities::Entities(title) = invite.title;
+                (title.text, invite.chats)
+            }
+            // The account already has the folder: the chats it lists are all there too.
+            Ok(tl::enums::chatlists::ChatlistInvite::Already(already)) => {
+                (String::new(), already.chats)
+            }
+            Err(e) => return Err(self.join_error(Step::CheckFolder, e)),
+        };
+        Ok(FolderContents { title, chats: chats.iter().filter_map(folder_chat).collect() })
+    }
+
     async fn disconnect(mut self: Box<Self>) {
         self.runner.stop(&self.handle).await;
         debug!(account = %self.account, "disconnected");
+    }
+}
+
+/// A chat a folder lists: its id, title and public username (the first active one).
+fn folder_chat(chat: &tl::enums::Chat) -> Option<FolderChat> {
+    match chat {
+        tl::enums::Chat::Channel(c) => {
+            let extra = c.usernames.iter().flatten().find_map(|u| match u {
+                tl::enums::Username::Username(u) if u.active => Some(u.username.clone()),
+                _ => None,
+            });
+            Some(FolderChat {
+                id: c.id,
+                title: c.title.clone(),
+                username: c.username.clone().or(extra),
+            })
+        }
+        // Basic groups have no username.
+        tl::enums::Chat::Chat(c) => {
+            Some(FolderChat { id: c.id, title: c.title.clone(), username: None })
+        }
+        tl::enums::Chat::Forbidden(c) => {
+            Some(FolderChat { id: c.id, title: c.title.clone(), username: None })
+        }
+        tl::enums::Chat::ChannelForbidden(c) => {
+            Some(FolderChat { id: c.id, title: c.title.clone(), username: None })
+        }
+        _ => None,
+    }
+}
+
+/// Telegram's JSON (help.getAppConfig) as a `serde_json::Value`.
+fn json_of(value: &tl::enums::Jsonvalue) -> serde_json::Value {
+    use serde_json::Value;
+    use tl::enums::Jsonvalue as J;
+    match value {
+        J::JsonNull => Value::Null,
+        J::JsonBool(b) => Value::Bool(b.value),
+        J::JsonNumber(n) => {
+            serde_json::Number::from_f64(n.value).map_or(Value::Null, Value::Number)
+        }
+        J::JsonString(s) => Value::String(s.value.clone()),
+        J::JsonArray(a) => Value::Array(a.value.iter().map(json_of).collect()),
+        J::JsonObject(o) => Value::Object(
+            o.value
+                .iter()
+                .map(|tl::enums::JsonobjectValue::JsonObjectValue(kv)| {
+                    (kv.key.clone(), json_of(&kv.value))
+                })
+                .collect(),
+        ),
     }
 }
 
@@ -1192,6 +1305,7 @@ mod tests {
             call_timeout: Duration::from_secs(5),
             proxy_url: None,
             held: None,
+            premium: false,
         }
     }
 

@@ -12,7 +12,7 @@ pub mod session_import;
 use async_trait::async_trait;
 
 use crate::accounts_config::AccountConfig;
-use crate::domain::{JoinOutcome, TargetLink};
+use crate::domain::{AccountProfile, FolderContents, JoinOutcome, TargetLink};
 
 /// Opens an account's one Telegram connection. Called only while the account is leased.
 #[async_trait]
@@ -29,6 +29,23 @@ pub trait TelegramSession: Send {
     /// Resolves (when needed) and joins the target; every answer, including transport trouble
     /// and timeouts, comes back as an outcome.
     async fn join(&mut self, link: &TargetLink) -> JoinOutcome;
+
+    /// What Telegram says about the account itself: the Premium flag of its own user (read by
+    /// the authorisation check at connect) and help.getAppConfig (one request: its channel
+    /// limit, its freeze). `Ok(None)`: this connection cannot tell. An account-wide answer (a
+    /// FloodWait, a revoked session) comes back as the outcome a join would have had, so the
+    /// caller records it and sends nothing more.
+    async fn profile(&mut self) -> Result<Option<AccountProfile>, JoinOutcome> {
+        Ok(None)
+    }
+
+    /// chatlists.checkChatlistInvite: the chats a folder link (its slug) lists, one request.
+    /// Never joins anything (the bulk join, chatlists.joinChatlistInvite, is never sent). An
+    /// error comes back as the outcome a join would have had (INVITE_SLUG_EXPIRED is a dead
+    /// link, a FloodWait is the account's).
+    async fn check_folder(&mut self, _slug: &str) -> Result<FolderContents, JoinOutcome> {
+        Err(JoinOutcome::ConnectFailed { reason: "this connection cannot read folders".into() })
+    }
 
     /// Closes the connection. Returns only when nothing of it is left running, so the caller
     /// may release the account's lease right after.

@@ -43,6 +43,12 @@ async fn the_demo_settles_every_group_through_the_real_client_with_no_violations
         "the 900 s FloodWait cools one account down: {:?}",
         report.accounts
     );
+    // The folder link's public chats were joined; the chat without a username was listed.
+    assert_eq!(status("@cars_uzhhorod").1, TargetStatus::Joined);
+    assert_eq!(status("@cars_lutsk").1, TargetStatus::Joined);
+    assert!(report.folder.contains("Lutsk garage (private)"), "{}", report.folder);
+    // The account outside its active hours joined nothing (tgsim would report it: none above).
+    assert_eq!(account(smart_joiner::modes::demo::RESTING).3, 0, "{:?}", report.accounts);
     let rendered = report.render();
     assert!(
         rendered.contains("smart-joiner run ukraine_cars 5"),

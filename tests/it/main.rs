@@ -15,6 +15,7 @@ mod monitoring;
 mod operator;
 mod ops;
 mod pipeline;
+mod policies;
 mod sessions;
 mod store;
 mod support;

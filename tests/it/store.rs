@@ -52,7 +52,7 @@ on_both_backends!(
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-fn t0() -> DateTime<Utc> {
+pub(crate) fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 12, 10, 0, 0).unwrap()
 }
 
@@ -69,7 +69,7 @@ fn link(s: &str) -> TargetLink {
 
 const LIMITS: Limits = Limits { daily_join_cap: 20, channel_limit: 500 };
 
-async fn accounts(store: &Store, names: &[&str], pool: &str) -> Vec<Account> {
+pub(crate) async fn accounts(store: &Store, names: &[&str], pool: &str) -> Vec<Account> {
     let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
     store.sync_accounts(&names, pool).await.unwrap();
     let all = store.accounts(Some(pool)).await.unwrap();
@@ -77,7 +77,7 @@ async fn accounts(store: &Store, names: &[&str], pool: &str) -> Vec<Account> {
 }
 
 /// Imports `names` as targets of niche "cars" and returns them in order.
-async fn targets(store: &Store, names: &[&str]) -> Vec<Target> {
+pub(crate) async fn targets(store: &Store, names: &[&str]) -> Vec<Target> {
     let links: Vec<TargetLink> = names.iter().map(|n| link(n)).collect();
     store.import_targets(&links, "cars").await.unwrap();
     let all = store.targets(None, None).await.unwrap();
@@ -122,7 +122,7 @@ fn joined(at: DateTime<Utc>) -> (JoinOutcome, Decision) {
 }
 
 /// A complete successful join of `target` by `account` finishing at `at`.
-async fn join(store: &Store, account_id: i64, target_id: i64, at: DateTime<Utc>) {
+pub(crate) async fn join(store: &Store, account_id: i64, target_id: i64, at: DateTime<Utc>) {
     let epoch = lease_and_claim(store, account_id, target_id).await;
     let (outcome, decision) = joined(at);
     let applied = store

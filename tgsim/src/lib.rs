@@ -120,6 +120,19 @@
 //! - `users.getUsers`: `inputUserSelf` (or the account's own id) is the account's own user
 //!   (`self` set); other scenario accounts are plain users; unknown ones are left out.
 //! - `help.getNearestDc`: the scenario's DC.
+//! - `help.getAppConfig`: `help.appConfig` whose JSON carries the scenario's
+//!   `channels_limit_default`, `channels_limit_premium` and `chatlists_joined_limit_default`
+//!   (`app_config`), and for a frozen account (`"frozen": { "since", "until", "appeal_url" }`)
+//!   `freeze_since_date`, `freeze_until_date` and `freeze_appeal_url`. A frozen account's joins
+//!   get `420 FROZEN_METHOD_INVALID`. An account with `"premium": true` has the `premium` flag
+//!   on its own user.
+//! - `chatlists.checkChatlistInvite`: a scenario folder (`"folders": [{ "slug", "title",
+//!   "groups": [ids] }]`) lists its groups as this account sees them (with or without a
+//!   username); an unknown slug is `400 INVITE_SLUG_EXPIRED`, an empty one `INVITE_SLUG_EMPTY`.
+//!   `chatlists.joinChatlistInvite` (the bulk join) is not answered (`INPUT_METHOD_INVALID`)
+//!   and shows in the request record.
+//! - An account with `"active_hours_utc": ["09:00-22:00", ...]` expects joins only inside those
+//!   UTC windows: a join outside them is recorded as [`Violation::JoinOutsideActiveHours`].
 //!
 //! These are requests like any other: scripts with `on: any` apply to them, and during a
 //! FloodWait they are refused and recorded as violations (only the connection's
@@ -159,7 +172,7 @@ pub mod transport;
 
 pub use record::{ConnId, Outcome, RequestRecord, Violation};
 pub use scenario::{
-    Account, Answer, AuthKeyBytes, Group, Rules, Scenario, ScenarioError, Script, Step, Trigger,
-    target_key,
+    Account, Answer, AppConfig, AuthKeyBytes, Folder, Freeze, Group, Rules, Scenario,
+    ScenarioError, Script, Step, Trigger, target_key,
 };
 pub use server::{Server, StartError};

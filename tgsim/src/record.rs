@@ -73,6 +73,15 @@ pub enum Violation {
         since_previous: Duration,
         min_pause: Duration,
     },
+    /// A join attempt outside the account's active hours (`active_hours_utc`); `utc` is the
+    /// time of day it arrived, `HH:MM:SS`.
+    JoinOutsideActiveHours {
+        account: String,
+        conn: ConnId,
+        method: String,
+        at: Duration,
+        utc: String,
+    },
 }
 
 impl Violation {
@@ -80,7 +89,8 @@ impl Violation {
         match self {
             Violation::RequestDuringFloodWait { account, .. }
             | Violation::DuplicateConnection { account, .. }
-            | Violation::JoinTooSoon { account, .. } => account,
+            | Violation::JoinTooSoon { account, .. }
+            | Violation::JoinOutsideActiveHours { account, .. } => account,
         }
     }
 }

@@ -25,12 +25,27 @@ pub struct Scenario {
     pub api_hash: String,
     #[serde(default)]
     pub rules: Rules,
+    /// The limits help.getAppConfig reports.
+    #[serde(default)]
+    pub app_config: AppConfig,
     #[serde(default)]
     pub accounts: Vec<Account>,
     #[serde(default)]
     pub groups: Vec<Group>,
+    /// Shared folders (`t.me/addlist/SLUG`), answered by chatlists.checkChatlistInvite.
+    #[serde(default)]
+    pub folders: Vec<Folder>,
     #[serde(default)]
     pub scripts: Vec<Script>,
+}
+
+/// A shared folder: its slug, title and the ids of its groups.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Folder {
+    pub slug: String,
+    pub title: String,
+    pub groups: Vec<i64>,
 }
 
 fn default_dc_id() -> i32 {
@@ -53,8 +68,10 @@ impl Default for Scenario {
             api_id: default_api_id(),
             api_hash: default_api_hash(),
             rules: Rules::default(),
+            app_config: AppConfig::default(),
             accounts: Vec::new(),
             groups: Vec::new(),
+            folders: Vec::new(),
             scripts: Vec::new(),
         }
     }
@@ -79,6 +96,49 @@ impl Default for Rules {
     fn default() -> Self {
         Self { min_join_pause_ms: 0, duplicate_kills_key: true }
     }
+}
+
+/// The limits help.getAppConfig reports (Telegram's values by default). An account's freeze
+/// is per account ([`Account::frozen`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    #[serde(default = "default_channels_limit")]
+    pub channels_limit_default: u32,
+    #[serde(default = "default_channels_limit_premium")]
+    pub channels_limit_premium: u32,
+    #[serde(default = "default_chatlists_joined_limit")]
+    pub chatlists_joined_limit_default: u32,
+}
+
+fn default_channels_limit() -> u32 {
+    500
+}
+fn default_channels_limit_premium() -> u32 {
+    1000
+}
+fn default_chatlists_joined_limit() -> u32 {
+    2
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        Self {
+            channels_limit_default: default_channels_limit(),
+            channels_limit_premium: default_channels_limit_premium(),
+            chatlists_joined_limit_default: default_chatlists_joined_limit(),
+        }
+    }
+}
+
+/// A frozen account, as help.getAppConfig tells it: since and until when (unix seconds) and
+/// where to appeal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Freeze {
+    pub since: i64,
+    pub until: i64,
+    pub appeal_url: String,
 }
 
 /// A 256-byte auth key; serialised as standard base64, never printed.
@@ -141,6 +201,32 @@ pub struct Account {
     /// False: the key is known but logged out (every API call gets 401 AUTH_KEY_UNREGISTERED).
     #[serde(default = "default_true")]
     pub authorized: bool,
+    /// Telegram Premium: the account's own user carries the `premium` flag, and
+    /// help.getAppConfig's `channels_limit_premium` is its channel limit.
+    #[serde(default)]
+    pub premium: bool,
+    /// Frozen: help.getAppConfig carries `freeze_since_date`, `freeze_until_date` and
+    /// `freeze_appeal_url` for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen: Option<Freeze>,
+    /// UTC windows (`HH:MM-HH:MM`; one whose end is not after its start runs past midnight)
+    /// in which the account may join; a join outside all of them is recorded as
+    /// [`crate::Violation::JoinOutsideActiveHours`]. Empty: any time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub active_hours_utc: Vec<String>,
+}
+
+/// Seconds since midnight of `HH:MM`.
+fn minute_of_day(s: &str) -> Option<u32> {
+    let (h, m) = s.split_once(':')?;
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some(h * 3600 + m * 60)
+}
+
+/// A window `HH:MM-HH:MM` as seconds since midnight.
+fn utc_window(s: &str) -> Option<(u32, u32)> {
+    let (a, b) = s.split_once('-')?;
+    Some((minute_of_day(a)?, minute_of_day(b)?))
 }
 
 fn default_first_name() -> String {
@@ -161,7 +247,38 @@ impl Account {
             auth_key: AuthKeyBytes::random(),
             registered: true,
             authorized: true,
+            premium: false,
+            frozen: None,
+            active_hours_utc: Vec::new(),
         }
+    }
+
+    /// Joins are expected only inside these UTC windows (`"09:00-22:00"`).
+    pub fn active_hours_utc(mut self, windows: &[&str]) -> Self {
+        self.active_hours_utc = windows.iter().map(|w| (*w).to_owned()).collect();
+        self
+    }
+
+    /// Whether a join `secs` seconds after midnight UTC is inside the account's windows.
+    pub fn in_active_hours(&self, secs: u32) -> bool {
+        self.active_hours_utc.is_empty()
+            || self
+                .active_hours_utc
+                .iter()
+                .filter_map(|w| utc_window(w))
+                .any(|(a, b)| if a < b { a <= secs && secs < b } else { secs >= a || secs < b })
+    }
+
+    /// A Telegram Premium account.
+    pub fn premium(mut self) -> Self {
+        self.premium = true;
+        self
+    }
+
+    /// A frozen account (dates in unix seconds), as help.getAppConfig reports it.
+    pub fn frozen(mut self, since: i64, until: i64, appeal_url: impl Into<String>) -> Self {
+        self.frozen = Some(Freeze { since, until, appeal_url: appeal_url.into() });
+        self
     }
 
     pub fn first_name(mut self, name: impl Into<String>) -> Self {
@@ -514,6 +631,12 @@ impl Scenario {
         self
     }
 
+    /// A shared folder of the groups with these ids.
+    pub fn folder(mut self, slug: &str, title: &str, groups: &[i64]) -> Self {
+        self.folders.push(Folder { slug: slug.into(), title: title.into(), groups: groups.into() });
+        self
+    }
+
     pub fn min_join_pause(mut self, pause: Duration) -> Self {
         self.rules.min_join_pause_ms = pause.as_millis() as u64;
         self
@@ -558,6 +681,12 @@ impl Scenario {
             if !keys.insert(crate::crypto::AuthKey::new(a.auth_key.0).id_u64()) {
                 problems.push(format!("account {:?} reuses an auth key", a.session_name));
             }
+            for w in a.active_hours_utc.iter().filter(|w| utc_window(w).is_none()) {
+                problems.push(format!(
+                    "account {:?}: active hours {w:?} is not HH:MM-HH:MM",
+                    a.session_name
+                ));
+            }
         }
         let mut group_keys = HashSet::new();
         for g in &self.groups {
@@ -565,6 +694,11 @@ impl Scenario {
                 if !group_keys.insert(k.clone()) {
                     problems.push(format!("two groups answer to {k:?}"));
                 }
+            }
+        }
+        for f in &self.folders {
+            for id in f.groups.iter().filter(|id| !self.groups.iter().any(|g| g.id == **id)) {
+                problems.push(format!("folder {:?} lists unknown group {id}", f.slug));
             }
         }
         for (i, s) in self.scripts.iter().enumerate() {

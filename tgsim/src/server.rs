@@ -528,11 +528,13 @@ enum Call {
     GetDifference { pts: i32 },
     GetChannelDifference(tl::enums::InputChannel),
     GetNearestDc,
+    GetAppConfig,
     GetUsers(Vec<tl::enums::InputUser>),
     Resolve(String),
     JoinChannel(tl::enums::InputChannel),
     ImportInvite(String),
     CheckInvite(String),
+    CheckChatlist(String),
     Unsupported,
 }
 
@@ -727,6 +729,24 @@ impl Conn {
                     break 'reply Reply::Error(420, format!("{name}_{secs}"));
                 }
                 st.accounts[acc].flood = None;
+            }
+            if is_join {
+                let secs = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| (d.as_secs() % 86_400) as u32)
+                    .unwrap_or(0);
+                if !account.in_active_hours(secs) {
+                    st.log.violation(Violation::JoinOutsideActiveHours {
+                        account: account.session_name.clone(),
+                        conn: self.conn,
+                        method: method.clone(),
+                        at: shared.started.elapsed(),
+                        utc: format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60),
+                    });
+                }
+            }
+            if is_join && account.frozen.is_some() {
+                break 'reply Reply::Error(420, "FROZEN_METHOD_INVALID".into());
             }
             if is_join {
                 let min = Duration::from_millis(shared.scenario.rules.min_join_pause_ms);
@@ -956,6 +976,9 @@ impl Shared {
                 None => Reply::Error(400, "CHANNEL_INVALID".into()),
             },
             Call::GetNearestDc => Reply::Result(fx::nearest_dc(self.scenario.dc_id).to_bytes()),
+            Call::GetAppConfig => {
+                Reply::Result(fx::app_config(&self.scenario.app_config, account).to_bytes())
+            }
             Call::GetUsers(ids) => {
                 let users: Vec<tl::enums::User> = ids
                     .iter()
@@ -1040,6 +1063,24 @@ impl Shared {
                 }
                 None => Reply::Error(400, "INVITE_HASH_INVALID".into()),
             },
+            Call::CheckChatlist(slug) if slug.is_empty() => {
+                Reply::Error(400, "INVITE_SLUG_EMPTY".into())
+            }
+            Call::CheckChatlist(slug) => {
+                let Some(folder) = self.scenario.folders.iter().find(|f| &f.slug == slug) else {
+                    return Reply::Error(400, "INVITE_SLUG_EXPIRED".into());
+                };
+                let groups: Vec<usize> = folder
+                    .groups
+                    .iter()
+                    .filter_map(|id| self.scenario.groups.iter().position(|g| g.id == *id))
+                    .collect();
+                let chats = groups.iter().map(|&g| self.channel_for(st, acc, g)).collect();
+                Reply::Result(
+                    fx::chatlist_invite(&folder.title, &self.scenario.groups, &groups, chats)
+                        .to_bytes(),
+                )
+            }
             Call::Unsupported => Reply::Error(400, "INPUT_METHOD_INVALID".into()),
         }
     }
@@ -1108,6 +1149,7 @@ fn parse_call(method_id: u32, args: &[u8]) -> Result<Call, ()> {
             f::updates::GetChannelDifference::from_bytes(args).map_err(drop)?.channel,
         ),
         f::help::GetNearestDc::CONSTRUCTOR_ID => Call::GetNearestDc,
+        f::help::GetAppConfig::CONSTRUCTOR_ID => Call::GetAppConfig,
         f::users::GetUsers::CONSTRUCTOR_ID => {
             Call::GetUsers(f::users::GetUsers::from_bytes(args).map_err(drop)?.id)
         }
@@ -1123,6 +1165,9 @@ fn parse_call(method_id: u32, args: &[u8]) -> Result<Call, ()> {
         f::messages::CheckChatInvite::CONSTRUCTOR_ID => {
             Call::CheckInvite(f::messages::CheckChatInvite::from_bytes(args).map_err(drop)?.hash)
         }
+        f::chatlists::CheckChatlistInvite::CONSTRUCTOR_ID => Call::CheckChatlist(
+            f::chatlists::CheckChatlistInvite::from_bytes(args).map_err(drop)?.slug,
+        ),
         _ => Call::Unsupported,
     };
     Ok(call)

@@ -3,7 +3,7 @@
 
 use grammers_tl_types::{self as tl, Serializable};
 
-use crate::scenario::{Account, Group};
+use crate::scenario::{Account, AppConfig, Group};
 
 /// Constructor ids of the MTProto layer that tgsim reads or writes itself.
 pub mod ids {
@@ -216,6 +216,7 @@ pub fn self_user(account: &Account) -> tl::enums::User {
     if let tl::enums::User::User(ref mut inner) = u {
         inner.last_name = account.last_name.clone();
         inner.phone = account.phone.clone();
+        inner.premium = account.premium;
     }
     u
 }
@@ -389,6 +390,60 @@ pub fn channel_difference_empty() -> tl::enums::updates::ChannelDifference {
 }
 
 /// `help.getNearestDc`: the DC the client is connected to is the nearest.
+/// help.appConfig for `account`: the scenario's limits and the account's freeze, if any.
+pub fn app_config(limits: &AppConfig, account: &Account) -> tl::enums::help::AppConfig {
+    let number = |key: &str, value: f64| {
+        tl::enums::JsonobjectValue::JsonObjectValue(tl::types::JsonObjectValue {
+            key: key.to_owned(),
+            value: tl::enums::Jsonvalue::JsonNumber(tl::types::JsonNumber { value }),
+        })
+    };
+    let mut values = vec![
+        number("channels_limit_default", f64::from(limits.channels_limit_default)),
+        number("channels_limit_premium", f64::from(limits.channels_limit_premium)),
+        number("chatlists_joined_limit_default", f64::from(limits.chatlists_joined_limit_default)),
+    ];
+    if let Some(freeze) = &account.frozen {
+        values.push(number("freeze_since_date", freeze.since as f64));
+        values.push(number("freeze_until_date", freeze.until as f64));
+        values.push(tl::enums::JsonobjectValue::JsonObjectValue(tl::types::JsonObjectValue {
+            key: "freeze_appeal_url".to_owned(),
+            value: tl::enums::Jsonvalue::JsonString(tl::types::JsonString {
+                value: freeze.appeal_url.clone(),
+            }),
+        }));
+    }
+    tl::enums::help::AppConfig::Config(tl::types::help::AppConfig {
+        hash: 1,
+        config: tl::enums::Jsonvalue::JsonObject(tl::types::JsonObject { value: values }),
+    })
+}
+
+/// chatlists.chatlistInvite: a folder's title and its groups (`chats`, as the account sees
+/// them).
+pub fn chatlist_invite(
+    title: &str,
+    groups: &[Group],
+    listed: &[usize],
+    chats: Vec<tl::enums::Chat>,
+) -> tl::enums::chatlists::ChatlistInvite {
+    let peers = listed
+        .iter()
+        .map(|&g| tl::enums::Peer::Channel(tl::types::PeerChannel { channel_id: groups[g].id }))
+        .collect();
+    tl::enums::chatlists::ChatlistInvite::Invite(tl::types::chatlists::ChatlistInvite {
+        title_noanimate: false,
+        title: tl::enums::TextWithEntities::Entities(tl::types::TextWithEntities {
+            text: title.to_owned(),
+            entities: Vec::new(),
+        }),
+        emoticon: None,
+        peers,
+        chats,
+        users: Vec::new(),
+    })
+}
+
 pub fn nearest_dc(this_dc: i32) -> tl::enums::NearestDc {
     tl::enums::NearestDc::Dc(tl::types::NearestDc {
         country: String::new(),

@@ -1,4 +1,4 @@
-//! `smart-joiner accounts`: sync, import, list, check, pause, resume.
+//! `smart-joiner accounts`: sync, import, list, check, pause, resume, hours.
 
 use std::path::{Path, PathBuf};
 
@@ -155,6 +155,17 @@ pub struct AccountRow {
     pub next_allowed_action_time: Option<DateTime<Utc>>,
     #[serde(serialize_with = "rfc3339")]
     pub last_action_at: Option<DateTime<Utc>>,
+    /// What Telegram said about the account when it last connected or was checked.
+    pub premium: Option<bool>,
+    pub channel_limit: Option<u32>,
+    #[serde(serialize_with = "rfc3339")]
+    pub frozen_until: Option<DateTime<Utc>>,
+    pub freeze_appeal_url: Option<String>,
+    #[serde(serialize_with = "rfc3339")]
+    pub checked_at: Option<DateTime<Utc>>,
+    pub check_result: Option<String>,
+    /// The account's own active hours (`None`: its pool's).
+    pub active_hours: Option<String>,
 }
 
 /// `accounts list`.
@@ -192,6 +203,13 @@ pub async fn list(store: &Store, pool: Option<&str>) -> anyhow::Result<AccountLi
         status_reason: a.status_reason,
         next_allowed_action_time: a.next_allowed_action_time,
         last_action_at: a.last_action_at,
+        premium: a.premium,
+        channel_limit: a.channel_limit,
+        frozen_until: a.frozen_until,
+        freeze_appeal_url: a.freeze_appeal_url,
+        checked_at: a.checked_at,
+        check_result: a.check_result,
+        active_hours: a.active_hours,
     };
     Ok(AccountList { accounts: accounts.into_iter().map(row).collect(), now: store.now() })
 }
@@ -203,6 +221,9 @@ pub struct Checked {
     /// A stable word for scripts ([`check::Verdict::kind`]).
     pub result: &'static str,
     pub detail: String,
+    /// What the check changed on the account's row (`status active -> frozen`, `premium
+    /// no -> yes`); empty when nothing changed or nothing was written.
+    pub changed: Vec<String>,
     #[serde(skip)]
     pub verdict: check::Verdict,
 }
@@ -216,12 +237,13 @@ pub struct CheckReport {
 
 impl Report for CheckReport {
     fn render(&self, style: Style) -> String {
-        let mut t = Table::new(&["account", "result", "detail"]);
+        let mut t = Table::new(&["account", "result", "detail", "changed"]);
         for r in &self.accounts {
             t.row(vec![
                 shown(&r.session_name).into(),
                 Cell::colored(r.result, r.verdict.color()),
                 r.detail.clone().into(),
+                r.changed.join("; ").into(),
             ]);
         }
         t.render(style)
@@ -237,8 +259,9 @@ pub struct CheckArgs {
     pub redis_prefix: String,
 }
 
-/// Connects each selected account once (under its lease and hold) and says whether its session
-/// is authorised. `leases_taken` hears where the leases are taken before the first connection.
+/// Connects each selected account once (under its lease and hold), says whether its session
+/// is authorised and what Telegram says about it (Premium, channel limit, freeze), and writes
+/// that back while it still holds the account. `leases_taken` hears where the leases are taken before the first connection.
 pub async fn check(
     store: &Store,
     settings: &Settings,
@@ -261,6 +284,7 @@ pub async fn check(
             session_name: r.session_name,
             result: r.verdict.kind(),
             detail: r.verdict.to_string(),
+            changed: r.changes,
             verdict: r.verdict,
         })
         .collect();
@@ -279,6 +303,22 @@ pub async fn resume(store: &Store, session_name: &str) -> anyhow::Result<Done> {
     let account = named(store, session_name).await?;
     let result = store.resume_account(account.id, &cli_actor(), store.now()).await?;
     done(result, format!("resumed {}", shown(session_name)))
+}
+
+/// Sets (or with `None` clears) an account's own active hours (audited as `cli:<user>`).
+pub async fn hours(
+    store: &Store,
+    session_name: &str,
+    hours: Option<&crate::domain::ActiveHours>,
+) -> anyhow::Result<Done> {
+    let account = named(store, session_name).await?;
+    let result = store.set_active_hours(account.id, hours, &cli_actor(), store.now()).await?;
+    let shown = shown(session_name);
+    let said = match hours {
+        Some(h) => format!("{shown} is active {h}"),
+        None => format!("{shown} follows the pool's active hours"),
+    };
+    done(result, said)
 }
 
 async fn named(store: &Store, session_name: &str) -> anyhow::Result<Account> {

@@ -18,12 +18,18 @@ pub struct StatusReport {
     pub accounts: Vec<AccountOverview>,
     pub targets: Vec<TargetCount>,
     pub ready: Vec<ReadyGroup>,
-    /// The channel limit, shown next to each account's bound count.
+    /// The operator's channel limit; each account's own (Telegram's, under it) is shown next
+    /// to its bound count.
     pub channel_limit: u32,
     pub daily_join_cap: u32,
 }
 
 impl StatusReport {
+    /// The channel limit the pick holds `account` to.
+    fn limit_of(&self, account: &crate::store::Account) -> u32 {
+        crate::domain::effective_channel_limit(account.channel_limit, self.channel_limit)
+    }
+
     pub fn to_json(&self) -> Value {
         json!({
             "now": self.now.to_rfc3339(),
@@ -38,7 +44,8 @@ impl StatusReport {
                 "daily_join_cap": self.daily_join_cap,
                 "channels": a.channels,
                 "bound": a.bound,
-                "channel_limit": self.channel_limit,
+                "channel_limit": self.limit_of(&a.account),
+                "premium": a.account.premium,
                 "ready_for_posting": a.ready,
             })).collect::<Vec<_>>(),
             "targets": self.targets.iter().map(|t| json!({
@@ -77,7 +84,7 @@ impl StatusReport {
                 when(acc.next_allowed_action_time, self.now).into(),
                 format!("{}/{}", a.joins_24h, self.daily_join_cap).into(),
                 a.channels.to_string().into(),
-                format!("{}/{}", a.bound, self.channel_limit).into(),
+                format!("{}/{}", a.bound, self.limit_of(&a.account)).into(),
                 a.ready.to_string().into(),
                 acc.status_reason.clone().unwrap_or_default().into(),
             ]);

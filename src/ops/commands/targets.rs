@@ -1,4 +1,4 @@
-//! `smart-joiner targets`: import, list, retry, release.
+//! `smart-joiner targets`: import (folder links expanded), list, retry, release.
 
 use std::path::Path;
 
@@ -7,8 +7,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{Done, cli_actor, done};
-use crate::domain::TargetStatus;
-use crate::ops::output::{Cell, Report, Style, Table, rfc3339, target_color};
+use crate::domain::{FolderLink, JoinOutcome, TargetStatus};
+use crate::folders::FolderCheck;
+use crate::join::JoinService;
+use crate::ops::output::{Cell, Report, Style, Table, rfc3339, shown, target_color};
 use crate::ops::targets_file::{TargetsFile, read_targets_file, shown_line};
 use crate::store::{Store, Target};
 
@@ -46,19 +48,122 @@ pub struct TargetsImported {
     pub duplicates_in_database: u64,
     pub duplicates_in_file: u64,
     pub rejected: Vec<Rejected>,
+    /// The folder links of the file, each expanded by one account ([`expand_folders`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub folders: Vec<FolderImported>,
+}
+
+impl TargetsImported {
+    /// How many folder links could not be expanded (the command fails after its report).
+    pub fn unexpanded(&self) -> usize {
+        self.folders.iter().filter(|f| !f.expanded).count()
+    }
 }
 
 impl Report for TargetsImported {
     fn render(&self, _style: Style) -> String {
-        format!(
+        let mut out = format!(
             "accepted {}, duplicates {} ({} already stored, {} repeated in the file), rejected {}\n",
             self.accepted,
             self.duplicates_in_database + self.duplicates_in_file,
             self.duplicates_in_database,
             self.duplicates_in_file,
             self.rejected.len()
-        )
+        );
+        for f in &self.folders {
+            let by = f.account.as_deref().map(|a| format!(" (checked by {})", shown(a)));
+            out += &format!("folder {}{}: {}\n", f.folder, by.unwrap_or_default(), f.detail);
+        }
+        out
     }
+}
+
+/// A chat of a folder that has no username: listed, never imported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChatWithoutUsername {
+    pub id: i64,
+    pub title: String,
+}
+
+/// What one folder link of a targets file gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FolderImported {
+    pub folder: String,
+    /// The account that checked the folder, if one could.
+    pub account: Option<String>,
+    pub accepted: u64,
+    pub duplicates_in_database: u64,
+    pub without_username: Vec<ChatWithoutUsername>,
+    /// One sentence for the operator.
+    pub detail: String,
+    #[serde(skip)]
+    pub expanded: bool,
+}
+
+/// Expands each folder link with one account of `pool` (one chatlists.checkChatlistInvite,
+/// paced like any request; never the bulk join) and imports its public chats into `niche`.
+pub async fn expand_folders(
+    service: &JoinService,
+    pool: &str,
+    folders: &[FolderLink],
+    niche: &str,
+) -> anyhow::Result<Vec<FolderImported>> {
+    let mut out = Vec::new();
+    for folder in folders {
+        let r = service.import_folder(pool, folder, niche).await?;
+        let report = r.report.unwrap_or_default();
+        let without_username: Vec<ChatWithoutUsername> = r
+            .without_username
+            .iter()
+            .map(|c| ChatWithoutUsername { id: c.id, title: c.title.clone() })
+            .collect();
+        let (account, detail, expanded) = match &r.check {
+            FolderCheck::Listed { account, contents } => {
+                let mut d = format!(
+                    "{:?}: {} chats; accepted {}, duplicates {}",
+                    contents.title,
+                    contents.chats.len(),
+                    report.inserted,
+                    report.duplicates
+                );
+                if !without_username.is_empty() {
+                    let skipped: Vec<String> = without_username
+                        .iter()
+                        .map(|c| format!("{:?} ({})", c.title, c.id))
+                        .collect();
+                    d += &format!(
+                        "; without a username, not imported (only the bulk join reaches them): {}",
+                        skipped.join(", ")
+                    );
+                }
+                (Some(account.clone()), d, true)
+            }
+            FolderCheck::Failed { account, outcome } => {
+                let answer = match outcome {
+                    JoinOutcome::TargetInvalid { code, .. } => code.clone(),
+                    other => other.to_string(),
+                };
+                (Some(account.clone()), format!("not expanded: Telegram answered {answer}"), false)
+            }
+            FolderCheck::NoAccount { next } => {
+                let when = next.map_or("never".to_owned(), |t| t.to_rfc3339());
+                let d = format!(
+                    "not expanded: no account of pool {pool} may send a request now (next: {when})"
+                );
+                (None, d, false)
+            }
+        };
+        out.push(FolderImported {
+            folder: r.folder.to_string(),
+            account,
+            accepted: report.inserted,
+            duplicates_in_database: report.duplicates,
+            without_username,
+            detail,
+            expanded,
+        });
+    }
+    Ok(out)
 }
 
 /// A targets file read and checked, before anything is stored.
@@ -72,7 +177,7 @@ pub struct ReadFile {
 pub fn read(path: &Path) -> anyhow::Result<ReadFile> {
     let file =
         read_targets_file(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if file.links.is_empty() && file.rejected.is_empty() {
+    if file.links.is_empty() && file.rejected.is_empty() && file.folders.is_empty() {
         anyhow::bail!(
             "{} holds no link (one link per line, or a CSV whose first column is the link)",
             path.display()
@@ -89,6 +194,11 @@ pub fn read(path: &Path) -> anyhow::Result<ReadFile> {
 }
 
 impl ReadFile {
+    /// The folder links of the file, to expand with [`expand_folders`].
+    pub fn folders(&self) -> Vec<FolderLink> {
+        self.file.folders.iter().map(|(_, f)| f.clone()).collect()
+    }
+
     /// Whether some line is not a link.
     pub fn has_invalid_lines(&self) -> bool {
         !self.file.rejected.is_empty()
@@ -129,6 +239,7 @@ pub async fn import(
         duplicates_in_database: report.duplicates,
         duplicates_in_file: read.file.duplicate_lines.len() as u64,
         rejected,
+        folders: Vec::new(),
     })
 }
 

@@ -15,6 +15,18 @@ pub struct Model {
     pub lease_epoch: i64,
     /// Set while a worker holds the account (see the migration `account_hold`).
     pub held_until: Option<DateTimeUtc>,
+    /// What Telegram said when the account last connected (see the migration `policies`).
+    pub premium: Option<bool>,
+    pub channel_limit: Option<i32>,
+    pub frozen_since: Option<DateTimeUtc>,
+    pub frozen_until: Option<DateTimeUtc>,
+    pub freeze_appeal_url: Option<String>,
+    pub profile_read_at: Option<DateTimeUtc>,
+    /// When `accounts check` last connected it, and its verdict.
+    pub checked_at: Option<DateTimeUtc>,
+    pub check_result: Option<String>,
+    /// The account's own active hours (`ActiveHours` text); NULL: the pool's.
+    pub active_hours: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -27,6 +27,8 @@ pub struct Model {
     pub next_run_at: Option<DateTimeUtc>,
     pub peer_id: Option<i64>,
     pub title: Option<String>,
+    /// The folder link (`t.me/addlist/SLUG`) this target was expanded from.
+    pub folder: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }
