@@ -829,6 +829,7 @@ mod tests {
             ("in_doubt_max_tries", p.in_doubt_max_tries.to_string()),
             ("daily_join_cap", s.daily_join_cap.to_string()),
             ("channel_limit", s.channel_limit.to_string()),
+            ("active_hours", s.active_hours.as_ref().map_or("none".to_owned(), |h| h.to_string())),
             ("log_format", s.log_format.to_string()),
             ("log_dir", s.log_dir.display().to_string()),
         ];

@@ -191,7 +191,8 @@ fn take_statement(
 
 /// The pick's query: the cheaply eligible accounts of `pool` in fairness order (the `spread`
 /// first ones shuffled when `spread > 1`), then the per-account counts, evaluated only until
-/// `limit` accounts pass. Its shape on Postgres with a spread, checked by a test against the
+/// `limit` accounts pass. Each account is held to its own channel limit: Telegram's for it
+/// (`channel_limit`, the free default until read), never above the operator's. Its shape on Postgres with a spread, checked by a test against the
 /// query built (`$n` are bound values):
 ///
 /// ```sql
@@ -210,13 +211,15 @@ fn take_statement(
 /// ORDER BY RANDOM() ASC
 /// LIMIT $9) AS "accounts"
 /// WHERE (SELECT COUNT(*) FROM "targets"
-/// WHERE "targets"."assigned_account_id" = "accounts"."id") < $10
+/// WHERE "targets"."assigned_account_id" = "accounts"."id")
+/// < (CASE WHEN (COALESCE("accounts"."channel_limit", $10) < $11)
+/// THEN COALESCE("accounts"."channel_limit", $12) ELSE $13 END)
 /// AND (SELECT COUNT("id") FROM "join_attempts"
 /// WHERE "join_attempts"."account_id" = "accounts"."id"
-/// AND "outcome" IN ($11, $12, $13)
-/// AND "finished_at" > $14
-/// AND "finished_at" <= $15) < $16
-/// LIMIT $17
+/// AND "outcome" IN ($14, $15, $16)
+/// AND "finished_at" > $17
+/// AND "finished_at" <= $18) < $19
+/// LIMIT $20
 /// ```
 fn eligible_query(
     pool: &str,
