@@ -107,6 +107,7 @@ impl Exporter {
 
     /// Due jobs, workable and busy accounts of `pool`, read now.
     pub async fn scaling(&self, pool: &str) -> Result<PoolScaling, String> {
+        self.store.resync_clock_if_due().await;
         let now = self.store.now();
         let queue = self.queue_of(pool);
         let due = tokio::time::timeout(CHECK_TIMEOUT, queue.due());

@@ -186,6 +186,8 @@ pub(super) async fn release(
         let why = "confirm first that the pinned account is not a member of the group";
         return Ok(refused(&c, &access, why, &format!("/groups/{id}")));
     }
+    // Whether the pinned account is held now is a time another process wrote.
+    c.store.resync_clock_if_due().await;
     let result = c.store.release_pin(id, actor, c.store.now()).await?;
     if result.is_done() {
         tracing::info!(actor, target_id = id, "console: in-doubt pin released");
