@@ -1,9 +1,10 @@
-//! The operator surface: what the admin commands do and how they print, the console, the
-//! worker's health port, the exporter, and the invariant checker.
+//! The operator surface: the command line, what the admin commands do and how they print, the
+//! console, the worker's health port, the exporter, and the invariant checker.
 
 pub mod account_check;
 pub mod accounts_import;
 pub mod check;
+pub mod cli;
 pub mod commands;
 pub mod console;
 pub mod exporter;
