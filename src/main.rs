@@ -3,14 +3,13 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
-use smart_joiner::accounts_config::AccountsConfig;
-use smart_joiner::config::{PoolArg, RedisPrefixArg, Settings};
-use smart_joiner::modes::wiring::{self, TelegramArgs};
-use smart_joiner::ops::check::LeaseMode;
+use smart_joiner::config::Settings;
+use smart_joiner::modes;
+use smart_joiner::modes::wiring::{self, TelegramArgs, stop_on_signal};
+use smart_joiner::ops;
 use smart_joiner::ops::cli::{AccountsAction, Cli, Command, MigrateAction, TargetsAction};
-use smart_joiner::ops::commands::{self, accounts::CheckArgs, targets::RELEASE_NEEDS_YES};
+use smart_joiner::ops::commands::{self, accounts::CheckArgs, finish, targets::RELEASE_NEEDS_YES};
 use smart_joiner::ops::output::{Format, Report, render};
 use smart_joiner::redact::Redactor;
 use smart_joiner::store::{AdoptOptions, Store};
@@ -60,19 +59,6 @@ async fn main() -> ExitCode {
 #[error("interrupted: joins in flight were ended and recorded; the rest waits for the next run")]
 struct Interrupted;
 
-/// A token cancelled on the first SIGINT or SIGTERM.
-fn stop_on_signal() -> tokio_util::sync::CancellationToken {
-    let stop = tokio_util::sync::CancellationToken::new();
-    let cancel = stop.clone();
-    tokio::spawn(async move {
-        if wiring::shutdown_signal().await.is_ok() {
-            tracing::warn!("stop requested: ending the joins in flight, starting no new one");
-            cancel.cancel();
-        }
-    });
-    stop
-}
-
 /// Prints a command's report: `--json`, else text for a terminal or a pipe.
 fn print(report: &impl Report, format: Format) {
     write_out(format_args!("{}", render(report, format)));
@@ -98,7 +84,7 @@ async fn run(cli: Cli, redactor: &mut Redactor) -> anyhow::Result<()> {
             run_batch(&settings, &niche, batch_size, &pool.name, max_wait, &telegram).await
         }
         Command::Demo { console, console_args } => demo(console.then_some(console_args)).await,
-        Command::Console { args } => console(&settings, args).await,
+        Command::Console { args } => ops::console::run(&settings, args, stop_on_signal()).await,
         Command::Migrate { action } => migrate(&settings, action, format).await,
         Command::Accounts { action } => accounts(&settings, action, format).await,
         Command::Targets { action } => targets(&settings, action, format).await,
@@ -110,21 +96,12 @@ async fn run(cli: Cli, redactor: &mut Redactor) -> anyhow::Result<()> {
         }
         Command::Exporter { port, pools, redis_prefix, sample_interval } => {
             let metrics = telemetry.metrics();
-            exporter(&settings, port, pools, redis_prefix.value, sample_interval, metrics).await
+            let prefix = redis_prefix.value;
+            ops::exporter::run(&settings, port, pools, prefix, sample_interval, metrics).await
         }
     };
     telemetry.shutdown().await;
     result
-}
-
-/// Ends a command that used `store`: the store is closed (on SQLite its WAL is checkpointed
-/// into the database file, so a copy of that file is a complete backup) whether the command
-/// succeeded or not. A failed close is reported unless the command failed first.
-async fn finish<T>(store: Store, result: anyhow::Result<T>) -> anyhow::Result<T> {
-    let closed = store.close().await;
-    let value = result?;
-    closed.context("cannot close the database cleanly")?;
-    Ok(value)
 }
 
 async fn migrate(settings: &Settings, action: MigrateAction, format: Format) -> anyhow::Result<()> {
@@ -231,8 +208,19 @@ async fn targets(settings: &Settings, action: TargetsAction, format: Format) -> 
         }
         TargetsAction::Import { niche, pool, leases, redis_prefix, telegram, .. } => match &read {
             Some(read) => {
-                let folders = FolderArgs { pool, leases, redis_prefix, telegram };
-                import_targets(&store, settings, read, &niche, folders, format).await
+                let folders = targets::FolderArgs { pool, leases, redis_prefix, telegram };
+                match targets::import_with_folders(&store, settings, read, &niche, folders).await {
+                    Ok(report) => {
+                        print(&report, format);
+                        match report.unexpanded() {
+                            0 => Ok(()),
+                            n => Err(anyhow::anyhow!(
+                                "{n} folder link(s) not expanded; import the file again later"
+                            )),
+                        }
+                    }
+                    Err(e) => Err(e),
+                }
             }
             None => Ok(()),
         },
@@ -241,52 +229,6 @@ async fn targets(settings: &Settings, action: TargetsAction, format: Format) -> 
         }
     };
     finish(store, printed).await
-}
-
-struct FolderArgs {
-    pool: PoolArg,
-    leases: LeaseMode,
-    redis_prefix: RedisPrefixArg,
-    telegram: TelegramArgs,
-}
-
-/// `targets import`: the file's links, then its folder links expanded by one account each; the
-/// command fails after its report when a folder could not be expanded.
-async fn import_targets(
-    store: &Store,
-    settings: &Settings,
-    read: &commands::targets::ReadFile,
-    niche: &str,
-    folders: FolderArgs,
-    format: Format,
-) -> anyhow::Result<()> {
-    let mut report = commands::targets::import(store, read, niche).await?;
-    let links = read.folders();
-    if !links.is_empty() {
-        let accounts = AccountsConfig::load(&settings.accounts_config)?;
-        let tg = wiring::telegram(&folders.telegram, settings)?;
-        let locks = smart_joiner::ops::check::check_locks(
-            folders.leases,
-            settings,
-            &folders.redis_prefix.value,
-        )
-        .await?;
-        let service = wiring::join_service(
-            settings,
-            store.clone(),
-            locks.shared(),
-            tg,
-            accounts,
-            commands::cli_actor(),
-        );
-        report.folders =
-            commands::targets::expand_folders(&service, &folders.pool.name, &links, niche).await?;
-    }
-    print(&report, format);
-    match report.unexpanded() {
-        0 => Ok(()),
-        n => anyhow::bail!("{n} folder link(s) not expanded; import the file again later"),
-    }
 }
 
 async fn run_batch(
@@ -315,34 +257,14 @@ async fn run_batch(
     Ok(())
 }
 
-async fn demo(console: Option<smart_joiner::ops::console::ConsoleArgs>) -> anyhow::Result<()> {
+async fn demo(console: Option<ops::console::ConsoleArgs>) -> anyhow::Result<()> {
     let progress = &mut |line: &str| tracing::info!("{line}");
-    let Some(args) = console else {
-        let report = smart_joiner::modes::demo::run_until(progress, stop_on_signal()).await?;
-        return demo_end(report);
-    };
-    let auth = smart_joiner::ops::console::auth_from_env()?;
-    let listener = smart_joiner::ops::console::bind(args.addr, &auth).await?;
-    let (tx, rx) = tokio::sync::oneshot::channel::<smart_joiner::modes::demo::DemoDb>();
-    let stop = stop_on_signal();
-    let done = stop.clone();
-    let server = tokio::spawn(async move {
-        let Ok(db) = rx.await else { return (Ok(()), None) };
-        let limits = smart_joiner::store::Limits { daily_join_cap: 20, channel_limit: 500 };
-        let c = smart_joiner::ops::console::Console { store: db.store, auth, limits, queues: None };
-        // The directory is handed back, so it outlives the demo's last write.
-        (smart_joiner::ops::console::serve(listener, c, done.cancelled_owned()).await, Some(db.dir))
-    });
-    let report = smart_joiner::modes::demo::run_observed(progress, stop.clone(), Some(tx)).await;
-    let result = report.map_err(anyhow::Error::from).and_then(demo_end);
-    if !stop.is_cancelled() {
-        tracing::info!("the demo ended; the console stays up on its database until Ctrl-C");
-        stop.cancelled().await;
+    match console {
+        None => demo_end(modes::demo::run_until(progress, stop_on_signal()).await?),
+        Some(args) => {
+            modes::demo::run_with_console(args, progress, stop_on_signal(), demo_end).await
+        }
     }
-    let (served, dir) = server.await.context("the console task failed")?;
-    drop(dir);
-    served?;
-    result
 }
 
 fn demo_end(report: smart_joiner::modes::demo::DemoReport) -> anyhow::Result<()> {
@@ -354,66 +276,4 @@ fn demo_end(report: smart_joiner::modes::demo::DemoReport) -> anyhow::Result<()>
         anyhow::bail!("the demo did not settle cleanly");
     }
     Ok(())
-}
-
-async fn console(
-    settings: &Settings,
-    args: smart_joiner::ops::console::ConsoleArgs,
-) -> anyhow::Result<()> {
-    let auth = smart_joiner::ops::console::auth_from_env()?;
-    let listener = smart_joiner::ops::console::bind(args.addr, &auth).await?;
-    let store = wiring::open_database(settings).await?;
-    let limits = smart_joiner::store::Limits {
-        daily_join_cap: settings.daily_join_cap,
-        channel_limit: settings.channel_limit,
-    };
-    let queues = match smart_joiner::ops::console::queues(&args, settings.redis_url.expose()).await
-    {
-        Ok(queues) => queues,
-        Err(e) => return finish(store, Err(e.into())).await,
-    };
-    let c = smart_joiner::ops::console::Console { store: store.clone(), auth, limits, queues };
-    let stop = stop_on_signal();
-    let served = smart_joiner::ops::console::serve(listener, c, stop.cancelled_owned()).await;
-    finish(store, served.context("the console stopped")).await
-}
-
-async fn exporter(
-    settings: &Settings,
-    port: u16,
-    pools: Vec<String>,
-    redis_prefix: String,
-    sample_interval: Duration,
-    metrics: &'static smart_joiner::telemetry::metrics::Metrics,
-) -> anyhow::Result<()> {
-    use smart_joiner::ops::exporter::{self, Exporter};
-    let redis = wiring::RedisArgs {
-        prefix: RedisPrefixArg { value: redis_prefix.clone() },
-        pool: PoolArg { name: smart_joiner::config::DEFAULT_POOL.to_owned() },
-        queue_heartbeat: Duration::from_secs(10),
-    };
-    let wiring::Backends { store, locks, queue } =
-        wiring::connect_backends(settings, &redis).await?;
-    let listener = smart_joiner::ops::health::bind(port)
-        .await
-        .with_context(|| format!("cannot listen on the exporter port {port}"))?;
-    let exporter = Exporter {
-        store: store.clone(),
-        queue,
-        locks,
-        redis_prefix,
-        pools,
-        limits: smart_joiner::store::Limits {
-            daily_join_cap: settings.daily_join_cap,
-            channel_limit: settings.channel_limit,
-        },
-        metrics,
-    };
-    let sampler = tokio::spawn(exporter.clone().sample_every(sample_interval));
-    let stop = async {
-        let _ = wiring::shutdown_signal().await;
-    };
-    let served = exporter::serve(listener, exporter, stop).await;
-    sampler.abort();
-    finish(store, served.context("the exporter's port failed")).await
 }

@@ -171,6 +171,41 @@ pub async fn run_until(
     run_observed(progress, stop, None).await
 }
 
+/// `demo --console`: the demo, with the operator console served on its database from before
+/// the first join until `stop` is cancelled, also after the demo ends. `end` receives the
+/// demo's report as soon as it ends (it prints it and says whether the demo succeeded); its
+/// result is returned once the console has stopped.
+pub async fn run_with_console(
+    args: crate::ops::console::ConsoleArgs,
+    progress: &mut (dyn FnMut(&str) + Send),
+    stop: tokio_util::sync::CancellationToken,
+    end: impl FnOnce(DemoReport) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    use crate::ops::console;
+    use anyhow::Context as _;
+    let auth = console::auth_from_env()?;
+    let listener = console::bind(args.addr, &auth).await?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<DemoDb>();
+    let done = stop.clone();
+    let server = tokio::spawn(async move {
+        let Ok(db) = rx.await else { return (Ok(()), None) };
+        let limits = Limits { daily_join_cap: 20, channel_limit: 500 };
+        let c = console::Console { store: db.store, auth, limits, queues: None };
+        // The directory is handed back, so it outlives the demo's last write.
+        (console::serve(listener, c, done.cancelled_owned()).await, Some(db.dir))
+    });
+    let report = run_observed(progress, stop.clone(), Some(tx)).await;
+    let result = report.map_err(anyhow::Error::from).and_then(end);
+    if !stop.is_cancelled() {
+        tracing::info!("the demo ended; the console stays up on its database until Ctrl-C");
+        stop.cancelled().await;
+    }
+    let (served, dir) = server.await.context("the console task failed")?;
+    drop(dir);
+    served?;
+    result
+}
+
 /// The demo's database, handed to an observer (`demo --console`) as soon as it is filled:
 /// the store and the temporary directory holding it, which lives as long as the observer
 /// keeps it.

@@ -195,6 +195,20 @@ pub fn join_service(
     .with_active_hours(settings.active_hours.clone())
 }
 
+/// A token cancelled on the first SIGINT or SIGTERM (`run`, `demo`, `console`: joins in flight
+/// end cleanly, no new one starts).
+pub fn stop_on_signal() -> tokio_util::sync::CancellationToken {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let cancel = stop.clone();
+    tokio::spawn(async move {
+        if shutdown_signal().await.is_ok() {
+            tracing::warn!("stop requested: ending the joins in flight, starting no new one");
+            cancel.cancel();
+        }
+    });
+    stop
+}
+
 /// Resolves when SIGINT or SIGTERM arrives.
 pub async fn shutdown_signal() -> std::io::Result<()> {
     #[cfg(unix)]

@@ -218,6 +218,50 @@ pub fn router(exporter: Exporter) -> Router {
         .with_state(Arc::new(exporter))
 }
 
+/// `smart-joiner exporter`: connects the database and Redis, listens on `port` (all
+/// interfaces), refreshes the gauges every `sample_interval` and serves until SIGINT or
+/// SIGTERM; the database is closed in every case.
+pub async fn run(
+    settings: &crate::config::Settings,
+    port: u16,
+    pools: Vec<String>,
+    redis_prefix: String,
+    sample_interval: Duration,
+    metrics: &'static Metrics,
+) -> anyhow::Result<()> {
+    use crate::modes::wiring;
+    use anyhow::Context as _;
+    let redis = RedisArgs {
+        prefix: RedisPrefixArg { value: redis_prefix.clone() },
+        pool: PoolArg { name: crate::config::DEFAULT_POOL.to_owned() },
+        queue_heartbeat: Duration::from_secs(10),
+    };
+    let wiring::Backends { store, locks, queue } =
+        wiring::connect_backends(settings, &redis).await?;
+    let listener = crate::ops::health::bind(port)
+        .await
+        .with_context(|| format!("cannot listen on the exporter port {port}"))?;
+    let exporter = Exporter {
+        store: store.clone(),
+        queue,
+        locks,
+        redis_prefix,
+        pools,
+        limits: Limits {
+            daily_join_cap: settings.daily_join_cap,
+            channel_limit: settings.channel_limit,
+        },
+        metrics,
+    };
+    let sampler = tokio::spawn(exporter.clone().sample_every(sample_interval));
+    let stop = async {
+        let _ = wiring::shutdown_signal().await;
+    };
+    let served = serve(listener, exporter, stop).await;
+    sampler.abort();
+    crate::ops::commands::finish(store, served.context("the exporter's port failed")).await
+}
+
 /// Serves the routes on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,

@@ -2,7 +2,7 @@
 //! store, the settings, its options) and returns a report type: `Serialize` for `--json`, and
 //! [`crate::ops::output::Report`] for its text, both printed through
 //! [`ops::output::render`](crate::ops::output::render). Nothing here parses flags or writes to
-//! stdout; `src/main.rs` does that and only that.
+//! stdout; `src/main.rs` does that (over the tree in `ops::cli`) and only that.
 //!
 //! Errors are `anyhow` errors: a command's error is only ever printed, one line per cause.
 
@@ -14,7 +14,17 @@ pub mod targets;
 use serde::Serialize;
 
 use crate::ops::output::{Report, Style};
-use crate::store::ActionResult;
+use crate::store::{ActionResult, Store};
+
+/// Ends a command that used `store`: the store is closed (on SQLite its WAL is checkpointed
+/// into the database file, so a copy of that file is a complete backup) whether the command
+/// succeeded or not. A failed close is reported unless the command failed first.
+pub async fn finish<T>(store: Store, result: anyhow::Result<T>) -> anyhow::Result<T> {
+    let closed = store.close().await;
+    let value = result?;
+    anyhow::Context::context(closed, "cannot close the database cleanly")?;
+    Ok(value)
+}
 
 /// Who runs an admin command, for the audit log: `cli:<login name>`.
 pub fn cli_actor() -> String {

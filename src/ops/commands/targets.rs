@@ -243,6 +243,46 @@ pub async fn import(
     })
 }
 
+/// How `targets import` expands folder links: one account of `pool`, taken under the lease
+/// mode's locks, through the Telegram the flags choose.
+pub struct FolderArgs {
+    pub pool: crate::config::PoolArg,
+    pub leases: crate::ops::check::LeaseMode,
+    pub redis_prefix: crate::config::RedisPrefixArg,
+    pub telegram: crate::modes::wiring::TelegramArgs,
+}
+
+/// `targets import`: [`import`], then the file's folder links expanded by one account each.
+/// A folder that could not be expanded is in the report ([`TargetsImported::unexpanded`]).
+pub async fn import_with_folders(
+    store: &Store,
+    settings: &crate::config::Settings,
+    read: &ReadFile,
+    niche: &str,
+    folders: FolderArgs,
+) -> anyhow::Result<TargetsImported> {
+    use crate::modes::wiring;
+    let mut report = import(store, read, niche).await?;
+    let links = read.folders();
+    if !links.is_empty() {
+        let accounts = crate::accounts_config::AccountsConfig::load(&settings.accounts_config)?;
+        let tg = wiring::telegram(&folders.telegram, settings)?;
+        let locks =
+            crate::ops::check::check_locks(folders.leases, settings, &folders.redis_prefix.value)
+                .await?;
+        let service = wiring::join_service(
+            settings,
+            store.clone(),
+            locks.shared(),
+            tg,
+            accounts,
+            cli_actor(),
+        );
+        report.folders = expand_folders(&service, &folders.pool.name, &links, niche).await?;
+    }
+    Ok(report)
+}
+
 /// One target as `targets list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TargetRow {

@@ -201,6 +201,30 @@ pub async fn serve(
     axum::serve(listener, router(console)).with_graceful_shutdown(shutdown).await
 }
 
+/// `smart-joiner console`: binds `args.addr` (refused without the tokens it needs), opens the
+/// migrated database, connects the Redis queues with `--queue`, and serves until `stop` is
+/// cancelled; the database is closed in every case.
+pub async fn run(
+    settings: &crate::config::Settings,
+    args: ConsoleArgs,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    use crate::ops::commands::finish;
+    use anyhow::Context as _;
+    let auth = auth_from_env()?;
+    let listener = bind(args.addr, &auth).await?;
+    let store = crate::modes::wiring::open_database(settings).await?;
+    let limits =
+        Limits { daily_join_cap: settings.daily_join_cap, channel_limit: settings.channel_limit };
+    let queues = match queues(&args, settings.redis_url.expose()).await {
+        Ok(queues) => queues,
+        Err(e) => return finish(store, Err(e.into())).await,
+    };
+    let console = Console { store: store.clone(), auth, limits, queues };
+    let served = serve(listener, console, stop.cancelled_owned()).await;
+    finish(store, served.context("the console stopped")).await
+}
+
 /// Whether a `Host` header names this machine's loopback (`127.0.0.1`, `[::1]`, `localhost`,
 /// with any port).
 fn loopback_host(host: &str) -> bool {
