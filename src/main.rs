@@ -94,10 +94,8 @@ async fn run(cli: Cli, redactor: &mut Redactor) -> anyhow::Result<()> {
                 commands::overview::status(&store, &settings, pool.as_deref(), ready_limit).await;
             finish(store, report).await.map(|r| print(&r, format))
         }
-        Command::Exporter { port, pools, redis_prefix, sample_interval } => {
-            let metrics = telemetry.metrics();
-            let prefix = redis_prefix.value;
-            ops::exporter::run(&settings, port, pools, prefix, sample_interval, metrics).await
+        Command::Exporter { args } => {
+            ops::exporter::run(&settings, args, telemetry.metrics()).await
         }
     };
     telemetry.shutdown().await;

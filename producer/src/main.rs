@@ -2,27 +2,19 @@
 //! `new` targets of the niche into jobs, prints one summary line and exits.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Parser;
-use smart_joiner::config::{Settings, SettingsArgs};
+use smart_joiner::config::{ProducerArgs, Settings, SettingsArgs};
 use smart_joiner::modes::producer::{ProduceOptions, produce};
-use smart_joiner::modes::wiring::{self, Backends, RedisArgs, parse_duration};
+use smart_joiner::modes::wiring::{self, Backends, RedisArgs};
 use smart_joiner::telemetry;
 use tracing::Instrument as _;
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Turns new targets of a niche into join jobs (run it from cron)")]
 struct Cli {
-    /// Niche of the targets to queue.
-    #[arg(default_value = "ukraine_cars")]
-    niche: String,
-    /// How many new targets one run queues.
-    #[arg(default_value_t = 5)]
-    batch_size: u64,
-    /// A target this long past due is presumed to have lost its job and is pushed again.
-    #[arg(long, env = "RECOVER_AFTER", default_value = "10m", value_parser = parse_duration)]
-    recover_after: Duration,
+    #[command(flatten)]
+    produce: ProducerArgs,
     #[command(flatten)]
     redis: RedisArgs,
     #[command(flatten)]
@@ -65,10 +57,10 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli, settings: Settings) -> anyhow::Result<usize> {
     let Backends { store, locks, queue } = wiring::connect_backends(&settings, &cli.redis).await?;
     let opts = ProduceOptions {
-        niche: cli.niche,
-        batch_size: cli.batch_size,
+        niche: cli.produce.niche,
+        batch_size: cli.produce.batch_size,
         pool: cli.redis.pool.name.clone(),
-        recover_after: cli.recover_after,
+        recover_after: cli.produce.recover_after,
     };
     // One span per run, so a trace viewer shows each cron run with its niche and pool.
     let span = tracing::info_span!("produce", niche = %opts.niche, pool = %opts.pool);

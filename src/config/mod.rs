@@ -90,6 +90,12 @@ impl fmt::Display for LogFormat {
     }
 }
 
+mod flags;
+
+pub use flags::{
+    ConsoleArgs, ExporterArgs, ProducerArgs, RedisArgs, TelegramArgs, WorkerArgs, parse_duration,
+};
+
 /// Database used when neither `DATABASE_URL` nor any `POSTGRES_*` variable is set: a SQLite
 /// file in the working directory, created if missing.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://smart_joiner.db?mode=rwc";

@@ -1,56 +1,15 @@
 //! Wiring shared by the binaries: building adapters from settings and flags. No policy here.
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::accounts_config::{AccountsConfig, AccountsConfigError};
-use crate::config::{PoolArg, RedisPrefixArg, Settings};
+use crate::config::Settings;
+pub use crate::config::{RedisArgs, TelegramArgs, parse_duration};
 use crate::join::{JoinDeps, JoinService};
 use crate::lease::AccountLocks;
-use crate::queue::QueueSettings;
 use crate::store::{Limits, Store};
 use crate::telegram::Telegram;
 use crate::telegram::fake::{Script, ScriptedTelegram};
-
-/// Flags choosing the Telegram implementation. The fake exists for tests and benchmarks of the
-/// real binaries; it is hidden from `--help`.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct TelegramArgs {
-    /// Use the scripted fake Telegram with this JSON script instead of real Telegram.
-    #[arg(long, env = "SMART_JOINER_FAKE_TELEGRAM", hide = true)]
-    pub fake_telegram: Option<PathBuf>,
-    /// Append the fake's events (JSON lines) to this file.
-    #[arg(long, env = "SMART_JOINER_FAKE_TELEGRAM_LOG", hide = true, requires = "fake_telegram")]
-    pub fake_telegram_log: Option<PathBuf>,
-}
-
-/// Flags of the Redis side, shared by producer and worker.
-#[derive(Debug, Clone, clap::Args)]
-pub struct RedisArgs {
-    #[command(flatten)]
-    pub prefix: RedisPrefixArg,
-    #[command(flatten)]
-    pub pool: PoolArg,
-    /// Worker heartbeat; a worker silent for 6 heartbeats has its jobs handed to others.
-    #[arg(long, env = "QUEUE_HEARTBEAT", default_value = "10s", value_parser = parse_duration)]
-    pub queue_heartbeat: Duration,
-}
-
-impl RedisArgs {
-    pub fn queue_settings(&self) -> QueueSettings {
-        QueueSettings {
-            name: format!("{}join:v1:{}", self.prefix.value, self.pool.name),
-            heartbeat: self.queue_heartbeat,
-            ..QueueSettings::default()
-        }
-    }
-}
-
-/// Parses a human duration (`500ms`, `90s`, `10m`, `24h`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
-}
 
 /// The distributed mode's backends: the store, the account leases and the pool's queue.
 pub struct Backends {

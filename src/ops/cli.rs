@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{PoolArg, RedisPrefixArg, SettingsArgs, not_blank};
+use crate::config::{ExporterArgs, PoolArg, RedisPrefixArg, SettingsArgs, not_blank};
 use crate::domain::TargetStatus;
 use crate::modes::wiring::{TelegramArgs, parse_duration};
 use crate::ops::check::LeaseMode;
@@ -87,18 +87,8 @@ pub enum Command {
     /// and busy accounts, accounts by status, queue depth) on /metrics and /scaling/POOL, until
     /// SIGTERM. One always-on replica per deployment (docs/operations.md).
     Exporter {
-        /// Port of /healthz, /readyz, /metrics and /scaling/POOL (all interfaces); 0 picks one.
-        #[arg(long, env = "METRICS_PORT", default_value_t = 9090)]
-        port: u16,
-        /// Pools reported even while no account is in them (comma-separated); every pool of
-        /// the database is reported anyway.
-        #[arg(long, env = "EXPORTER_POOLS", value_delimiter = ',', value_parser = not_blank)]
-        pools: Vec<String>,
         #[command(flatten)]
-        redis_prefix: RedisPrefixArg,
-        /// How often the gauges are refreshed for OTLP; a scrape always refreshes them.
-        #[arg(long, env = "METRICS_SAMPLE_INTERVAL", default_value = "15s", value_parser = parse_duration)]
-        sample_interval: Duration,
+        args: ExporterArgs,
     },
 }
 

@@ -223,12 +223,11 @@ pub fn router(exporter: Exporter) -> Router {
 /// SIGTERM; the database is closed in every case.
 pub async fn run(
     settings: &crate::config::Settings,
-    port: u16,
-    pools: Vec<String>,
-    redis_prefix: String,
-    sample_interval: Duration,
+    args: crate::config::ExporterArgs,
     metrics: &'static Metrics,
 ) -> anyhow::Result<()> {
+    let crate::config::ExporterArgs { port, pools, redis_prefix, sample_interval } = args;
+    let redis_prefix = redis_prefix.value;
     use crate::modes::wiring;
     use anyhow::Context as _;
     let redis = RedisArgs {

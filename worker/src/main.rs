@@ -2,12 +2,11 @@
 //! `/healthz`, `/readyz` and `/metrics` on the operations port meanwhile.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use smart_joiner::config::SettingsArgs;
-use smart_joiner::modes::wiring::{self, Backends, RedisArgs, TelegramArgs, parse_duration};
+use smart_joiner::config::{SettingsArgs, WorkerArgs};
+use smart_joiner::modes::wiring::{self, Backends, RedisArgs, TelegramArgs};
 use smart_joiner::modes::worker::{self, WorkerOptions};
 use smart_joiner::ops::health::{self, Liveness, Probes};
 use smart_joiner::telemetry;
@@ -16,25 +15,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Parser)]
 #[command(version, about = "Runs join jobs of one account pool from Redis")]
 struct Cli {
-    /// Jobs this process runs at once (each holds at most one account).
-    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 4)]
-    concurrency: usize,
-    /// Worker name (default: the host name); a unique suffix is added per start.
-    #[arg(long, env = "WORKER_NAME")]
-    name: Option<String>,
-    /// How often an idle worker looks for due jobs.
-    #[arg(long, env = "POLL_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
-    poll_interval: Duration,
-    /// How long in-flight joins may take to finish after SIGTERM.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
-    shutdown_timeout: Duration,
-    /// Port of /healthz, /readyz and /metrics (all interfaces); 0 picks a free port and logs it.
-    #[arg(long, env = "METRICS_PORT", default_value_t = 9090)]
-    metrics_port: u16,
-    /// How often the state gauges (accounts, leases, queue depth) are refreshed for OTLP;
-    /// a Prometheus scrape always refreshes them.
-    #[arg(long, env = "METRICS_SAMPLE_INTERVAL", default_value = "15s", value_parser = parse_duration)]
-    metrics_sample_interval: Duration,
+    #[command(flatten)]
+    worker: WorkerArgs,
     #[command(flatten)]
     redis: RedisArgs,
     #[command(flatten)]
@@ -82,9 +64,9 @@ async fn run(
 ) -> anyhow::Result<()> {
     let accounts = wiring::load_accounts_for_running(&settings.accounts_config)?;
     let Backends { store, locks, queue } = wiring::connect_backends(&settings, &cli.redis).await?;
-    let listener = health::bind(cli.metrics_port)
-        .await
-        .with_context(|| format!("cannot listen on the metrics port {}", cli.metrics_port))?;
+    let listener = health::bind(cli.worker.metrics_port).await.with_context(|| {
+        format!("cannot listen on the metrics port {}", cli.worker.metrics_port)
+    })?;
 
     let liveness = Liveness::default();
     let probes = Probes {
@@ -98,9 +80,9 @@ async fn run(
     let stop_ops = CancellationToken::new();
     let ops =
         tokio::spawn(health::serve(listener, probes.clone(), stop_ops.clone().cancelled_owned()));
-    let sampler = tokio::spawn(probes.sample_every(cli.metrics_sample_interval));
+    let sampler = tokio::spawn(probes.sample_every(cli.worker.metrics_sample_interval));
 
-    let name = cli.name.unwrap_or_else(default_name);
+    let name = cli.worker.name.unwrap_or_else(default_name);
     let telegram = wiring::telegram(&cli.telegram, &settings)?;
     let service = wiring::join_service(
         &settings,
@@ -112,9 +94,9 @@ async fn run(
     );
     let opts = WorkerOptions {
         name,
-        concurrency: cli.concurrency,
-        poll_interval: cli.poll_interval,
-        shutdown_timeout: cli.shutdown_timeout,
+        concurrency: cli.worker.concurrency,
+        poll_interval: cli.worker.poll_interval,
+        shutdown_timeout: cli.worker.shutdown_timeout,
     };
     liveness.set_running(true);
     let result = worker::run(service, queue, opts, wiring::shutdown_signal()).await;

@@ -38,6 +38,7 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tracing::info;
 
+pub use crate::config::ConsoleArgs;
 use crate::config::Secret;
 use crate::store::{Limits, Store};
 pub use auth::{Access, Auth};
@@ -47,22 +48,6 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 
 /// How long the readiness probe waits for the database.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The console's settings (the tokens come from the environment, never from flags, so they do
-/// not show in a process list).
-#[derive(Debug, clap::Args)]
-pub struct ConsoleArgs {
-    /// Address to listen on. Anything but loopback needs CONSOLE_TOKEN.
-    #[arg(long = "addr", env = "CONSOLE_ADDR", default_value = DEFAULT_ADDR)]
-    pub addr: SocketAddr,
-    /// Also show each pool's Redis queue (ready, scheduled) from REDIS_URL; without it the
-    /// console needs only the database.
-    #[arg(long = "queue", env = "CONSOLE_QUEUE")]
-    pub queue: bool,
-    /// Prefix of the deployment's Redis keys (as the workers').
-    #[arg(long = "redis-prefix", env = "REDIS_PREFIX", default_value = "smart_joiner:")]
-    pub redis_prefix: String,
-}
 
 /// Why the console does not start.
 #[derive(Debug, thiserror::Error)]
