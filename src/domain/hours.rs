@@ -75,12 +75,14 @@ fn parse_offset(s: &str) -> Option<Duration> {
         }
         let n: u64 = digits.parse().ok()?;
         digits.clear();
-        total += n * match c {
+        let unit = match c {
             'h' => 3600,
             'm' => 60,
             's' => 1,
             _ => return None,
         };
+        // Saturates: an offset too large to count is refused as longer than any window.
+        total = total.saturating_add(n.saturating_mul(unit));
     }
     (digits.is_empty() && !s.is_empty()).then_some(Duration::from_secs(total))
 }
@@ -309,5 +311,10 @@ mod tests {
             err("UTC 09:00-10:00 +1h"),
             HoursError::OffsetTooLong { offset: "1h".into(), window: "1h".into() }
         );
+        // An offset too large for a u64 of seconds is refused, not an overflow.
+        assert!(matches!(
+            err("UTC 09:00-10:00 +18446744073709551h"),
+            HoursError::OffsetTooLong { .. }
+        ));
     }
 }
