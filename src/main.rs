@@ -672,6 +672,7 @@ async fn exporter(
             daily_join_cap: settings.daily_join_cap,
             channel_limit: settings.channel_limit,
         },
+        active_hours: settings.active_hours.clone(),
         metrics,
     };
     let sampler = tokio::spawn(exporter.clone().sample_every(sample_interval));

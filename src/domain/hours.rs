@@ -147,6 +147,21 @@ impl ActiveHours {
         Ok(Self { tz, windows, stagger })
     }
 
+    /// The hours an account keeps: its own (`own`, as stored) when they read, else the pool's
+    /// (`ACTIVE_HOURS`); None when neither has any. Own hours that no longer read give way to
+    /// the pool's, and the second value says why. The pick, the folder check and the exporter's
+    /// workable count all apply this one rule.
+    pub fn of_account(
+        own: Option<&str>,
+        pool: Option<&Self>,
+    ) -> (Option<Self>, Option<HoursError>) {
+        match own.map(Self::parse) {
+            Some(Ok(hours)) => (Some(hours), None),
+            Some(Err(e)) => (pool.cloned(), Some(e)),
+            None => (pool.cloned(), None),
+        }
+    }
+
     /// The instant a local date and time of this zone means (see the module docs for gaps and
     /// repeats).
     fn instant(&self, local: NaiveDateTime) -> DateTime<Utc> {
