@@ -23,6 +23,8 @@ declare -A RUNS=(
   [session]=25000
   [session_file]=5000
   [settings]=400
+  [active_hours]=30000
+  [folder_link]=100000
   [tgsim_frames]=30000
   [tgsim_packet]=1000
 )

@@ -1,6 +1,6 @@
 //! Fuzz checks of every parser that reads outside input: target links, target files, entries of
-//! `accounts_config.json`, session strings, the settings (durations, counts, URLs), and tgsim's
-//! transport and TL decoding.
+//! `accounts_config.json`, session strings, the settings (durations, counts, URLs), active hours,
+//! folder links, and tgsim's transport and TL decoding.
 //!
 //! Each check takes arbitrary bytes, runs the parser the program runs, and panics only when a
 //! property is broken: the parser panicked, an error does not say what is wrong, an error or a
@@ -18,7 +18,9 @@ use serde_json::Value;
 
 use crate::accounts_config::{AccountsConfig, AccountsConfigError};
 use crate::config::Settings;
-use crate::domain::{LinkError, TargetLink};
+use chrono::{DateTime, Utc};
+
+use crate::domain::{ActiveHours, FolderLink, LinkError, TargetLink};
 use crate::ops::targets_file::{parse_targets, shown_line};
 use crate::telegram::session::TelethonSession;
 
@@ -34,6 +36,8 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("session", session),
     ("session_file", session_file),
     ("settings", settings),
+    ("active_hours", active_hours),
+    ("folder_link", folder_link),
     ("tgsim_frames", tgsim::fuzzing::frames),
     ("tgsim_packet", tgsim::fuzzing::packet),
 ];
@@ -315,6 +319,51 @@ pub fn settings(data: &[u8]) {
             });
         }
     }
+}
+
+/// `ActiveHours::parse` (`ACTIVE_HOURS`, `accounts hours`): an accepted text is written back in
+/// a form that parses to the same hours and is written the same again; a refusal names the
+/// problem; the accepted hours answer `is_open` and `next_open` without a panic around a
+/// clock change, the next opening is never before the moment asked about, and the hours are
+/// open at a moment exactly when the next opening is that moment.
+pub fn active_hours(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    match ActiveHours::parse(text) {
+        Ok(hours) => {
+            let written = hours.to_string();
+            let again = ActiveHours::parse(&written);
+            assert_eq!(again.as_ref(), Ok(&hours), "{written:?} parses back to the same hours");
+            assert_eq!(again.map(|h| h.to_string()), Ok(written.clone()), "written the same");
+            // A day with a clock change in Europe and America, and an ordinary one.
+            let account = data.iter().fold(0i64, |a, b| a.wrapping_mul(31) ^ i64::from(*b));
+            for at in ["2026-03-29T00:30:00Z", "2026-11-01T06:59:59Z", "2026-07-14T12:00:00Z"] {
+                let at = DateTime::parse_from_rfc3339(at).map(|t| t.with_timezone(&Utc));
+                let Ok(at) = at else { unreachable!("a valid instant") };
+                let opens = hours.next_open(account, at);
+                assert!(opens >= at, "{written}: opens at {opens}, before {at}");
+                let open_now = hours.is_open(account, at);
+                assert_eq!(open_now, opens == at, "{written}: is_open and next_open agree at {at}");
+            }
+        }
+        Err(e) => assert_names_a_problem(&e),
+    }
+}
+
+/// `FolderLink::parse` (folder links in target files): an accepted link has a slug of 1 to 64
+/// letters, digits, `-` and `_`, taken from the input as written (its case kept), and its
+/// written form `t.me/addlist/SLUG` parses back to the same folder.
+pub fn folder_link(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Some(folder) = FolderLink::parse(text) else { return };
+    let slug = folder.slug();
+    assert!(
+        (1..=64).contains(&slug.len())
+            && slug.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "a valid slug: {slug:?}"
+    );
+    assert!(text.contains(slug), "the slug {slug:?} is cut from the input as written");
+    let written = folder.to_string();
+    assert_eq!(FolderLink::parse(&written), Some(folder.clone()), "{written:?} parses back");
 }
 
 /// An error's text is not empty and is more than punctuation.

@@ -129,14 +129,11 @@ impl JoinService {
 
     /// An account's active hours: its own (as stored), else the pool's.
     fn hours_of(&self, account_id: i64, own: Option<&str>) -> Option<ActiveHours> {
-        match own.map(ActiveHours::parse) {
-            Some(Ok(hours)) => Some(hours),
-            Some(Err(e)) => {
-                warn!(account_id, error = %e, "stored active hours unreadable: the pool's apply");
-                self.pool_hours.as_deref().cloned()
-            }
-            None => self.pool_hours.as_deref().cloned(),
+        let (hours, unreadable) = ActiveHours::of_account(own, self.pool_hours.as_deref());
+        if let Some(e) = unreadable {
+            warn!(account_id, error = %e, "stored active hours unreadable: the pool's apply");
         }
+        hours
     }
 
     /// The workable accounts of `pool` that have active hours, with them.
@@ -144,11 +141,7 @@ impl JoinService {
         &self,
         pool: &str,
     ) -> Result<std::collections::HashMap<i64, ActiveHours>, JoinError> {
-        let rows = self.deps.store.active_hours_of_pool(pool, self.pool_hours.is_some()).await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(id, own)| self.hours_of(id, own.as_deref()).map(|h| (id, h)))
-            .collect())
+        Ok(self.deps.store.hours_in_pool(pool, self.pool_hours.as_deref()).await?)
     }
 
     pub(crate) fn unconfigured(&self) -> Vec<i64> {

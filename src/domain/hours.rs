@@ -75,12 +75,14 @@ fn parse_offset(s: &str) -> Option<Duration> {
         }
         let n: u64 = digits.parse().ok()?;
         digits.clear();
-        total += n * match c {
+        let unit = match c {
             'h' => 3600,
             'm' => 60,
             's' => 1,
             _ => return None,
         };
+        // Saturates: an offset too large to count is refused as longer than any window.
+        total = total.saturating_add(n.saturating_mul(unit));
     }
     (digits.is_empty() && !s.is_empty()).then_some(Duration::from_secs(total))
 }
@@ -143,6 +145,21 @@ impl ActiveHours {
             });
         }
         Ok(Self { tz, windows, stagger })
+    }
+
+    /// The hours an account keeps: its own (`own`, as stored) when they read, else the pool's
+    /// (`ACTIVE_HOURS`); None when neither has any. Own hours that no longer read give way to
+    /// the pool's, and the second value says why. The pick, the folder check and the exporter's
+    /// workable count all apply this one rule.
+    pub fn of_account(
+        own: Option<&str>,
+        pool: Option<&Self>,
+    ) -> (Option<Self>, Option<HoursError>) {
+        match own.map(Self::parse) {
+            Some(Ok(hours)) => (Some(hours), None),
+            Some(Err(e)) => (pool.cloned(), Some(e)),
+            None => (pool.cloned(), None),
+        }
     }
 
     /// The instant a local date and time of this zone means (see the module docs for gaps and
@@ -309,5 +326,10 @@ mod tests {
             err("UTC 09:00-10:00 +1h"),
             HoursError::OffsetTooLong { offset: "1h".into(), window: "1h".into() }
         );
+        // An offset too large for a u64 of seconds is refused, not an overflow.
+        assert!(matches!(
+            err("UTC 09:00-10:00 +18446744073709551h"),
+            HoursError::OffsetTooLong { .. }
+        ));
     }
 }

@@ -7,8 +7,9 @@
 //! Postgres and Redis directly and serves, per pool:
 //!
 //! - `due`: jobs due now (the ready list plus scheduled jobs whose time has come);
-//! - `workable`: accounts that could start a join now (free, rested, below the caps: what the
-//!   join's pick would take);
+//! - `workable`: accounts that could start a join now (free, rested, below the caps, inside
+//!   their active hours, their own or else the exporter's `ACTIVE_HOURS`: what the join's pick
+//!   would take);
 //! - `busy`: accounts held by a join in flight;
 //! - `slots = busy + min(due, workable)`: the job slots the pool can use right now. A due job
 //!   without a workable account would only be rescheduled, and a workable account without a
@@ -33,6 +34,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 use crate::config::{PoolArg, RedisPrefixArg};
+use crate::domain::ActiveHours;
 use crate::lease::RedisLocks;
 use crate::modes::wiring::RedisArgs;
 use crate::queue::JobQueue;
@@ -80,6 +82,9 @@ pub struct Exporter {
     /// Pools reported even while no account is in them; every pool of the database is too.
     pub pools: Vec<String>,
     pub limits: Limits,
+    /// The active hours of accounts without their own (`ACTIVE_HOURS`, set as the workers'):
+    /// an account outside its hours is not workable.
+    pub active_hours: Option<ActiveHours>,
     pub metrics: &'static Metrics,
 }
 
@@ -112,7 +117,8 @@ impl Exporter {
         let queue = self.queue_of(pool);
         let due = tokio::time::timeout(CHECK_TIMEOUT, queue.due());
         let accounts =
-            tokio::time::timeout(CHECK_TIMEOUT, self.store.pool_accounts(pool, now, &self.limits));
+            self.store.pool_accounts(pool, now, &self.limits, self.active_hours.as_ref());
+        let accounts = tokio::time::timeout(CHECK_TIMEOUT, accounts);
         let (due, accounts) = tokio::join!(due, accounts);
         let due = due
             .map_err(|_| format!("redis: no answer within {CHECK_TIMEOUT:?}"))?
@@ -250,6 +256,7 @@ pub async fn run(
             daily_join_cap: settings.daily_join_cap,
             channel_limit: settings.channel_limit,
         },
+        active_hours: settings.active_hours.clone(),
         metrics,
     };
     let sampler = tokio::spawn(exporter.clone().sample_every(sample_interval));

@@ -1,13 +1,15 @@
 //! What Telegram says about an account itself (its Premium flag, channel limit and freeze),
 //! recorded when it connects, `accounts check`'s verdicts, and the accounts' own active hours.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect, TransactionTrait};
 
 use super::entity::accounts;
 use super::{Store, StoreError};
-use crate::domain::{AccountProfile, AccountStatus};
+use crate::domain::{AccountProfile, AccountStatus, ActiveHours};
 
 /// What one `accounts check` writes about an account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +71,39 @@ impl Store {
             q = q.filter(C::ActiveHours.is_not_null());
         }
         Ok(q.into_tuple().all(&self.db).await?)
+    }
+
+    /// The accounts of `pool` that may work by status and have active hours, with them: their
+    /// own, else `pool_hours` (the pool's `ACTIVE_HOURS`), by [`ActiveHours::of_account`].
+    pub async fn hours_in_pool(
+        &self,
+        pool: &str,
+        pool_hours: Option<&ActiveHours>,
+    ) -> Result<HashMap<i64, ActiveHours>, StoreError> {
+        let rows = self.active_hours_of_pool(pool, pool_hours.is_some()).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, own)| {
+                let (hours, unreadable) = ActiveHours::of_account(own.as_deref(), pool_hours);
+                if let Some(e) = unreadable {
+                    tracing::warn!(account_id = id, error = %e, "stored active hours unreadable: the pool's apply");
+                }
+                hours.map(|h| (id, h))
+            })
+            .collect())
+    }
+
+    /// The accounts of `pool` that may work by status but are outside their active hours
+    /// ([`hours_in_pool`](Self::hours_in_pool)) at `now`. The pick leaves them out, and so does
+    /// the exporter's workable count.
+    pub async fn closed_accounts(
+        &self,
+        pool: &str,
+        now: DateTime<Utc>,
+        pool_hours: Option<&ActiveHours>,
+    ) -> Result<Vec<i64>, StoreError> {
+        let hours = self.hours_in_pool(pool, pool_hours).await?;
+        Ok(hours.into_iter().filter(|(id, h)| !h.is_open(*id, now)).map(|(id, _)| id).collect())
     }
 
     /// Ends a hold taken for a request that is not a join (a folder's check) and rests the

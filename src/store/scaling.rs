@@ -6,12 +6,13 @@ use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
 
 use super::entity::{accounts, targets};
 use super::{Limits, Store, StoreError};
-use crate::domain::TargetStatus;
+use crate::domain::{ActiveHours, TargetStatus};
 
 /// The accounts of one pool as a scaler sees them at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PoolAccounts {
-    /// Free, rested and below the daily cap and the channel limit: a join could start now.
+    /// Free, rested, below the daily cap and the channel limit, and inside its active hours: a
+    /// join could start now.
     pub workable: u64,
     /// Held by a join in flight (`held_until` after now).
     pub busy: u64,
@@ -31,14 +32,18 @@ impl Store {
     }
 
     /// Workable and busy accounts of `pool` at `now`. "Workable" is exactly what the join's
-    /// pick would take ([`eligible_accounts`](Self::eligible_accounts) with no exclusion).
+    /// pick would take: [`eligible_accounts`](Self::eligible_accounts) less the accounts
+    /// outside their active hours ([`closed_accounts`](Self::closed_accounts): their own, else
+    /// `pool_hours`, the pool's `ACTIVE_HOURS`).
     pub async fn pool_accounts(
         &self,
         pool: &str,
         now: DateTime<Utc>,
         limits: &Limits,
+        pool_hours: Option<&ActiveHours>,
     ) -> Result<PoolAccounts, StoreError> {
-        let workable = self.eligible_accounts(pool, now, &[], limits, i64::MAX as u64).await?;
+        let closed = self.closed_accounts(pool, now, pool_hours).await?;
+        let workable = self.eligible_accounts(pool, now, &closed, limits, i64::MAX as u64).await?;
         let busy = accounts::Entity::find()
             .filter(accounts::Column::Pool.eq(pool))
             .filter(accounts::Column::HeldUntil.gt(now))

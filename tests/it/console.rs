@@ -354,6 +354,10 @@ async fn tokens_csrf_and_audit(store: Store, db_url: String) {
     assert_eq!(csv.lines().count(), 1 + seed.expect["ready"].as_u64().unwrap() as usize, "{csv}");
     assert!(csv.starts_with("account,target_id,link,title,niche,warmup_ended_at"));
 
+    let boris = seed.accounts.iter().find(|(n, _)| n == "boris").unwrap().1;
+    telegrams_word_and_active_hours_are_shown_read_only_and_escaped(&store, port, anna, boris)
+        .await;
+
     // No token and no database password ever reaches the log.
     let mut console = console;
     let _ = console.child.start_kill();
@@ -370,6 +374,94 @@ async fn tokens_csrf_and_audit(store: Store, db_url: String) {
     }
     let base64_admin = basic("alice", ADMIN_TOKEN).1;
     assert!(!out.contains(base64_admin.trim_start_matches("Basic ")), "a credential in the log");
+}
+
+/// The `<tr>` of `account` on the accounts page.
+fn account_row<'a>(page: &'a str, account: &str) -> &'a str {
+    let start = page.find(&format!("<tr data-account=\"{account}\">")).unwrap_or_else(|| {
+        panic!("no row for {account} in:\n{page}");
+    });
+    let row = &page[start..];
+    &row[..row.find("</tr>").unwrap_or(row.len())]
+}
+
+/// What the cell (`<td>` or `<dd>`) marked `data-k="{key}"` holds.
+fn cell<'a>(html: &'a str, key: &str) -> &'a str {
+    let rest = html.split(&format!("data-k=\"{key}\">")).nth(1).unwrap_or_else(|| {
+        panic!("no {key} in:\n{html}");
+    });
+    let end = ["</td>", "</dd>"].iter().filter_map(|e| rest.find(e)).min();
+    &rest[..end.unwrap_or(rest.len())]
+}
+
+/// Each account's channel limit (Premium-aware, under the operator's CHANNEL_LIMIT, 1000 by
+/// default), Premium, freeze, last check and own active hours, on the list and on its page.
+async fn telegrams_word_and_active_hours_are_shown_read_only_and_escaped(
+    store: &Store,
+    port: u16,
+    anna: i64,
+    boris: i64,
+) {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use smart_joiner::domain::{AccountProfile, ActiveHours, Freeze};
+    use smart_joiner::store::entity::accounts as rows;
+    let now = Utc::now();
+    // anna: Premium, Telegram allows 2000, the operator's 1000 applies; checked; own hours.
+    let premium = AccountProfile { premium: true, channel_limit: Some(2000), freeze: None };
+    store.record_profile(anna, &premium, now).await.unwrap();
+    rows::Entity::update_many()
+        .col_expr(rows::Column::CheckedAt, Expr::val(now - Duration::minutes(5)))
+        .col_expr(rows::Column::CheckResult, Expr::val("authorised"))
+        .filter(rows::Column::Id.eq(anna))
+        .exec(store.connection())
+        .await
+        .unwrap();
+    let kyiv = ActiveHours::parse("Europe/Kyiv 09:00-22:00 +30m").unwrap();
+    store.set_active_hours(anna, Some(&kyiv), "test", now).await.unwrap();
+    // boris: free, frozen for a month, with an appeal link carrying markup.
+    let freeze = Freeze {
+        since: Some(now - Duration::days(1)),
+        until: Some(now + Duration::days(30)),
+        appeal_url: Some("https://t.me/spambot?start=<b>x</b>".to_owned()),
+    };
+    let frozen = AccountProfile { premium: false, channel_limit: Some(500), freeze: Some(freeze) };
+    store.record_profile(boris, &frozen, now).await.unwrap();
+
+    let reader = basic("rita", READ_TOKEN);
+    let (code, _, page) = http(port, "GET", "/accounts", std::slice::from_ref(&reader), "").await;
+    assert_eq!(code, 200, "{page}");
+    let row = account_row(&page, "anna");
+    assert_eq!(cell(row, "limit"), "1000");
+    assert_eq!(cell(row, "premium"), "yes");
+    assert_eq!(cell(row, "frozen"), "no");
+    assert!(cell(row, "check").contains("authorised"), "{row}");
+    assert_eq!(cell(row, "hours"), "Europe/Kyiv 09:00-22:00 +30m");
+    let row = account_row(&page, "boris");
+    assert_eq!((cell(row, "limit"), cell(row, "premium")), ("500", "no"));
+    assert!(cell(row, "frozen").contains("frozen</b> until"), "{row}");
+    assert!(cell(row, "check").contains("never"), "{row}");
+    assert!(cell(row, "hours").contains("the pool's"), "{row}");
+    // Never read: the free default, and it says so.
+    let row = account_row(&page, "carl");
+    assert_eq!((cell(row, "limit"), cell(row, "premium")), ("500", "not read yet"));
+    assert_eq!(cell(row, "frozen"), "not read yet");
+
+    let (_, _, page) =
+        http(port, "GET", &format!("/accounts/{boris}"), std::slice::from_ref(&reader), "").await;
+    assert!(cell(&page, "limit").starts_with("500 "), "{page}");
+    assert!(cell(&page, "frozen").contains("frozen</b> until"), "{page}");
+    assert_eq!(cell(&page, "appeal"), "https://t.me/spambot?start=&lt;b&gt;x&lt;/b&gt;");
+    assert!(!page.contains("<b>x</b>"), "the appeal link's markup is escaped");
+    let (_, _, page) =
+        http(port, "GET", &format!("/accounts/{anna}"), std::slice::from_ref(&reader), "").await;
+    assert!(
+        cell(&page, "limit")
+            .contains("1000 <span class=\"muted\">(CHANNEL_LIMIT (Telegram allows 2000))"),
+        "{page}"
+    );
+    assert_eq!(cell(&page, "premium"), "yes");
+    assert_eq!(cell(&page, "hours"), "Europe/Kyiv 09:00-22:00 +30m");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::{Duration as Span, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-use smart_joiner::domain::{AccountStatus, JoinJobV1, TargetLink};
+use smart_joiner::domain::{AccountStatus, ActiveHours, JoinJobV1, TargetLink};
 use smart_joiner::lease::RedisLocks;
 use smart_joiner::ops::exporter::{self, Exporter, PoolScaling};
 use smart_joiner::queue::{JobQueue, QueueSettings, connect_redis};
@@ -115,6 +115,7 @@ async fn the_exporter_counts_due_jobs_not_jobs_waiting_for_a_flood_wait_and_caps
         redis_prefix: prefix.into(),
         pools: vec!["eu".into()],
         limits: Limits { daily_join_cap: 20, channel_limit: 500 },
+        active_hours: None,
         metrics,
     };
     // Scheduled holds all five; only three are due; one account of four is workable.
@@ -122,6 +123,17 @@ async fn the_exporter_counts_due_jobs_not_jobs_waiting_for_a_flood_wait_and_caps
     let got = exp.scaling("default").await.unwrap();
     assert_eq!(got, PoolScaling { pool: "default".into(), due: 3, workable: 1, busy: 1 });
     assert_eq!(got.slots(), 2, "the join in flight plus one due job with an account");
+    // Given the pool's active hours (`ACTIVE_HOURS`) closed now, the one free account (it has
+    // none of its own) may not join: not workable, and the due jobs want no slot.
+    let at = |h: i64| (Utc::now() + Span::hours(h)).format("%H:%M").to_string();
+    let closed = ActiveHours::parse(&format!("UTC {}-{}", at(2), at(3))).unwrap();
+    let outside = Exporter { active_hours: Some(closed), ..exp.clone() };
+    let got = outside.scaling("default").await.unwrap();
+    assert_eq!(got, PoolScaling { pool: "default".into(), due: 3, workable: 0, busy: 1 });
+    assert_eq!(got.slots(), 1, "only the join in flight");
+    let open = ActiveHours::parse(&format!("UTC {}-{}", at(-1), at(1))).unwrap();
+    let inside = Exporter { active_hours: Some(open), ..exp.clone() };
+    assert_eq!(inside.scaling("default").await.unwrap().workable, 1);
     // Promoting the due jobs to the ready list changes nothing the scaler sees.
     assert_eq!(queue.promote_due().await.unwrap(), 3);
     assert_eq!(exp.scaling("default").await.unwrap().due, 3);

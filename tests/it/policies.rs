@@ -328,6 +328,7 @@ on_both_backends!(
     an_account_outside_its_hours_is_never_picked_and_the_target_waits_for_the_next_window,
     the_invariant_checker_reports_an_attempt_outside_the_accounts_hours,
     an_operator_sets_and_clears_an_accounts_hours_with_an_audit_row,
+    the_exporters_workable_count_leaves_out_accounts_outside_their_hours,
 );
 
 /// `UTC HH:MM-HH:MM` from `from` to `to` hours after now (whole minutes).
@@ -423,6 +424,48 @@ async fn the_invariant_checker_reports_an_attempt_outside_the_accounts_hours(sto
     .await
     .unwrap();
     assert_eq!(report.hours.len(), 2, "{:?}", report.hours);
+}
+
+/// What autoscaling reads: an account outside its hours (its own, else the pool's given to the
+/// exporter; unreadable own hours give way to the pool's) is not workable, as it is not picked.
+async fn the_exporters_workable_count_leaves_out_accounts_outside_their_hours(store: Store) {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use smart_joiner::store::entity::accounts as rows;
+    let a = accounts(&store, &["open", "closed", "pooled", "unreadable"], "default").await;
+    // t0 is 10:00 UTC.
+    store.set_active_hours(a[0].id, Some(&hours("UTC 09:00-11:00")), "test", t0()).await.unwrap();
+    store.set_active_hours(a[1].id, Some(&hours("UTC 12:00-13:00")), "test", t0()).await.unwrap();
+    rows::Entity::update_many()
+        .col_expr(rows::Column::ActiveHours, Expr::val("Mars/Base 09:00-11:00"))
+        .filter(rows::Column::Id.eq(a[3].id))
+        .exec(store.connection())
+        .await
+        .unwrap();
+    let count = |pool_hours: Option<&'static str>| {
+        let store = store.clone();
+        async move {
+            let pool_hours = pool_hours.map(hours);
+            let limits = limits(1000);
+            let got = store.pool_accounts("default", t0(), &limits, pool_hours.as_ref());
+            let mut closed =
+                store.closed_accounts("default", t0(), pool_hours.as_ref()).await.unwrap();
+            closed.sort();
+            (got.await.unwrap().workable, closed)
+        }
+    };
+    // No pool hours: only the account with its own closed window is left out.
+    assert_eq!(count(None).await, (3, vec![a[1].id]));
+    // The pool's hours closed: they apply to the account without its own and to the one whose
+    // own do not read; the account open by its own hours stays workable.
+    assert_eq!(count(Some("UTC 20:00-21:00")).await, (1, vec![a[1].id, a[2].id, a[3].id]));
+    assert_eq!(count(Some("UTC 09:30-10:30")).await, (3, vec![a[1].id]));
+    // The same accounts the pick leaves out: it takes exactly the workable ones.
+    let pool_hours = hours("UTC 20:00-21:00");
+    let closed = store.closed_accounts("default", t0(), Some(&pool_hours)).await.unwrap();
+    let picked =
+        store.eligible_accounts("default", t0(), &closed, &limits(1000), 100).await.unwrap();
+    assert_eq!(picked.iter().map(|p| p.id).collect::<Vec<_>>(), vec![a[0].id]);
 }
 
 async fn an_operator_sets_and_clears_an_accounts_hours_with_an_audit_row(store: Store) {

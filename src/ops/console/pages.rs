@@ -338,14 +338,26 @@ pub(super) async fn accounts(
     ] {
         body.push_str(&head(key, label, num));
     }
-    body.push_str("<th>reason</th></tr>");
+    body.push_str(
+        "<th class=\"num\">channel limit</th><th>Premium</th><th>frozen</th><th>last check</th>\
+         <th>active hours</th><th>reason</th></tr>",
+    );
     for a in rows {
         let acc = &a.account;
+        let p = policies(acc, c.limits.channel_limit, now);
         let _ = write!(
             body,
             "<tr data-account=\"{n}\"><td><a href=\"/accounts/{id}\">{n}</a></td><td>{pool}</td>\
              <td data-k=\"status\">{badge}</td><td>{next}</td><td class=\"num\" data-k=\"joins\">{j}</td>\
-             <td class=\"num\" data-k=\"bound\">{bound}</td><td>{last}</td><td>{reason}</td></tr>",
+             <td class=\"num\" data-k=\"bound\">{bound}</td><td>{last}</td>\
+             <td class=\"num\" data-k=\"limit\">{limit}</td><td data-k=\"premium\">{premium}</td>\
+             <td data-k=\"frozen\">{frozen}</td><td data-k=\"check\">{check}</td>\
+             <td data-k=\"hours\">{hours}</td><td>{reason}</td></tr>",
+            limit = p.limit,
+            premium = p.premium,
+            frozen = p.frozen,
+            check = p.check,
+            hours = p.hours,
             n = name(&acc.session_name),
             id = acc.id,
             pool = esc(&acc.pool),
@@ -360,6 +372,70 @@ pub(super) async fn accounts(
     body.push_str("</table>");
     let v = visitor(&c, &access);
     ok("Accounts", Tab::Accounts, &v, &body)
+}
+
+/// What Telegram said about an account and its own active hours, as the pages show them (read
+/// only; every stored text escaped).
+struct Policies {
+    /// The channel limit the pick enforces: Telegram's for this account (Premium-aware; the
+    /// free default until read), never above the operator's `CHANNEL_LIMIT`.
+    limit: u32,
+    /// Where that limit comes from.
+    limit_source: String,
+    premium: &'static str,
+    frozen: String,
+    /// The freeze's appeal link, escaped (shown as text, never as a link).
+    appeal: Option<String>,
+    /// When `accounts check` last connected it, with its verdict.
+    check: String,
+    hours: String,
+}
+
+fn policies(acc: &crate::store::Account, operator_limit: u32, now: DateTime<Utc>) -> Policies {
+    let limit = crate::domain::effective_channel_limit(acc.channel_limit, operator_limit);
+    let limit_source = match acc.channel_limit {
+        Some(own) if own > operator_limit => format!("CHANNEL_LIMIT (Telegram allows {own})"),
+        Some(_) => "Telegram's".to_owned(),
+        None => "the free default until Telegram is read".to_owned(),
+    };
+    let premium = match acc.premium {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "not read yet",
+    };
+    let freeze = crate::domain::Freeze {
+        since: acc.frozen_since,
+        until: acc.frozen_until,
+        appeal_url: acc.freeze_appeal_url.clone(),
+    };
+    let no_freeze = freeze.since.is_none() && freeze.until.is_none() && freeze.appeal_url.is_none();
+    let frozen = if no_freeze {
+        if acc.profile_read_at.is_some() { "no".to_owned() } else { "not read yet".to_owned() }
+    } else if !freeze.runs_at(now) {
+        format!("no (ended {})", time_opt(freeze.until))
+    } else {
+        match freeze.until {
+            Some(until) => format!("<b>frozen</b> until {}", time(until)),
+            None => "<b>frozen</b> (no end date)".to_owned(),
+        }
+    };
+    let check = match (acc.checked_at, acc.check_result.as_deref()) {
+        (Some(at), result) => format!("{} {}", time(at), esc(result.unwrap_or(""))),
+        (None, _) => "<span class=\"muted\">never</span>".to_owned(),
+    };
+    let hours = match acc.active_hours.as_deref() {
+        Some(own) => esc(own),
+        None => "<span class=\"muted\">the pool's (ACTIVE_HOURS)</span>".to_owned(),
+    };
+    Policies {
+        limit,
+        limit_source,
+        premium,
+        frozen,
+        appeal: acc.freeze_appeal_url.as_deref().map(esc),
+        check,
+        hours,
+    }
 }
 
 /// When the account may act next: its rest, or what keeps it from working at all.
@@ -399,6 +475,7 @@ pub(super) async fn account(
     let target_ids: Vec<i64> = attempts.iter().map(|a| a.target_id).collect();
     let links = c.store.target_links(&target_ids).await?;
 
+    let p = policies(&acc, c.limits.channel_limit, now);
     let mut body = notice(n.notice.as_deref());
     let _ = write!(
         body,
@@ -406,7 +483,11 @@ pub(super) async fn account(
          <dt>status</dt><dd data-k=\"status\">{badge}</dd><dt>reason</dt><dd>{reason}</dd>\
          <dt>next allowed action</dt><dd>{next}</dd><dt>joins in the last 24 h</dt><dd data-k=\"joins\">{j} / {cap}</dd>\
          <dt>bound groups</dt><dd data-k=\"bound\">{b} / {limit}</dd><dt>ready for posting</dt><dd>{ready}</dd>\
-         <dt>last action</dt><dd>{last}</dd><dt>held by an attempt</dt><dd>{held}</dd></dl>",
+         <dt>last action</dt><dd>{last}</dd><dt>held by an attempt</dt><dd>{held}</dd>\
+         <dt>channel limit</dt><dd data-k=\"limit\">{limit} <span class=\"muted\">({limit_source})</span></dd>\
+         <dt>Premium</dt><dd data-k=\"premium\">{premium}</dd><dt>frozen</dt><dd data-k=\"frozen\">{frozen}</dd>\
+         {appeal}<dt>Telegram last read</dt><dd>{read}</dd><dt>last check</dt><dd data-k=\"check\">{check}</dd>\
+         <dt>active hours</dt><dd data-k=\"hours\">{hours}</dd></dl>",
         n = name(&acc.session_name),
         pool = esc(&acc.pool),
         badge = html::account_badge(acc.status),
@@ -415,7 +496,16 @@ pub(super) async fn account(
         j = stats.map_or(0, |s| s.joins_24h),
         cap = c.limits.daily_join_cap,
         b = stats.map_or(0, |s| s.bound),
-        limit = c.limits.channel_limit,
+        limit = p.limit,
+        limit_source = p.limit_source,
+        premium = p.premium,
+        frozen = p.frozen,
+        appeal = p.appeal.map_or_else(String::new, |url| {
+            format!("<dt>appeal</dt><dd data-k=\"appeal\">{url}</dd>")
+        }),
+        read = time_opt(acc.profile_read_at),
+        check = p.check,
+        hours = p.hours,
         ready = stats.map_or(0, |s| s.ready),
         last = time_opt(acc.last_action_at),
         held = if groups.iter().any(|t| t.claimed_account_id == Some(id) && t.claim_epoch.is_some())
