@@ -138,10 +138,10 @@ pub async fn check_with_hours(
     for account in store.accounts(None).await? {
         let limit = effective_channel_limit(account.channel_limit, limits.channel_limit);
         channel_limits.insert(account.id, limit);
-        let own = account.active_hours.as_deref().and_then(|t| ActiveHours::parse(t).ok());
-        let Some(hours) = own.as_ref().or_else(|| pool_hours.get(&account.pool)) else {
-            continue;
-        };
+        // The pick's rule: the account's own hours, else its pool's.
+        let (hours, _) =
+            ActiveHours::of_account(account.active_hours.as_deref(), pool_hours.get(&account.pool));
+        let Some(hours) = hours else { continue };
         for a in by_account.get(&account.id).into_iter().flatten() {
             if !hours.is_open(account.id, a.started_at) {
                 report.hours.push(format!(
