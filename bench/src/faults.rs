@@ -927,7 +927,12 @@ fn flagged_accounts(
     for v in violations {
         add(v.account().to_owned());
     }
-    let lines = report.flood_wait.iter().chain(&report.pacing).chain(&report.fencing);
+    let lines = report
+        .flood_wait
+        .iter()
+        .chain(&report.pacing)
+        .chain(&report.fencing)
+        .chain(&report.bound_counts);
     for line in lines {
         // The checks name accounts as `account <id>`.
         let id = line

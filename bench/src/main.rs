@@ -4,6 +4,7 @@
 
 mod env;
 mod faults;
+mod history;
 mod pacing;
 mod pick;
 mod producer_mem;
@@ -35,6 +36,8 @@ enum Cmd {
     WorkerMem(producer_mem::WorkerMemArgs),
     /// Cost of picking an account with 1,000 accounts, before and after 1,000,000 targets.
     Pick(pick::PickArgs),
+    /// Cost of the pick and of a whole join at 10 and at 10,000 joins per account.
+    History(history::HistoryArgs),
 }
 
 #[tokio::main]
@@ -47,6 +50,7 @@ async fn main() -> ExitCode {
         Cmd::Producer(args) => producer_mem::run(args).await,
         Cmd::WorkerMem(args) => producer_mem::worker_mem(args).await,
         Cmd::Pick(args) => pick::run(args).await,
+        Cmd::History(args) => history::run(args).await,
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -57,6 +57,12 @@ pub async fn run(args: PickArgs) -> anyhow::Result<bool> {
          FROM generate_series(1, {bound}) g"
     ))
     .await?;
+    // Bound by hand: the count each account keeps of its bound targets follows.
+    db.exec(
+        "UPDATE accounts SET bound_targets = \
+         (SELECT COUNT(*) FROM targets WHERE assigned_account_id = accounts.id)",
+    )
+    .await?;
     db.exec("VACUUM ANALYZE").await?;
     println!(
         "pick: loaded {n} targets ({bound} bound) and {bound} attempts in {:.1} s",

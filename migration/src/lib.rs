@@ -12,6 +12,7 @@ mod m20261123_000002_account_hold;
 mod m20261124_000003_leaner_indexes;
 mod m20261202_000004_audit_log;
 mod m20261206_000001_policies;
+mod m20261206_000002_bound_targets;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000003_leaner_indexes::Migration),
             Box::new(m20261202_000004_audit_log::Migration),
             Box::new(m20261206_000001_policies::Migration),
+            Box::new(m20261206_000002_bound_targets::Migration),
         ]
     }
 }

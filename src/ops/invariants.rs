@@ -30,6 +30,9 @@ pub struct InvariantReport {
     pub fencing: Vec<String>,
     /// 7. An account with active hours started every attempt inside one of its windows.
     pub hours: Vec<String>,
+    /// The count of bound targets kept on each account row (`accounts.bound_targets`, which
+    /// the pick holds to the channel limit) equals the targets bound to the account.
+    pub bound_counts: Vec<String>,
 }
 
 impl InvariantReport {
@@ -40,6 +43,7 @@ impl InvariantReport {
             + self.pacing.len()
             + self.fencing.len()
             + self.hours.len()
+            + self.bound_counts.len()
     }
 
     pub fn is_clean(&self) -> bool {
@@ -51,7 +55,7 @@ impl std::fmt::Display for InvariantReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} targets, {} attempts; violations: binding {}, flood_wait {}, lost {}, pacing {}, fencing {}, hours {}",
+            "{} targets, {} attempts; violations: binding {}, flood_wait {}, lost {}, pacing {}, fencing {}, hours {}, bound counts {}",
             self.targets,
             self.attempts,
             self.binding.len(),
@@ -59,13 +63,14 @@ impl std::fmt::Display for InvariantReport {
             self.lost.len(),
             self.pacing.len(),
             self.fencing.len(),
-            self.hours.len()
+            self.hours.len(),
+            self.bound_counts.len()
         )
     }
 }
 
 /// Checks invariants 1, 2, 4, 5, 6 and 7 (each account's own active hours) over the whole
-/// database.
+/// database, and each account's count of bound targets.
 pub async fn check(
     store: &Store,
     min_pause: Duration,
@@ -133,9 +138,21 @@ pub async fn check_with_hours(
         }
     }
 
+    let mut bound_to: HashMap<i64, i64> = HashMap::new();
+    for account in targets.iter().filter_map(|t| t.assigned_account_id) {
+        *bound_to.entry(account).or_default() += 1;
+    }
+
     // 7. Active hours: the account's own, else its pool's.
     let mut channel_limits = HashMap::new();
     for account in store.accounts(None).await? {
+        let bound = bound_to.get(&account.id).copied().unwrap_or(0);
+        if account.bound_targets != bound {
+            report.bound_counts.push(format!(
+                "account {} counts {} bound targets on its row, but {bound} targets are bound to it",
+                account.id, account.bound_targets
+            ));
+        }
         let limit = effective_channel_limit(account.channel_limit, limits.channel_limit);
         channel_limits.insert(account.id, limit);
         // The pick's rule: the account's own hours, else its pool's.
@@ -196,9 +213,9 @@ pub async fn check_with_hours(
                 break;
             }
         }
-        let bound = targets.iter().filter(|t| t.assigned_account_id == Some(account)).count();
+        let bound = bound_to.get(&account).copied().unwrap_or(0);
         let limit = channel_limits.get(&account).copied().unwrap_or(limits.channel_limit);
-        if bound > limit as usize {
+        if bound > i64::from(limit) {
             report
                 .pacing
                 .push(format!("account {account} is bound to {bound} groups, limit {limit}"));

@@ -7,15 +7,15 @@ use sea_orm::sea_query::{
     Alias, Asterisk, Expr, ExprTrait, NullOrdering, Query, SelectStatement, WithClause,
 };
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, Order, QueryFilter,
-    QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, Order,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
 };
 
 use super::entity::{accounts, join_attempts, targets};
 use super::sql::{cte, exists_in, ids_of, locked_targets, sub};
 use super::targets::{claim_target_on, claimable_by};
 use super::{
-    Account, Limits, Store, StoreError, SyncReport, Take, accounts_from, counted_outcomes,
+    Account, Limits, Store, StoreError, SyncReport, Take, Target, accounts_from, counted_outcomes,
 };
 use crate::domain::AccountStatus;
 
@@ -30,19 +30,6 @@ fn is_local_config_reason(reason: &str) -> bool {
 /// Statuses that may work without an operator (their wait, if any, ends by itself).
 fn working_statuses() -> Vec<&'static str> {
     AccountStatus::ALL.iter().filter(|s| s.can_work()).map(|s| s.as_str()).collect()
-}
-
-/// `(SELECT COUNT(*) FROM targets WHERE assigned_account_id = accounts.id)`
-fn bound_targets_count() -> SelectStatement {
-    Query::select()
-        // COUNT(*), not COUNT(id): the assigned_account_id index alone answers it.
-        .expr(Expr::col(sea_orm::sea_query::Asterisk).count())
-        .from(targets::Entity)
-        .and_where(
-            Expr::col((targets::Entity, targets::Column::AssignedAccountId))
-                .equals((accounts::Entity, accounts::Column::Id)),
-        )
-        .take()
 }
 
 /// `SELECT ... FROM join_attempts WHERE account_id = accounts.id AND outcome counts AND
@@ -60,9 +47,12 @@ fn counted_attempts(now: DateTime<Utc>) -> SelectStatement {
         .take()
 }
 
-/// `(SELECT COUNT(*) FROM` [`counted_attempts`] `)`
-fn counted_attempts_count(now: DateTime<Utc>) -> SelectStatement {
-    counted_attempts(now).expr(Expr::col(join_attempts::Column::Id).count()).take()
+/// `(SELECT COUNT(*) FROM (SELECT 1 FROM` [`counted_attempts`] `LIMIT cap) AS "c")`: the
+/// account's counted attempts of the last 24 h, counted no further than the cap, so an account
+/// with a long history costs at most `cap` entries of `idx_join_attempts_account_finished`.
+fn counted_attempts_up_to(now: DateTime<Utc>, cap: u32) -> SelectStatement {
+    let first = counted_attempts(now).expr(Expr::val(1)).limit(u64::from(cap)).take();
+    Query::select().expr(Expr::col(Asterisk).count()).from_subquery(first, Alias::new("c")).take()
 }
 
 /// Accounts of `pool` that may ever work again and are not excluded (cheap: no subquery).
@@ -85,9 +75,11 @@ fn channel_limit_of_account(limits: &Limits) -> Expr {
     Expr::case(telegram.clone().lt(operator), telegram).finally(Expr::val(operator)).into()
 }
 
-/// Fewer targets bound to the account than its channel limit.
+/// Fewer targets bound to the account than its channel limit: `accounts.bound_targets`, the
+/// count the binding decision keeps on the row, so no account's targets are counted.
 fn below_channel_limit(limits: &Limits) -> Expr {
-    sub(bound_targets_count()).lt(channel_limit_of_account(limits))
+    Expr::col((accounts::Entity, accounts::Column::BoundTargets))
+        .lt(channel_limit_of_account(limits))
 }
 
 /// Accounts of `pool` that may ever work again, not excluded, below the channel limit.
@@ -127,34 +119,44 @@ fn take_update(
         .filter(free_at(now))
 }
 
+/// The take's column of the new epoch (NULL when the account was not taken).
+const TAKEN_EPOCH: &str = "taken_epoch";
+/// The take's column saying whether the target could be claimed by the account (0 or 1).
+const CLAIMABLE: &str = "claimable";
+
 /// The take on Postgres, in one statement: the target row is locked first (and re-checked if it
 /// changed meanwhile), the account is taken only if the target can be claimed, and the target
 /// claimed under the new epoch only if the account was taken; a locked target cannot change in
-/// between. Its shape, checked by a test against the statement built (`$n` are bound values):
+/// between. It returns the claimed target as written, so a join reads it nowhere else. Its
+/// shape, checked by a test against the statement built (`$n` are bound values):
 ///
 /// ```sql
 /// WITH "t0" AS (SELECT "id" FROM "targets"
 /// WHERE "targets"."id" = $1
-/// AND ("targets"."status" IN ($2, $3)
+/// AND (("targets"."status" IN ($2, $3)
 /// OR ("targets"."status" = $4
-/// AND "targets"."claimed_account_id" = $5)) FOR UPDATE)
+/// AND "targets"."claimed_account_id" = $5))
+/// AND ("targets"."assigned_account_id" IS NULL
+/// OR "targets"."assigned_account_id" = $6)) FOR UPDATE)
 /// , "a" AS (UPDATE "accounts"
-/// SET "lease_epoch" = "lease_epoch" + $6, "held_until" = $7, "next_allowed_action_time" = $8
-/// WHERE "accounts"."id" = $9
-/// AND "accounts"."status" IN ($10, $11, $12)
+/// SET "lease_epoch" = "lease_epoch" + $7, "held_until" = $8, "next_allowed_action_time" = $9
+/// WHERE "accounts"."id" = $10
+/// AND "accounts"."status" IN ($11, $12, $13)
 /// AND ("accounts"."next_allowed_action_time" IS NULL
-/// OR "accounts"."next_allowed_action_time" <= $13)
+/// OR "accounts"."next_allowed_action_time" <= $14)
 /// AND ("accounts"."held_until" IS NULL
-/// OR "accounts"."held_until" <= $14)
-/// AND EXISTS(SELECT $15 FROM "t0")
+/// OR "accounts"."held_until" <= $15)
+/// AND EXISTS(SELECT $16 FROM "t0")
 /// RETURNING "lease_epoch")
 /// , "t" AS (UPDATE "targets"
-/// SET "status" = $16, "claimed_account_id" = $17, "claim_epoch" = (SELECT "lease_epoch" FROM
-/// "a"), "updated_at" = $18
+/// SET "status" = $17, "claimed_account_id" = $18, "claim_epoch" = (SELECT "lease_epoch" FROM
+/// "a"), "updated_at" = $19
 /// WHERE "id" IN (SELECT "id" FROM "t0")
-/// AND EXISTS(SELECT $19 FROM "a")
-/// RETURNING "id")
-/// SELECT (SELECT "lease_epoch" FROM "a"), (SELECT COUNT(*) FROM "t0")
+/// AND EXISTS(SELECT $20 FROM "a")
+/// RETURNING *)
+/// SELECT (SELECT "lease_epoch" FROM "a") AS "taken_epoch",
+/// (SELECT COUNT(*) FROM "t0") AS "claimable", "t".*
+/// FROM (SELECT $21) AS "one" LEFT JOIN "t" ON TRUE
 /// ```
 fn take_statement(
     mut take: sea_orm::sea_query::UpdateStatement,
@@ -178,20 +180,29 @@ fn take_statement(
         .value(targets::Column::UpdatedAt, now)
         .and_where(Expr::col(targets::Column::Id).in_subquery(ids_of(&t0)))
         .and_where(exists_in(&a))
-        .returning_col(targets::Column::Id);
+        .returning_all();
     let with = WithClause::new()
         .cte(cte(t0.clone(), locked))
         .cte(cte(a.clone(), take))
-        .cte(cte(t, claim))
+        .cte(cte(t.clone(), claim))
         .to_owned();
     let claimable = Query::select().expr(Expr::col(Asterisk).count()).from(t0).take();
-    let main = Query::select().expr(new_epoch()).expr(sub(claimable)).take();
+    // One row whatever happened; the claimed target's columns are NULL unless it was claimed.
+    let main = Query::select()
+        .expr_as(new_epoch(), Alias::new(TAKEN_EPOCH))
+        .expr_as(sub(claimable), Alias::new(CLAIMABLE))
+        .column((t.clone(), Asterisk))
+        .from_subquery(Query::select().expr(Expr::val(1)).take(), Alias::new("one"))
+        .left_join(t, Expr::cust("TRUE"))
+        .take();
     sea_orm::DbBackend::Postgres.build(&main.with(with))
 }
 
 /// The pick's query: the cheaply eligible accounts of `pool` in fairness order (the `spread`
-/// first ones shuffled when `spread > 1`), then the per-account counts, evaluated only until
-/// `limit` accounts pass. Each account is held to its own channel limit: Telegram's for it
+/// first ones shuffled when `spread > 1`), then the per-account limits, evaluated only until
+/// `limit` accounts pass: the bound targets as kept on the row (`bound_targets`), and the
+/// counted attempts of the last 24 h, counted no further than the cap, so neither grows with
+/// the account's history. Each account is held to its own channel limit: Telegram's for it
 /// (`channel_limit`, the free default until read), never above the operator's. Its shape on Postgres with a spread, checked by a test against the
 /// query built (`$n` are bound values):
 ///
@@ -210,16 +221,16 @@ fn take_statement(
 /// LIMIT $8) AS "accounts"
 /// ORDER BY RANDOM() ASC
 /// LIMIT $9) AS "accounts"
-/// WHERE (SELECT COUNT(*) FROM "targets"
-/// WHERE "targets"."assigned_account_id" = "accounts"."id")
+/// WHERE "accounts"."bound_targets"
 /// < (CASE WHEN (COALESCE("accounts"."channel_limit", $10) < $11)
 /// THEN COALESCE("accounts"."channel_limit", $12) ELSE $13 END)
-/// AND (SELECT COUNT("id") FROM "join_attempts"
+/// AND (SELECT COUNT(*) FROM (SELECT $14 FROM "join_attempts"
 /// WHERE "join_attempts"."account_id" = "accounts"."id"
-/// AND "outcome" IN ($14, $15, $16)
-/// AND "finished_at" > $17
-/// AND "finished_at" <= $18) < $19
-/// LIMIT $20
+/// AND "outcome" IN ($15, $16, $17)
+/// AND "finished_at" > $18
+/// AND "finished_at" <= $19
+/// LIMIT $20) AS "c") < $21
+/// LIMIT $22
 /// ```
 fn eligible_query(
     pool: &str,
@@ -229,11 +240,11 @@ fn eligible_query(
     spread: u64,
     limit: u64,
 ) -> SelectStatement {
-    // The per-account counts (bound targets, attempts of the last 24 h) are the expensive
-    // part. The inner query orders the cheaply eligible accounts; its LIMIT keeps the
-    // planner from pushing the counts into it (and sorting after evaluating them for every
-    // account), so they are evaluated in this order only until `limit` accounts pass.
-    // The derived table is named `accounts` so the correlated counts refer to it.
+    // The per-account count (attempts of the last 24 h, at most `cap` index rows) is the
+    // expensive part. The inner query orders the cheaply eligible accounts; its LIMIT keeps
+    // the planner from pushing the count into it (and sorting after evaluating it for every
+    // account), so it is evaluated in this order only until `limit` accounts pass.
+    // The derived table is named `accounts` so the correlated count refers to it.
     let cheap = || {
         Query::select()
             .column(sea_orm::sea_query::Asterisk)
@@ -259,7 +270,10 @@ fn eligible_query(
         .column(sea_orm::sea_query::Asterisk)
         .from_subquery(ordered, accounts::Entity)
         .and_where(below_channel_limit(limits))
-        .and_where(sub(counted_attempts_count(now)).lt(i64::from(limits.daily_join_cap)))
+        .and_where(
+            sub(counted_attempts_up_to(now, limits.daily_join_cap))
+                .lt(i64::from(limits.daily_join_cap)),
+        )
         .limit(limit)
         .take()
 }
@@ -284,6 +298,20 @@ impl Store {
         hold_until: DateTime<Utc>,
         rest_until: DateTime<Utc>,
     ) -> Result<Take, StoreError> {
+        Ok(self.take_and_load(account_id, target_id, now, hold_until, rest_until).await?.0)
+    }
+
+    /// [`take_for_join`](Self::take_for_join), also returning the target as the take claimed
+    /// it (`Some` exactly when taken): read under the take's lock, in the same statement on
+    /// Postgres and the same transaction on SQLite, so a join need not load it before.
+    pub async fn take_and_load(
+        &self,
+        account_id: i64,
+        target_id: i64,
+        now: DateTime<Utc>,
+        hold_until: DateTime<Utc>,
+        rest_until: DateTime<Utc>,
+    ) -> Result<(Take, Option<Target>), StoreError> {
         let take = take_update(account_id, now, hold_until, rest_until);
         if self.is_postgres() {
             return self.take_in_one_statement(take.into_query(), account_id, target_id, now).await;
@@ -292,35 +320,40 @@ impl Store {
         let taken = take.exec_with_returning(&txn).await?;
         let Some(epoch) = taken.first().map(|a| a.lease_epoch) else {
             txn.rollback().await?;
-            return Ok(Take::AccountBusy);
+            return Ok((Take::AccountBusy, None));
         };
         if !claim_target_on(&txn, target_id, account_id, epoch, now).await? {
             txn.rollback().await?;
-            return Ok(Take::TargetGone);
+            return Ok((Take::TargetGone, None));
         }
+        let claimed = targets::Entity::find_by_id(target_id).one(&txn).await?;
         txn.commit().await?;
-        Ok(Take::Taken { epoch })
+        let claimed = claimed.map(Target::try_from).transpose()?;
+        Ok((Take::Taken { epoch }, claimed))
     }
 
-    /// Postgres: [`take_for_join`](Self::take_for_join) as one statement ([`take_statement`]).
+    /// Postgres: [`take_and_load`](Self::take_and_load) as one statement ([`take_statement`]).
     async fn take_in_one_statement(
         &self,
         take: sea_orm::sea_query::UpdateStatement,
         account_id: i64,
         target_id: i64,
         now: DateTime<Utc>,
-    ) -> Result<Take, StoreError> {
+    ) -> Result<(Take, Option<Target>), StoreError> {
         let stmt = take_statement(take, account_id, target_id, now);
         let row =
             self.db.query_one_raw(stmt).await?.ok_or_else(|| {
                 StoreError::Invalid("the take statement returned no row".to_owned())
             })?;
-        let epoch: Option<i64> = row.try_get_by_index(0)?;
-        let claimable: i64 = row.try_get_by_index(1)?;
+        let epoch: Option<i64> = row.try_get("", TAKEN_EPOCH)?;
+        let claimable: i64 = row.try_get("", CLAIMABLE)?;
         Ok(match (epoch, claimable) {
-            (Some(epoch), _) => Take::Taken { epoch },
-            (None, 0) => Take::TargetGone,
-            (None, _) => Take::AccountBusy,
+            (Some(epoch), _) => {
+                let claimed = targets::Model::from_query_result(&row, "")?;
+                (Take::Taken { epoch }, Some(Target::try_from(claimed)?))
+            }
+            (None, 0) => (Take::TargetGone, None),
+            (None, _) => (Take::AccountBusy, None),
         })
     }
 

@@ -1,12 +1,14 @@
 //! Step 6 of the join: the decision applied all or nothing, fenced by the lease epoch.
 
-use sea_orm::sea_query::{Alias, Asterisk, Expr, ExprTrait, Query, SimpleExpr, WithClause};
+use sea_orm::sea_query::{
+    Alias, Asterisk, Expr, ExprTrait, Query, SelectStatement, SimpleExpr, WithClause,
+};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait,
 };
 
 use super::entity::{accounts, join_attempts, targets};
-use super::sql::{cte, exists_in, ids_of, locked_targets};
+use super::sql::{cte, exists_in, ids_of, locked_targets, sub};
 use super::{Applied, Attempt, Store, StoreError};
 use crate::domain::{
     AccountChange, AccountStatus, Decision, JoinOutcome, TargetChange, TargetStatus,
@@ -71,17 +73,26 @@ fn writes(
         (join_attempts::Column::ErrorCode, Expr::val(outcome.error_code().map(str::to_owned))),
         (join_attempts::Column::Worker, Expr::val(attempt.worker.as_str())),
     ];
-    Ok(Writes { account_cond, account_sets, target_cond, target_sets, row })
+    let binds = decision.binds();
+    Ok(Writes { target_id, binds, account_cond, account_sets, target_cond, target_sets, row })
+}
+
+/// `bound_targets + (SELECT COUNT(*) FROM <from> WHERE <unbound>)`: the account's count of
+/// bound targets, one higher when the target it binds was bound to nobody (a target already
+/// bound to it, such as an adopted row assigned ahead of its join, is counted already).
+fn count_the_binding(from: SelectStatement) -> SimpleExpr {
+    Expr::col(accounts::Column::BoundTargets).add(sub(from)).into()
 }
 
 /// The decision on Postgres, in one statement, so it costs one round trip and one commit. The
 /// target row is locked first (and re-checked if it changed meanwhile); the account is updated
 /// only if the target matched, the target only if the account did, and the attempt inserted
-/// only if both did. Its shape for a join, checked by a test against the statement built (`$n`
-/// are bound values):
+/// only if both did. A decision that binds the target counts it on the account
+/// (`bound_targets`) when the locked row was bound to nobody. Its shape for a join, checked by a
+/// test against the statement built (`$n` are bound values):
 ///
 /// ```sql
-/// WITH "t0" AS (SELECT "id" FROM "targets"
+/// WITH "t0" AS (SELECT "id", "assigned_account_id" FROM "targets"
 /// WHERE "targets"."id" = $1
 /// AND "targets"."status" = $2
 /// AND "targets"."claimed_account_id" = $3
@@ -91,7 +102,9 @@ fn writes(
 /// , "a" AS (UPDATE "accounts"
 /// SET "last_action_at" = $6, "updated_at" = $7, "status" = (CASE WHEN ("status" = $8) THEN
 /// "status" ELSE $9 END), "status_reason" = (CASE WHEN ("status" = $10) THEN "status_reason"
-/// ELSE $11 END), "next_allowed_action_time" = $12, "held_until" = $13
+/// ELSE $11 END), "next_allowed_action_time" = $12, "held_until" = $13,
+/// "bound_targets" = "bound_targets" + (SELECT COUNT(*) FROM "t0"
+/// WHERE "assigned_account_id" IS NULL)
 /// WHERE "accounts"."id" = $14
 /// AND "accounts"."lease_epoch" = $15
 /// AND EXISTS(SELECT $16 FROM "t0")
@@ -112,11 +125,22 @@ fn writes(
 /// ```
 fn decision_statement(w: Writes) -> Result<sea_orm::Statement, StoreError> {
     let (t0, a, t, i) = (Alias::new("t0"), Alias::new("a"), Alias::new("t"), Alias::new("i"));
-    let locked = locked_targets(w.target_cond);
+    let mut locked = locked_targets(w.target_cond);
+    let mut account_sets = w.account_sets;
+    if w.binds {
+        // The locked row as it is now: bound to nobody yet, or to this account already.
+        locked.column(targets::Column::AssignedAccountId);
+        let unbound = Query::select()
+            .expr(Expr::col(Asterisk).count())
+            .from(t0.clone())
+            .and_where(Expr::col(targets::Column::AssignedAccountId).is_null())
+            .take();
+        account_sets.push((accounts::Column::BoundTargets, count_the_binding(unbound)));
+    }
     let mut account = Query::update();
     account
         .table(accounts::Entity)
-        .values(w.account_sets)
+        .values(account_sets)
         .cond_where(w.account_cond)
         .and_where(exists_in(&t0))
         .returning_col(accounts::Column::Id);
@@ -204,6 +228,17 @@ impl Store {
         for (col, value) in w.account_sets {
             update = update.col_expr(col, value);
         }
+        if w.binds {
+            // Read under the transaction's write lock, before the target is written: no other
+            // writer can bind it in between, and a rollback takes the count back with it.
+            let unbound = Query::select()
+                .expr(Expr::col(Asterisk).count())
+                .from(targets::Entity)
+                .and_where(Expr::col(targets::Column::Id).eq(w.target_id))
+                .and_where(Expr::col(targets::Column::AssignedAccountId).is_null())
+                .take();
+            update = update.col_expr(accounts::Column::BoundTargets, count_the_binding(unbound));
+        }
         if update.exec(&txn).await?.rows_affected != 1 {
             txn.rollback().await?;
             return Ok(false);
@@ -288,6 +323,9 @@ impl Store {
 
 /// The conditional writes of one decision.
 struct Writes {
+    target_id: i64,
+    /// The decision binds the target to the account: its `bound_targets` counts it.
+    binds: bool,
     account_cond: Condition,
     account_sets: Sets<accounts::Column>,
     target_cond: Condition,

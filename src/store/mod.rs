@@ -155,6 +155,9 @@ pub struct Account {
     pub check_result: Option<String>,
     /// The account's own active hours, as stored (`Europe/Kyiv 09:00-22:00`); None: the pool's.
     pub active_hours: Option<String>,
+    /// How many targets are bound to it, as kept on its row (the invariants checker compares
+    /// it with the targets).
+    pub bound_targets: i64,
 }
 
 /// A target group or channel, as stored.
@@ -407,6 +410,18 @@ impl Store {
         &self.db
     }
 
+    /// This store with every statement it runs reported to `observe` once it has run (what it
+    /// was, how long it took): a benchmark counts a join's statements with it. Clones made
+    /// before are not observed.
+    pub fn observed(
+        &self,
+        observe: impl Fn(&sea_orm::metric::Info<'_>) + Send + Sync + 'static,
+    ) -> Store {
+        let mut store = self.clone();
+        store.db.set_metric_callback(observe);
+        store
+    }
+
     fn is_postgres(&self) -> bool {
         self.db.get_database_backend() == DbBackend::Postgres
     }
@@ -530,6 +545,7 @@ impl TryFrom<entity::accounts::Model> for Account {
             checked_at: m.checked_at,
             check_result: m.check_result,
             active_hours: m.active_hours,
+            bound_targets: i64::from(m.bound_targets),
         })
     }
 }

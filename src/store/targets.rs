@@ -323,13 +323,22 @@ impl Store {
     }
 }
 
-/// `new`/`queued`, or `joining` claimed by `account_id` (its own in-doubt retry).
+/// `new`/`queued`, or `joining` claimed by `account_id` (its own in-doubt retry); and bound to
+/// nobody or to `account_id` (a binding is forever: no other account may take the group).
 pub(super) fn claimable_by(account_id: i64) -> Condition {
-    Condition::any().add(unclaimed()).add(
-        Condition::all()
-            .add(targets::Column::Status.eq(status(TargetStatus::Joining)))
-            .add(targets::Column::ClaimedAccountId.eq(account_id)),
-    )
+    Condition::all()
+        .add(
+            Condition::any().add(unclaimed()).add(
+                Condition::all()
+                    .add(targets::Column::Status.eq(status(TargetStatus::Joining)))
+                    .add(targets::Column::ClaimedAccountId.eq(account_id)),
+            ),
+        )
+        .add(
+            Condition::any()
+                .add(targets::Column::AssignedAccountId.is_null())
+                .add(targets::Column::AssignedAccountId.eq(account_id)),
+        )
 }
 
 /// [`Store::claim_target`] on a connection or inside a transaction.

@@ -399,6 +399,14 @@ async fn after_adoption_run_joins_new_groups_and_a_group_bound_before_the_switch
         .await
         .unwrap();
     assert!(inv.flood_wait.is_empty() && inv.lost.is_empty() && inv.pacing.is_empty(), "{inv:#?}");
+    // The counts of bound targets on the account rows: the adoption's (recounted by the
+    // migration that added them) plus the joins since, each binding counted once.
+    assert!(inv.bound_counts.is_empty(), "{inv:#?}");
+    let first = store.account(1).await.unwrap().unwrap();
+    let all = store.targets(None, None).await.unwrap();
+    let bound_to_first = all.iter().filter(|t| t.assigned_account_id == Some(1)).count() as i64;
+    assert!(bound_to_first >= 4, "two bound before the switch, two pinned to it since");
+    assert_eq!(first.bound_targets, bound_to_first, "{first:?}");
 
     // Rows added after the switch survive the undo, their group column filled.
     store.import_targets(&[link("@after_switch")], "ukraine_cars").await.unwrap();

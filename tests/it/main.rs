@@ -5,6 +5,7 @@
 
 mod actions;
 mod adopt;
+mod bound_counts;
 mod chaos;
 mod cluster;
 mod console;

@@ -27,6 +27,9 @@ pub struct Model {
     pub check_result: Option<String>,
     /// The account's own active hours (`ActiveHours` text); NULL: the pool's.
     pub active_hours: Option<String>,
+    /// How many targets are bound to the account (see the migration `bound_targets`): kept
+    /// exact by every write that binds a target, so the pick need not count them.
+    pub bound_targets: i32,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }
