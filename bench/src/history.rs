@@ -235,7 +235,8 @@ async fn seed(db: &FreshDb, args: &HistoryArgs, history: u64) -> anyhow::Result<
     .await?;
     // Bound by hand: the counts on the rows follow, as the migration's backfill sets them.
     db.exec(
-        "UPDATE accounts SET channel_limit = 1000000, last_action_at = now() - interval '1 hour', \
+        "UPDATE accounts SET channel_limit = 1000000, profile_read_at = now(), \
+         last_action_at = now() - interval '1 hour', \
          bound_targets = (SELECT COUNT(*) FROM targets WHERE assigned_account_id = accounts.id)",
     )
     .await?;
