@@ -19,7 +19,7 @@ use crate::domain::{
     Pacing, TargetStatus, decide, within_hours,
 };
 use crate::lease::{AccountLocks, Lease, LeaseError};
-use crate::store::{Account, Applied, Attempt, Limits, Store, StoreError, Take, Target};
+use crate::store::{Account, Applied, Attempt, Claimable, Limits, Store, StoreError, Take, Target};
 use crate::telegram::{ConnectError, Telegram};
 
 /// Concurrent jobs spread over the least recently active accounts in groups of this many.
@@ -87,9 +87,24 @@ struct Held {
 }
 
 enum Taken {
-    Yes(Held),
+    /// Taken, with the target as the take claimed it.
+    Yes(Held, Box<Target>),
     AccountBusy,
     TargetGone,
+}
+
+/// What became of a job handled as one for a free target.
+enum Free {
+    Done(ExecutionOutcome),
+    /// The target is not free (pinned to an account, settled, unknown): load it and route it.
+    NotFree,
+}
+
+/// A workable target no account holds: neither claimed by an in-doubt attempt nor bound.
+fn is_free(target: &Target) -> bool {
+    target.status.is_workable()
+        && !(target.status == TargetStatus::Joining && target.claimed_account_id.is_some())
+        && target.assigned_account_id.is_none()
 }
 
 /// Everything the procedure needs, passed in.
@@ -182,49 +197,76 @@ impl JoinService {
         let d = &*self.deps;
         d.store.resync_clock_if_due().await;
         let now = d.store.now();
-
-        // 1. Load the target; anything not workable is a duplicate job.
-        let Some(target) = d.store.target(job.target_id).await? else {
-            warn!(target_id = job.target_id, "job for an unknown target dropped");
-            return Ok(ExecutionOutcome::Done(Settled::NothingToDo));
-        };
-        if !target.status.is_workable() {
-            return Ok(ExecutionOutcome::Done(Settled::NothingToDo));
-        }
-        let span = info_span!("join", target = %target.link, target_id = target.id, account = tracing::field::Empty, outcome = tracing::field::Empty);
+        let span = info_span!(
+            "join",
+            target_id = job.target_id,
+            target = tracing::field::Empty,
+            account = tracing::field::Empty,
+            outcome = tracing::field::Empty
+        );
         async move {
-            // 2. Pick an account: a claimed (in-doubt) target stays with its account, and so
-            // does a target bound before it was joined (an adopted SmartJoiner row assigned
-            // ahead of its join): a binding is forever.
-            match (target.status, target.claimed_account_id, target.assigned_account_id) {
-                (TargetStatus::Joining, Some(account_id), _) => {
-                    self.execute_pinned(job, &target, account_id, true, now).await
-                }
-                (_, _, Some(bound)) => self.execute_pinned(job, &target, bound, false, now).await,
-                _ => self.execute_free(job, &target, now).await,
+            // Most jobs are for a free target: pick an account and take it, and the take loads
+            // the target under its lock. A target it cannot claim (pinned to an account,
+            // settled, unknown) is loaded and routed as such.
+            match self.execute_free(job, None, now).await? {
+                Free::Done(outcome) => Ok(outcome),
+                Free::NotFree => self.execute_loaded(job, now).await,
             }
         }
         .instrument(span)
         .await
     }
 
+    /// A job whose target is loaded first.
+    async fn execute_loaded(
+        &self,
+        job: &JoinJobV1,
+        now: DateTime<Utc>,
+    ) -> Result<ExecutionOutcome, JoinError> {
+        // 1. Load the target; anything not workable is a duplicate job.
+        let Some(target) = self.deps.store.target(job.target_id).await? else {
+            warn!(target_id = job.target_id, "job for an unknown target dropped");
+            return Ok(ExecutionOutcome::Done(Settled::NothingToDo));
+        };
+        if !target.status.is_workable() {
+            return Ok(ExecutionOutcome::Done(Settled::NothingToDo));
+        }
+        tracing::Span::current().record("target", tracing::field::display(&target.link));
+        // 2. Pick an account: a claimed (in-doubt) target stays with its account, and so does a
+        // target bound before it was joined (an adopted SmartJoiner row assigned ahead of its
+        // join): a binding is forever.
+        match (target.status, target.claimed_account_id, target.assigned_account_id) {
+            (TargetStatus::Joining, Some(account_id), _) => {
+                self.execute_pinned(job, &target, account_id, true, now).await
+            }
+            (_, _, Some(bound)) => self.execute_pinned(job, &target, bound, false, now).await,
+            _ => match self.execute_free(job, Some(&target), now).await? {
+                Free::Done(outcome) => Ok(outcome),
+                // Claimed or bound between the load and the take: another job's now.
+                Free::NotFree => Ok(ExecutionOutcome::Done(Settled::NothingToDo)),
+            },
+        }
+    }
+
+    /// Steps 2-7 for a target no account holds: `target` is `None` when it was not loaded (the
+    /// take loads it), and then `NotFree` says the target is not one this path may handle.
     async fn execute_free(
         &self,
         job: &JoinJobV1,
-        target: &Target,
+        target: Option<&Target>,
         now: DateTime<Utc>,
-    ) -> Result<ExecutionOutcome, JoinError> {
+    ) -> Result<Free, JoinError> {
         let d = &*self.deps;
-        // Accounts outside their active hours are not picked; they count again once open.
-        let hours = self.hours_in_pool(&job.pool).await?;
-        let closed: Vec<i64> =
-            hours.iter().filter(|(id, h)| !h.is_open(**id, now)).map(|(id, _)| *id).collect();
+        // Accounts outside their active hours are not picked; they count again once open. Each
+        // candidate is checked by the rule the pool's hours are read with; the first one found
+        // closed has the whole pool's read, and every closed account is left out from then on.
+        let mut hours: Option<std::collections::HashMap<i64, ActiveHours>> = None;
+        let mut closed: Vec<i64> = Vec::new();
         // Accounts other jobs took between our pick and our lease are left out of the next
         // pick, so a crowd of jobs spreads over the pool instead of waiting for the first few.
         let mut not_here = job.excluded_accounts.clone();
         not_here.extend(self.unconfigured());
         let mut tried = not_here.clone();
-        tried.extend(&closed);
         for _ in 0..PICK_ROUNDS {
             let candidates = d
                 .store
@@ -239,22 +281,63 @@ impl JoinService {
                     tried.push(account.id);
                     continue;
                 }
+                let own = self.hours_of(account.id, account.active_hours.as_deref());
+                if own.is_some_and(|h| !h.is_open(account.id, now)) {
+                    if hours.is_none() {
+                        let pool = self.hours_in_pool(&job.pool).await?;
+                        closed = pool
+                            .iter()
+                            .filter(|(id, h)| !h.is_open(**id, now))
+                            .map(|(id, _)| *id)
+                            .collect();
+                        tried.extend(&closed);
+                        hours = Some(pool);
+                    }
+                    if !closed.contains(&account.id) {
+                        closed.push(account.id);
+                        tried.push(account.id);
+                    }
+                    continue;
+                }
                 // 3. Lease it; a busy or no-longer-eligible account means: next candidate.
-                match self.take(&account, target).await? {
-                    Taken::Yes(held) => {
-                        return self.attempt_and_give_back(job, target, &account, held, 0).await;
+                match self.take(&account, job.target_id, Claimable::FreeOnly).await? {
+                    Taken::Yes(held, claimed) => {
+                        tracing::Span::current()
+                            .record("target", tracing::field::display(&claimed.link));
+                        let outcome =
+                            self.attempt_and_give_back(job, &claimed, &account, held, 0).await?;
+                        return Ok(Free::Done(outcome));
                     }
                     Taken::AccountBusy => tried.push(account.id),
-                    Taken::TargetGone => return Ok(ExecutionOutcome::Done(Settled::NothingToDo)),
+                    Taken::TargetGone if target.is_some() => {
+                        return Ok(Free::Done(ExecutionOutcome::Done(Settled::NothingToDo)));
+                    }
+                    Taken::TargetGone => return Ok(Free::NotFree),
                 }
             }
         }
+        // Nothing taken: what follows moves the target, so it must be a free one.
+        let loaded;
+        let target = match target {
+            Some(target) => target,
+            None => match d.store.target(job.target_id).await? {
+                Some(t) if is_free(&t) => {
+                    loaded = t;
+                    &loaded
+                }
+                _ => return Ok(Free::NotFree),
+            },
+        };
         let any_candidate = tried.len() > not_here.len() + closed.len();
         let retry_at = now + chrono::Duration::from_std(BUSY_RETRY).unwrap_or_default();
         // Eligible accounts exist, other jobs took them first: look again shortly.
         let earliest = if any_candidate {
             Some(retry_at)
         } else {
+            let hours = match hours {
+                Some(hours) => hours,
+                None => self.hours_in_pool(&job.pool).await?,
+            };
             // Nobody free now: wait for the earliest account, or give the target back. An
             // account mid-join is expected back after the shortest pause a decision writes.
             let held_rest = d.pacing.join_pause_min.min(d.pacing.error_pause);
@@ -272,18 +355,18 @@ impl JoinService {
                     .min()
             }
         };
-        match earliest {
+        Ok(Free::Done(match earliest {
             Some(at) => {
                 let run_at = at.max(retry_at);
                 d.store.requeue_target(target.id, run_at).await?;
-                Ok(ExecutionOutcome::Reschedule { job: job.clone(), run_at })
+                ExecutionOutcome::Reschedule { job: job.clone(), run_at }
             }
             None => {
                 info!(target = %target.link, "No available accounts");
                 d.store.give_back_target(target.id, "No available accounts").await?;
-                Ok(ExecutionOutcome::Done(Settled::GivenBack))
+                ExecutionOutcome::Done(Settled::GivenBack)
             }
-        }
+        }))
     }
 
     async fn execute_pinned(
@@ -349,9 +432,9 @@ impl JoinService {
         // A claim without a recorded in-doubt answer is a crash mid-join: in doubt as well.
         let tries = u32::try_from(target.in_doubt_tries).unwrap_or(0);
         let previous = if in_doubt { tries.max(1) } else { tries };
-        match self.take(&account, target).await? {
-            Taken::Yes(held) => {
-                self.attempt_and_give_back(job, target, &account, held, previous).await
+        match self.take(&account, target.id, Claimable::Any).await? {
+            Taken::Yes(held, claimed) => {
+                self.attempt_and_give_back(job, &claimed, &account, held, previous).await
             }
             Taken::AccountBusy => {
                 let run_at = now + chrono::Duration::from_std(BUSY_RETRY).unwrap_or_default();
@@ -368,7 +451,12 @@ impl JoinService {
     /// moment the join can be sent (after the connect and the join call, each under the call
     /// timeout): the join may reach Telegram even if this process dies before recording the
     /// answer (invariant 5).
-    async fn take(&self, account: &Account, target: &Target) -> Result<Taken, JoinError> {
+    async fn take(
+        &self,
+        account: &Account,
+        target_id: i64,
+        which: Claimable,
+    ) -> Result<Taken, JoinError> {
         let d = &*self.deps;
         let Some(lease) = d.locks.try_acquire(account.id).await? else {
             return Ok(Taken::AccountBusy);
@@ -379,15 +467,24 @@ impl JoinService {
             started_at + chrono::Duration::from_std(rest).unwrap_or(chrono::Duration::MAX);
         let taken = d
             .store
-            .take_for_join(account.id, target.id, started_at, self.hold_until(), rest_until)
+            .take_and_load(account.id, target_id, which, started_at, self.hold_until(), rest_until)
             .await;
         match taken {
-            Ok(Take::Taken { epoch }) => Ok(Taken::Yes(Held { lease, epoch, started_at })),
-            Ok(Take::AccountBusy) => {
+            Ok((Take::Taken { epoch }, Some(claimed))) => {
+                Ok(Taken::Yes(Held { lease, epoch, started_at }, Box::new(claimed)))
+            }
+            Ok((Take::Taken { .. }, None)) => {
+                // Claimed under the take's lock, so it exists: a store that says otherwise is
+                // not trusted with the join.
+                self.release(&lease).await;
+                Err(StoreError::Invalid(format!("target {target_id} taken but not returned"))
+                    .into())
+            }
+            Ok((Take::AccountBusy, _)) => {
                 self.release(&lease).await;
                 Ok(Taken::AccountBusy)
             }
-            Ok(Take::TargetGone) => {
+            Ok((Take::TargetGone, _)) => {
                 self.release(&lease).await;
                 Ok(Taken::TargetGone)
             }

@@ -180,8 +180,7 @@ async fn measure(args: &HistoryArgs, history: u64) -> anyhow::Result<State> {
         .map(|i| TargetLink::parse(&format!("@history_new_{i:06}")))
         .collect::<Result<_, _>>()?;
     db.store.import_targets(&links, "fresh").await?;
-    let queued =
-        db.store.queue_new_targets("fresh", args.joins as u64, db.store.now()).await?;
+    let queued = db.store.queue_new_targets("fresh", args.joins as u64, db.store.now()).await?;
     // Warm up the join's statements on a few targets, then count from zero.
     let (warm, timed) = queued.split_at(queued.len().min(10));
     for target in warm {

@@ -44,7 +44,10 @@ impl MigrationTrait for Migration {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .alter_table(
-                Table::alter().table(Accounts::Table).drop_column(Accounts::BoundTargets).to_owned(),
+                Table::alter()
+                    .table(Accounts::Table)
+                    .drop_column(Accounts::BoundTargets)
+                    .to_owned(),
             )
             .await
     }

@@ -13,9 +13,10 @@ use sea_orm::{
 
 use super::entity::{accounts, join_attempts, targets};
 use super::sql::{cte, exists_in, ids_of, locked_targets, sub};
-use super::targets::{claim_target_on, claimable_by};
+use super::targets::{claim_target_where, claimable};
 use super::{
-    Account, Limits, Store, StoreError, SyncReport, Take, Target, accounts_from, counted_outcomes,
+    Account, Claimable, Limits, Store, StoreError, SyncReport, Take, Target, accounts_from,
+    counted_outcomes,
 };
 use crate::domain::AccountStatus;
 
@@ -162,11 +163,12 @@ fn take_statement(
     mut take: sea_orm::sea_query::UpdateStatement,
     account_id: i64,
     target_id: i64,
+    which: Claimable,
     now: DateTime<Utc>,
 ) -> sea_orm::Statement {
     let (t0, a, t) = (Alias::new("t0"), Alias::new("a"), Alias::new("t"));
     let locked = locked_targets(
-        Condition::all().add(targets::Column::Id.eq(target_id)).add(claimable_by(account_id)),
+        Condition::all().add(targets::Column::Id.eq(target_id)).add(claimable(which, account_id)),
     );
     take.and_where(exists_in(&t0)).returning_col(accounts::Column::LeaseEpoch);
     let new_epoch =
@@ -298,23 +300,27 @@ impl Store {
         hold_until: DateTime<Utc>,
         rest_until: DateTime<Utc>,
     ) -> Result<Take, StoreError> {
-        Ok(self.take_and_load(account_id, target_id, now, hold_until, rest_until).await?.0)
+        let which = Claimable::Any;
+        Ok(self.take_and_load(account_id, target_id, which, now, hold_until, rest_until).await?.0)
     }
 
-    /// [`take_for_join`](Self::take_for_join), also returning the target as the take claimed
-    /// it (`Some` exactly when taken): read under the take's lock, in the same statement on
-    /// Postgres and the same transaction on SQLite, so a join need not load it before.
+    /// [`take_for_join`](Self::take_for_join), claiming only a target `which` allows, and
+    /// returning the target as the take claimed it (`Some` exactly when taken): read under the
+    /// take's lock, in the same statement on Postgres and the same transaction on SQLite, so a
+    /// join need not load it before.
     pub async fn take_and_load(
         &self,
         account_id: i64,
         target_id: i64,
+        which: Claimable,
         now: DateTime<Utc>,
         hold_until: DateTime<Utc>,
         rest_until: DateTime<Utc>,
     ) -> Result<(Take, Option<Target>), StoreError> {
         let take = take_update(account_id, now, hold_until, rest_until);
         if self.is_postgres() {
-            return self.take_in_one_statement(take.into_query(), account_id, target_id, now).await;
+            let stmt = take_statement(take.into_query(), account_id, target_id, which, now);
+            return self.take_in_one_statement(stmt).await;
         }
         let txn = self.db.begin().await?;
         let taken = take.exec_with_returning(&txn).await?;
@@ -322,7 +328,8 @@ impl Store {
             txn.rollback().await?;
             return Ok((Take::AccountBusy, None));
         };
-        if !claim_target_on(&txn, target_id, account_id, epoch, now).await? {
+        let claim = claimable(which, account_id);
+        if !claim_target_where(&txn, target_id, account_id, epoch, now, claim).await? {
             txn.rollback().await?;
             return Ok((Take::TargetGone, None));
         }
@@ -335,12 +342,8 @@ impl Store {
     /// Postgres: [`take_and_load`](Self::take_and_load) as one statement ([`take_statement`]).
     async fn take_in_one_statement(
         &self,
-        take: sea_orm::sea_query::UpdateStatement,
-        account_id: i64,
-        target_id: i64,
-        now: DateTime<Utc>,
+        stmt: sea_orm::Statement,
     ) -> Result<(Take, Option<Target>), StoreError> {
-        let stmt = take_statement(take, account_id, target_id, now);
         let row =
             self.db.query_one_raw(stmt).await?.ok_or_else(|| {
                 StoreError::Invalid("the take statement returned no row".to_owned())
@@ -731,7 +734,8 @@ mod statement_shape {
     #[test]
     fn the_take_is_the_statement_its_doc_comment_shows() {
         let now = DateTime::UNIX_EPOCH;
-        let stmt = take_statement(take_update(1, now, now, now).into_query(), 1, 2, now);
+        let take = take_update(1, now, now, now).into_query();
+        let stmt = take_statement(take, 1, 2, Claimable::Any, now);
         assert_documented(include_str!("accounts.rs"), "take_statement", &stmt.sql);
     }
 

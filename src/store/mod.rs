@@ -249,6 +249,16 @@ pub enum Applied {
     Stale,
 }
 
+/// Which targets a take may claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claimable {
+    /// Whatever the account may claim: a free target, its own in-doubt claim, one bound to it.
+    Any,
+    /// Only a free target: `new` or `queued` and bound to nobody. A job that has not loaded its
+    /// target takes it so; a target pinned to an account goes through its own path.
+    FreeOnly,
+}
+
 /// What [`Store::take_for_join`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Take {

@@ -13,7 +13,7 @@ use sea_orm::{
 
 use super::entity::{accounts, join_attempts, targets};
 use super::sql::sub;
-use super::{AttemptRow, CHUNK, ImportReport, Store, StoreError, Target, targets_from};
+use super::{AttemptRow, CHUNK, Claimable, ImportReport, Store, StoreError, Target, targets_from};
 use crate::domain::{TargetLink, TargetStatus};
 
 fn status(s: TargetStatus) -> &'static str {
@@ -341,6 +341,16 @@ pub(super) fn claimable_by(account_id: i64) -> Condition {
         )
 }
 
+/// The targets a take may claim for `account_id` (see [`Claimable`]).
+pub(super) fn claimable(which: Claimable, account_id: i64) -> Condition {
+    match which {
+        Claimable::Any => claimable_by(account_id),
+        Claimable::FreeOnly => {
+            Condition::all().add(unclaimed()).add(targets::Column::AssignedAccountId.is_null())
+        }
+    }
+}
+
 /// [`Store::claim_target`] on a connection or inside a transaction.
 pub(super) async fn claim_target_on<C: ConnectionTrait>(
     db: &C,
@@ -348,6 +358,18 @@ pub(super) async fn claim_target_on<C: ConnectionTrait>(
     account_id: i64,
     epoch: i64,
     now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    claim_target_where(db, target_id, account_id, epoch, now, claimable_by(account_id)).await
+}
+
+/// [`claim_target_on`], claiming only a target that matches `claimable`.
+pub(super) async fn claim_target_where<C: ConnectionTrait>(
+    db: &C,
+    target_id: i64,
+    account_id: i64,
+    epoch: i64,
+    now: DateTime<Utc>,
+    claimable: Condition,
 ) -> Result<bool, StoreError> {
     let lease_current = Query::select()
         .expr(Expr::val(1))
@@ -361,7 +383,7 @@ pub(super) async fn claim_target_on<C: ConnectionTrait>(
         .col_expr(targets::Column::ClaimEpoch, Expr::val(epoch))
         .col_expr(targets::Column::UpdatedAt, Expr::val(now))
         .filter(targets::Column::Id.eq(target_id))
-        .filter(claimable_by(account_id))
+        .filter(claimable)
         .filter(Expr::exists(lease_current))
         .exec(db)
         .await?;

@@ -6,8 +6,7 @@ use chrono::Duration;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::ConnectionTrait;
 use smart_joiner::domain::{
-    AccountChange, Decision, JoinOutcome, Next, PeerInfo, RequestKind,
-    TargetChange,
+    AccountChange, Decision, JoinOutcome, Next, PeerInfo, RequestKind, TargetChange,
 };
 use smart_joiner::ops::invariants;
 use smart_joiner::store::{Applied, Attempt, Limits, Store, StoreError};
@@ -53,14 +52,17 @@ async fn apply(
     outcome: JoinOutcome,
     change: TargetChange,
 ) -> Result<Applied, StoreError> {
-    store.apply_decision(target_id, account_id, epoch, &outcome, &decision(change), &attempt()).await
+    store
+        .apply_decision(target_id, account_id, epoch, &outcome, &decision(change), &attempt())
+        .await
 }
 
 async fn the_count_of_bound_targets_follows_every_binding(store: Store) {
     let a = accounts(&store, &["anna", "boris"], "default").await;
     let (anna, boris) = (a[0].id, a[1].id);
-    let t = targets(&store, &["@target_01", "@target_02", "@target_03", "@target_04", "@target_05"])
-        .await;
+    let t =
+        targets(&store, &["@target_01", "@target_02", "@target_03", "@target_04", "@target_05"])
+            .await;
     assert_eq!((bound(&store, anna).await, bound(&store, boris).await), (0, 0));
 
     // Joined, and a join request sent: each binds and counts.
@@ -82,7 +84,10 @@ async fn the_count_of_bound_targets_follows_every_binding(store: Store) {
     let epoch = take(&store, anna, t[3].id).await;
     let flood = JoinOutcome::FloodWait { seconds: 60 };
     let requeue = TargetChange::Requeue { run_at: t0() };
-    assert_eq!(apply(&store, anna, t[3].id, epoch, flood, requeue).await.unwrap(), Applied::Applied);
+    assert_eq!(
+        apply(&store, anna, t[3].id, epoch, flood, requeue).await.unwrap(),
+        Applied::Applied
+    );
     assert_eq!(bound(&store, anna).await, 2);
 
     // A stale epoch writes nothing, the count included.
