@@ -4,10 +4,12 @@
 
 mod env;
 mod faults;
+mod idle;
 mod pacing;
 mod pick;
 mod producer_mem;
 mod proxy;
+mod scale;
 mod throughput;
 
 use std::process::ExitCode;
@@ -35,6 +37,16 @@ enum Cmd {
     WorkerMem(producer_mem::WorkerMemArgs),
     /// Cost of picking an account with 1,000 accounts, before and after 1,000,000 targets.
     Pick(pick::PickArgs),
+    /// What workers spend while every account rests: statements, Redis commands, CPU.
+    Idle(idle::IdleArgs),
+    /// `accounts sync` and `targets import` at scale (time, peak memory), the pick's p99.
+    Scale(scale::ScaleArgs),
+    /// Runs a command and prints its peak memory (used by `bench scale`).
+    #[command(hide = true)]
+    Rusage {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        cmd: Vec<String>,
+    },
 }
 
 #[tokio::main]
@@ -47,6 +59,9 @@ async fn main() -> ExitCode {
         Cmd::Producer(args) => producer_mem::run(args).await,
         Cmd::WorkerMem(args) => producer_mem::worker_mem(args).await,
         Cmd::Pick(args) => pick::run(args).await,
+        Cmd::Idle(args) => idle::run(args).await,
+        Cmd::Scale(args) => scale::run(args).await,
+        Cmd::Rusage { cmd } => scale::rusage(&cmd),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
