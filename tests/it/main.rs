@@ -10,6 +10,7 @@ mod cluster;
 mod console;
 mod demo;
 mod faults;
+mod import;
 mod join;
 mod monitoring;
 mod operator;
