@@ -10,6 +10,7 @@ mod cluster;
 mod console;
 mod demo;
 mod faults;
+mod idle;
 mod import;
 mod join;
 mod monitoring;
