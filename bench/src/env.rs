@@ -212,10 +212,18 @@ pub struct PrivatePostgres {
     pub port: u16,
     /// `postgres://postgres@127.0.0.1:{port}/postgres` (trust authentication).
     pub admin_url: String,
+    /// More server options (`-c name=value ...`), given at every start.
+    extra_options: String,
 }
 
 impl PrivatePostgres {
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with("")
+    }
+
+    /// [`PrivatePostgres::start`] with more server options, e.g.
+    /// `-c shared_preload_libraries=pg_stat_statements`.
+    pub fn start_with(extra_options: &str) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("sj-faults-pg-").tempdir()?;
         if is_root() {
             run(Command::new("chown").args(["-R", "postgres"]).arg(dir.path()))?;
@@ -226,6 +234,7 @@ impl PrivatePostgres {
             guard: Some(dir),
             port,
             admin_url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            extra_options: extra_options.to_owned(),
         };
         run(pg
             .command("initdb")?
@@ -267,9 +276,10 @@ impl PrivatePostgres {
     pub fn start_server(&self) -> anyhow::Result<()> {
         let options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
-             -c max_connections=400 -c fsync=off",
+             -c max_connections=400 -c fsync=off {}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.extra_options
         );
         run(self
             .command("pg_ctl")?

@@ -5,10 +5,12 @@
 mod env;
 mod faults;
 mod history;
+mod idle;
 mod pacing;
 mod pick;
 mod producer_mem;
 mod proxy;
+mod scale;
 mod throughput;
 
 use std::process::ExitCode;
@@ -38,6 +40,16 @@ enum Cmd {
     Pick(pick::PickArgs),
     /// Cost of the pick and of a whole join at 10 and at 10,000 joins per account.
     History(history::HistoryArgs),
+    /// What workers spend while every account rests: statements, Redis commands, CPU.
+    Idle(idle::IdleArgs),
+    /// `accounts sync` and `targets import` at scale (time, peak memory), the pick's p99.
+    Scale(scale::ScaleArgs),
+    /// Runs a command and prints its peak memory (used by `bench scale`).
+    #[command(hide = true)]
+    Rusage {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        cmd: Vec<String>,
+    },
 }
 
 #[tokio::main]
@@ -51,6 +63,9 @@ async fn main() -> ExitCode {
         Cmd::WorkerMem(args) => producer_mem::worker_mem(args).await,
         Cmd::Pick(args) => pick::run(args).await,
         Cmd::History(args) => history::run(args).await,
+        Cmd::Idle(args) => idle::run(args).await,
+        Cmd::Scale(args) => scale::run(args).await,
+        Cmd::Rusage { cmd } => scale::rusage(&cmd),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -178,9 +178,13 @@ impl Exporter {
                 debug!(error = %crate::redact::Chain(&e), "exporter: cannot count in-doubt targets")
             }
         }
-        match self.locks.held_count().await {
+        let leases = match self.store.max_account_id().await {
+            Ok(max_id) => self.locks.held_count(max_id).await.map_err(|e| crate::redact::Chain(&e).to_string()),
+            Err(e) => Err(crate::redact::Chain(&e).to_string()),
+        };
+        match leases {
             Ok(n) => self.metrics.set_leases_held(n),
-            Err(e) => debug!(error = %crate::redact::Chain(&e), "exporter: cannot count leases"),
+            Err(e) => debug!(error = %e, "exporter: cannot count leases"),
         }
     }
 

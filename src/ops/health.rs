@@ -92,7 +92,10 @@ impl Probes {
         self.metrics.set_dependency_up("database", db.is_none());
         self.metrics.set_dependency_up("redis", redis.is_none());
         let accounts = tokio::time::timeout(CHECK_TIMEOUT, self.store.account_status_counts());
-        let leases = tokio::time::timeout(CHECK_TIMEOUT, self.locks.held_count());
+        let leases = tokio::time::timeout(CHECK_TIMEOUT, async {
+            let max_id = self.store.max_account_id().await.map_err(|e| crate::redact::Chain(&e).to_string())?;
+            self.locks.held_count(max_id).await.map_err(|e| crate::redact::Chain(&e).to_string())
+        });
         let depth = tokio::time::timeout(CHECK_TIMEOUT, self.queue.depth());
         let (accounts, leases, depth) = tokio::join!(accounts, leases, depth);
         match accounts {
@@ -115,7 +118,7 @@ impl Probes {
         }
         match leases {
             Ok(Ok(n)) => self.metrics.set_leases_held(n),
-            Ok(Err(e)) => debug!(error = %crate::redact::Chain(&e), "metrics: cannot count leases"),
+            Ok(Err(e)) => debug!(error = %e, "metrics: cannot count leases"),
             Err(_) => debug!("metrics: counting leases timed out"),
         }
         match depth {

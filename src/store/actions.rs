@@ -85,6 +85,18 @@ async fn audit<C: ConnectionTrait>(
     Ok(())
 }
 
+/// The audit row of an import of targets.
+pub(super) async fn audit_import<C: ConnectionTrait>(
+    db: &C,
+    now: DateTime<Utc>,
+    actor: &str,
+    niche: &str,
+    report: &ImportReport,
+) -> Result<(), StoreError> {
+    let detail = format!("{} accepted, {} duplicates", report.inserted, report.duplicates);
+    audit(db, now, actor, "import", format!("niche:{niche}"), Some(detail)).await
+}
+
 /// Runs one conditional write and, when it changed a row, its audit row, in one transaction.
 macro_rules! audited {
     ($store:expr, $write:expr, $($audit:expr),+) => {{
@@ -307,8 +319,7 @@ impl Store {
     ) -> Result<ImportReport, StoreError> {
         let txn = self.db.begin().await?;
         let report = import_targets_on(&txn, links, niche, None, now).await?;
-        let detail = format!("{} accepted, {} duplicates", report.inserted, report.duplicates);
-        audit(&txn, now, actor, "import", format!("niche:{niche}"), Some(detail)).await?;
+        audit_import(&txn, now, actor, niche, &report).await?;
         txn.commit().await?;
         Ok(report)
     }

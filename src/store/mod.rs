@@ -26,7 +26,7 @@ pub use browse::{HourCount, QueuedCount, TargetFilter};
 pub use policies::{CheckRecord, CheckWritten};
 pub use reports::{AccountOverview, ReadyGroup, TargetCount};
 pub use scaling::PoolAccounts;
-pub use targets::NO_AVAILABLE_ACCOUNTS;
+pub use targets::{NO_AVAILABLE_ACCOUNTS, TargetImport};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -230,6 +230,16 @@ pub struct ImportReport {
     pub inserted: u64,
     /// Links already stored, or repeated in the input.
     pub duplicates: u64,
+    /// Of the duplicates, the links repeating an earlier one of the input (the rest were
+    /// already stored).
+    pub repeated: u64,
+}
+
+impl ImportReport {
+    /// Links of the input that were already stored before the import.
+    pub fn already_stored(&self) -> u64 {
+        self.duplicates - self.repeated
+    }
 }
 
 /// Facts about one Telegram attempt, recorded in `join_attempts`.

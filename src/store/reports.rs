@@ -137,6 +137,18 @@ impl Store {
             .collect())
     }
 
+    /// The highest account id (0 without accounts): the range of ids whose leases
+    /// [`RedisLocks::held_count`](crate::lease::RedisLocks::held_count) counts.
+    pub async fn max_account_id(&self) -> Result<i64, StoreError> {
+        let max: Option<Option<i64>> = accounts::Entity::find()
+            .select_only()
+            .column_as(accounts::Column::Id.max(), "max_id")
+            .into_tuple()
+            .one(&self.db)
+            .await?;
+        Ok(max.flatten().unwrap_or(0))
+    }
+
     /// Number of accounts per pool and status (only the combinations that occur).
     pub async fn account_status_counts(
         &self,

@@ -94,6 +94,14 @@ impl Store {
         Ok(report)
     }
 
+    /// Starts a streaming import into `niche` ([`TargetImport`]): one transaction, committed
+    /// by [`TargetImport::commit`] with its audit row.
+    pub async fn begin_import(&self, niche: &str) -> Result<TargetImport, StoreError> {
+        let txn = self.db.begin().await?;
+        let importer = Importer::start(&txn, niche, None, self.now()).await?;
+        Ok(TargetImport { txn, importer })
+    }
+
     /// [`import_targets`](Self::import_targets) of the chats a folder link listed: each new
     /// target records the folder (`t.me/addlist/SLUG`); one already stored is left as it is.
     pub async fn import_folder_targets(
@@ -390,6 +398,192 @@ pub(super) async fn claim_target_where<C: ConnectionTrait>(
     Ok(res.rows_affected == 1)
 }
 
+/// Rows of one `INSERT` of an import: 9 values each, well under Postgres's 65,535 and
+/// SQLite's 32,766 bound parameters.
+const IMPORT_ROWS: usize = 2000;
+
+/// The temporary table of an import's links that were already stored, so that a second line
+/// with one of them counts as repeated in the input rather than already stored. It lives in
+/// the database, not in memory: a re-import of a file of millions of lines finds them all.
+const SEEN_TABLE: &str = "sj_import_stored";
+
+/// An import of targets in progress, on a transaction of its caller: links arrive in pieces
+/// ([`Importer::add`]), each piece is inserted in statements of [`IMPORT_ROWS`] rows, and
+/// nothing but the current piece is held in memory.
+pub(super) struct Importer {
+    niche: String,
+    folder: Option<String>,
+    now: DateTime<Utc>,
+    /// The highest target id before the import: a link that conflicts with a row above it
+    /// was inserted by this import (an earlier line), one at or below it was already stored.
+    before_max_id: i64,
+    seen_table: bool,
+    report: ImportReport,
+}
+
+impl Importer {
+    pub(super) async fn start<C: ConnectionTrait>(
+        txn: &C,
+        niche: &str,
+        folder: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Importer, StoreError> {
+        let max: Option<Option<i64>> = targets::Entity::find()
+            .select_only()
+            .column_as(targets::Column::Id.max(), "max_id")
+            .into_tuple()
+            .one(txn)
+            .await?;
+        Ok(Importer {
+            niche: niche.to_owned(),
+            folder: folder.map(str::to_owned),
+            now,
+            before_max_id: max.flatten().unwrap_or(0),
+            seen_table: false,
+            report: ImportReport::default(),
+        })
+    }
+
+    /// Inserts the links not stored yet, in their order; counts the others.
+    pub(super) async fn add<C: ConnectionTrait>(
+        &mut self,
+        txn: &C,
+        links: &[TargetLink],
+    ) -> Result<(), StoreError> {
+        for piece in links.chunks(IMPORT_ROWS) {
+            self.add_piece(txn, piece).await?;
+        }
+        Ok(())
+    }
+
+    async fn add_piece<C: ConnectionTrait>(
+        &mut self,
+        txn: &C,
+        links: &[TargetLink],
+    ) -> Result<(), StoreError> {
+        let mut seen = HashSet::new();
+        let unique: Vec<&TargetLink> = links.iter().filter(|l| seen.insert(*l)).collect();
+        self.report.repeated += (links.len() - unique.len()) as u64;
+        self.report.duplicates += (links.len() - unique.len()) as u64;
+        if unique.is_empty() {
+            return Ok(());
+        }
+        let rows = unique.iter().map(|link| targets::ActiveModel {
+            link: Set(link.to_string()),
+            kind: Set(link.kind().as_str().to_owned()),
+            niche: Set(self.niche.clone()),
+            status: Set(status(TargetStatus::New).to_owned()),
+            attempts: Set(0),
+            in_doubt_tries: Set(0),
+            folder: Set(self.folder.clone()),
+            created_at: Set(self.now),
+            updated_at: Set(self.now),
+            ..Default::default()
+        });
+        // ON CONFLICT DO NOTHING also covers a concurrent import of the same link.
+        let inserted = targets::Entity::insert_many(rows)
+            .on_conflict(OnConflict::column(targets::Column::Link).do_nothing().to_owned())
+            .exec_without_returning(txn)
+            .await?;
+        self.report.inserted += inserted;
+        let conflicts = unique.len() as u64 - inserted;
+        if conflicts == 0 {
+            return Ok(());
+        }
+        self.report.duplicates += conflicts;
+        // Which of them were stored before the import: each counts once as already stored,
+        // and again (a later line) as repeated.
+        let texts: Vec<String> = unique.iter().map(|l| l.to_string()).collect();
+        let stored: Vec<String> = targets::Entity::find()
+            .select_only()
+            .column(targets::Column::Link)
+            .filter(targets::Column::Link.is_in(texts))
+            .filter(targets::Column::Id.lte(self.before_max_id))
+            .into_tuple()
+            .all(txn)
+            .await?;
+        let first_seen = self.mark_seen(txn, &stored).await?;
+        self.report.repeated += conflicts - first_seen;
+        Ok(())
+    }
+
+    /// Adds `links` to [`SEEN_TABLE`]; returns how many were not in it yet.
+    async fn mark_seen<C: ConnectionTrait>(
+        &mut self,
+        txn: &C,
+        links: &[String],
+    ) -> Result<u64, StoreError> {
+        if links.is_empty() {
+            return Ok(0);
+        }
+        let backend = txn.get_database_backend();
+        if !self.seen_table {
+            // Emptied as well as created: a table left on a pooled connection holds nothing
+            // of this import.
+            let create = match backend {
+                sea_orm::DbBackend::Postgres => format!(
+                    "CREATE TEMPORARY TABLE IF NOT EXISTS {SEEN_TABLE} (link TEXT PRIMARY KEY) ON COMMIT DROP"
+                ),
+                _ => format!("CREATE TEMPORARY TABLE IF NOT EXISTS {SEEN_TABLE} (link TEXT PRIMARY KEY)"),
+            };
+            txn.execute_unprepared(&create).await?;
+            txn.execute_unprepared(&format!("DELETE FROM {SEEN_TABLE}")).await?;
+            self.seen_table = true;
+        }
+        let table = sea_orm::sea_query::Alias::new(SEEN_TABLE);
+        let link = sea_orm::sea_query::Alias::new("link");
+        let mut insert = Query::insert();
+        insert.into_table(table).columns([link.clone()]);
+        for l in links {
+            insert.values_panic([l.as_str().into()]);
+        }
+        insert.on_conflict(OnConflict::column(link).do_nothing().to_owned());
+        Ok(txn.execute(&insert).await?.rows_affected())
+    }
+
+    /// Ends the import (its rows are written when the caller commits); its report.
+    pub(super) async fn finish<C: ConnectionTrait>(
+        self,
+        txn: &C,
+    ) -> Result<ImportReport, StoreError> {
+        if self.seen_table && txn.get_database_backend() != sea_orm::DbBackend::Postgres {
+            txn.execute_unprepared(&format!("DROP TABLE IF EXISTS temp.{SEEN_TABLE}")).await?;
+        }
+        Ok(self.report)
+    }
+}
+
+/// A streaming import of targets ([`Store::begin_import`]): links are added in pieces of any
+/// size, all in one transaction, so that a file of any length is imported in bounded memory
+/// and all or nothing. Dropped without [`TargetImport::commit`], it stores nothing.
+pub struct TargetImport {
+    txn: sea_orm::DatabaseTransaction,
+    importer: Importer,
+}
+
+impl TargetImport {
+    /// Inserts the links not stored yet (in their order, as `new` targets); counts the
+    /// others. Visible to nobody until the commit.
+    pub async fn add(&mut self, links: &[TargetLink]) -> Result<(), StoreError> {
+        self.importer.add(&self.txn, links).await
+    }
+
+    /// What was added so far.
+    pub fn report(&self) -> ImportReport {
+        self.importer.report
+    }
+
+    /// Commits the import with its audit row (`import`, subject `niche:NICHE`, the counts).
+    pub async fn commit(self, actor: &str) -> Result<ImportReport, StoreError> {
+        let TargetImport { txn, importer } = self;
+        let (niche, now) = (importer.niche.clone(), importer.now);
+        let report = importer.finish(&txn).await?;
+        super::actions::audit_import(&txn, now, actor, &niche, &report).await?;
+        txn.commit().await?;
+        Ok(report)
+    }
+}
+
 /// [`Store::import_targets`] inside a transaction (the console's audited import shares it).
 pub(super) async fn import_targets_on<C: ConnectionTrait>(
     txn: &C,
@@ -398,30 +592,9 @@ pub(super) async fn import_targets_on<C: ConnectionTrait>(
     folder: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<ImportReport, StoreError> {
-    let mut seen = HashSet::new();
-    let unique: Vec<&TargetLink> = links.iter().filter(|l| seen.insert(*l)).collect();
-    let mut inserted = 0;
-    for chunk in unique.chunks(CHUNK) {
-        let rows = chunk.iter().map(|link| targets::ActiveModel {
-            link: Set(link.to_string()),
-            kind: Set(link.kind().as_str().to_owned()),
-            niche: Set(niche.to_owned()),
-            status: Set(status(TargetStatus::New).to_owned()),
-            attempts: Set(0),
-            in_doubt_tries: Set(0),
-            folder: Set(folder.map(str::to_owned)),
-            created_at: Set(now),
-            updated_at: Set(now),
-            ..Default::default()
-        });
-        // ON CONFLICT DO NOTHING also covers a concurrent import of the same link.
-        let res = targets::Entity::insert_many(rows)
-            .on_conflict(OnConflict::column(targets::Column::Link).do_nothing().to_owned())
-            .exec_without_returning(txn)
-            .await?;
-        inserted += res;
-    }
-    Ok(ImportReport { inserted, duplicates: links.len() as u64 - inserted })
+    let mut importer = Importer::start(txn, niche, folder, now).await?;
+    importer.add(txn, links).await?;
+    importer.finish(txn).await
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@ mod cluster;
 mod console;
 mod demo;
 mod faults;
+mod idle;
+mod import;
 mod join;
 mod monitoring;
 mod operator;

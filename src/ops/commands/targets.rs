@@ -11,7 +11,7 @@ use crate::domain::{FolderLink, JoinOutcome, TargetStatus};
 use crate::folders::FolderCheck;
 use crate::join::JoinService;
 use crate::ops::output::{Cell, Report, Style, Table, rfc3339, shown, target_color};
-use crate::ops::targets_file::{TargetsFile, read_targets_file, shown_line};
+use crate::ops::targets_file::{Line, TargetsReader, shown_line};
 use crate::store::{Store, Target};
 
 /// Gives an `error` target another chance (audited as `cli:<user>`).
@@ -166,65 +166,115 @@ pub async fn expand_folders(
     Ok(out)
 }
 
-/// A targets file read and checked, before anything is stored.
+/// A targets file read and checked, before anything is stored. Only the lines to report are
+/// kept (invalid lines and folder links): the links themselves are read again, a piece at a
+/// time, by [`import`], so that a file of any length is imported in bounded memory.
 pub struct ReadFile {
-    file: TargetsFile,
+    path: std::path::PathBuf,
+    links: u64,
+    repeated_folders: u64,
+    rejected: Vec<(usize, String, crate::domain::LinkError)>,
+    folders: Vec<(usize, FolderLink)>,
     /// `path:line: rejected "text": why`, one per invalid line, for the operator.
     pub rejected_lines: Vec<String>,
 }
 
+/// Links [`import`] reads before it stores them (one piece of the file).
+const IMPORT_PIECE: usize = 10_000;
+
 /// Reads `path` for `targets import`; `Err` when it cannot be read or holds no link at all.
 pub fn read(path: &Path) -> anyhow::Result<ReadFile> {
-    let file =
-        read_targets_file(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if file.links.is_empty() && file.rejected.is_empty() && file.folders.is_empty() {
+    let cannot = || format!("cannot read {}", path.display());
+    let mut reader = TargetsReader::open(path).with_context(cannot)?;
+    let mut file = ReadFile {
+        path: path.to_path_buf(),
+        links: 0,
+        repeated_folders: 0,
+        rejected: Vec::new(),
+        folders: Vec::new(),
+        rejected_lines: Vec::new(),
+    };
+    while let Some((line, parsed)) = reader.next_line().with_context(cannot)? {
+        match parsed {
+            Line::Skipped => {}
+            Line::Link(_) => file.links += 1,
+            Line::Folder(folder) => file.folders.push((line, folder)),
+            Line::RepeatedFolder => file.repeated_folders += 1,
+            Line::Rejected(text, why) => file.rejected.push((line, text, why)),
+        }
+    }
+    if file.links == 0 && file.rejected.is_empty() && file.folders.is_empty() {
         anyhow::bail!(
             "{} holds no link (one link per line, or a CSV whose first column is the link)",
             path.display()
         );
     }
-    let rejected_lines = file
+    file.rejected_lines = file
         .rejected
         .iter()
         .map(|(line, text, why)| {
             format!("{}:{line}: rejected {}: {why}", path.display(), shown_line(text, why))
         })
         .collect();
-    Ok(ReadFile { file, rejected_lines })
+    Ok(file)
 }
 
 impl ReadFile {
     /// The folder links of the file, to expand with [`expand_folders`].
     pub fn folders(&self) -> Vec<FolderLink> {
-        self.file.folders.iter().map(|(_, f)| f.clone()).collect()
+        self.folders.iter().map(|(_, f)| f.clone()).collect()
     }
 
     /// Whether some line is not a link.
     pub fn has_invalid_lines(&self) -> bool {
-        !self.file.rejected.is_empty()
+        !self.rejected.is_empty()
     }
 
     /// The refusal when invalid lines are not to be skipped.
     pub fn refusal(&self, path: &Path) -> anyhow::Error {
         anyhow::anyhow!(
             "{} invalid line(s) in {}: nothing imported (fix them or pass --skip-invalid)",
-            self.file.rejected.len(),
+            self.rejected.len(),
             path.display()
         )
     }
 }
 
-/// Stores the valid links of `read` in `niche` (one transaction; links already stored are
-/// counted, not changed).
+/// Stores the valid links of `read` in `niche`, reading the file again a piece at a time:
+/// one transaction (all or nothing), with its audit row (`import` by `cli:<user>`). Links
+/// already stored are counted, not changed, so importing a file again adds nothing.
 pub async fn import(
     store: &Store,
     read: &ReadFile,
     niche: &str,
 ) -> anyhow::Result<TargetsImported> {
-    let links: Vec<_> = read.file.links.iter().map(|(_, l)| l.clone()).collect();
-    let report = store.import_targets(&links, niche).await?;
+    let path = &read.path;
+    let cannot = || format!("cannot read {}", path.display());
+    let mut reader = TargetsReader::open(path).with_context(cannot)?;
+    let mut import = store.begin_import(niche).await?;
+    let mut piece = Vec::with_capacity(IMPORT_PIECE);
+    let (mut links, mut rejected) = (0u64, 0usize);
+    while let Some((_, parsed)) = reader.next_line().with_context(cannot)? {
+        match parsed {
+            Line::Link(link) => {
+                links += 1;
+                piece.push(link);
+                if piece.len() == IMPORT_PIECE {
+                    import.add(&piece).await?;
+                    piece.clear();
+                }
+            }
+            Line::Rejected(..) => rejected += 1,
+            Line::Skipped | Line::Folder(_) | Line::RepeatedFolder => {}
+        }
+    }
+    import.add(&piece).await?;
+    if links != read.links || rejected != read.rejected.len() {
+        // Dropping the import rolls it back.
+        anyhow::bail!("{} changed while it was imported: nothing imported", path.display());
+    }
+    let report = import.commit(&cli_actor()).await?;
     let rejected = read
-        .file
         .rejected
         .iter()
         .map(|(line, text, why)| Rejected {
@@ -236,8 +286,8 @@ pub async fn import(
     Ok(TargetsImported {
         niche: niche.to_owned(),
         accepted: report.inserted,
-        duplicates_in_database: report.duplicates,
-        duplicates_in_file: read.file.duplicate_lines.len() as u64,
+        duplicates_in_database: report.already_stored(),
+        duplicates_in_file: report.repeated + read.repeated_folders,
         rejected,
         folders: Vec::new(),
     })
