@@ -8,6 +8,7 @@ mod pacing;
 mod pick;
 mod producer_mem;
 mod proxy;
+mod redis_stats;
 mod throughput;
 
 use std::process::ExitCode;
