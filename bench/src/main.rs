@@ -11,6 +11,7 @@ mod pick;
 mod producer_mem;
 mod proxy;
 mod scale;
+mod redis_stats;
 mod throughput;
 
 use std::process::ExitCode;

@@ -12,6 +12,7 @@ use smart_joiner::domain::TargetLink;
 use tgsim::{Account, Group, Scenario, Server};
 
 use crate::env::{self, FreshDb, PrivateRedis, ProcEnv, machine};
+use crate::redis_stats::RedisSnapshot;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ThroughputArgs {
@@ -63,6 +64,7 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<bool> {
     let bin_dir = env::bin_dir(args.bin_dir.as_deref())?;
     let mut ok = true;
     let mut last_db: Option<FreshDb> = None;
+    let mut fake_rate = None;
     for mode in &args.telegram {
         let work = tempfile::Builder::new().prefix("sj-throughput-").tempdir()?;
         let db = FreshDb::create("tput").await?;
@@ -124,6 +126,7 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<bool> {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
 
+        let redis_before = RedisSnapshot::take(&redis.url).await?;
         let t0 = Instant::now();
         anyhow::ensure!(penv.produce("bench", args.targets as u64, "1h").await?, "producer failed");
         let produced = t0.elapsed();
@@ -139,6 +142,7 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<bool> {
         }
         let elapsed = t0.elapsed();
         let rate = done as f64 / elapsed.as_secs_f64();
+        let redis_used = redis_before.until(&RedisSnapshot::take(&redis.url).await?);
         let joined = count(&db.url, "SELECT count(*) FROM targets WHERE status = 'joined'").await?;
         for w in &mut workers {
             env::stop_child(w, Duration::from_secs(10));
@@ -154,8 +158,12 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<bool> {
             elapsed.as_secs_f64(),
             if rate >= target { "met" } else { "MISSED" }
         );
+        println!("throughput[{mode}]: redis: {}", redis_used.per_job(done.max(0) as u64));
         if rate < target {
             ok = false;
+        }
+        if mode == "fake" {
+            fake_rate = Some(rate);
         }
         if let Some(s) = server {
             let v = s.violations();
@@ -171,7 +179,17 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<bool> {
     }
     if let Some(db) = last_db {
         if args.pgbench_seconds > 0 {
-            pgbench(&db, &args)?;
+            let full_tps = pgbench(&db, &args)?;
+            if let (Some(rate), Some(tps)) = (fake_rate, full_tps) {
+                let ratio = rate / tps;
+                println!(
+                    "throughput: end to end (fake) / pgbench[full join] = {rate:.0} / {tps:.0} = {ratio:.2} (target 0.80: {})",
+                    if ratio >= 0.8 { "met" } else { "MISSED" }
+                );
+                if ratio < 0.8 {
+                    ok = false;
+                }
+            }
         }
         db.drop_db().await;
     }
@@ -197,8 +215,10 @@ UPDATE accounts SET held_until = now() + interval '20 seconds', next_allowed_act
 WITH t0 AS (SELECT id, assigned_account_id FROM targets WHERE id = :tid FOR UPDATE), a AS (UPDATE accounts SET last_action_at = now(), updated_at = now(), status = 'active', status_reason = NULL, next_allowed_action_time = now(), held_until = NULL, bound_targets = bound_targets + (SELECT count(*) FROM t0 WHERE assigned_account_id IS NULL) WHERE id = :aid AND EXISTS (SELECT 1 FROM t0) RETURNING id), t AS (UPDATE targets SET attempts = attempts + 1, updated_at = now(), claimed_account_id = NULL, claim_epoch = NULL, in_doubt_tries = 0, status = 'joined', assigned_account_id = :aid, next_run_at = NULL, error_code = NULL, error_message = NULL, joined_at = now(), warmup_ends_at = now() + interval '24 hours' WHERE id IN (SELECT id FROM t0) AND EXISTS (SELECT 1 FROM a) RETURNING id), i AS (INSERT INTO join_attempts (target_id, account_id, epoch, started_at, finished_at, outcome, worker) SELECT :tid, :aid, 1, now(), now(), 'joined', 'pgbench' WHERE EXISTS (SELECT 1 FROM t) RETURNING id) SELECT count(*) FROM i;
 "#;
 
-fn pgbench(db: &FreshDb, args: &ThroughputArgs) -> anyhow::Result<()> {
+/// Runs both scripts; returns the full join's transactions per second.
+fn pgbench(db: &FreshDb, args: &ThroughputArgs) -> anyhow::Result<Option<f64>> {
     let dir = tempfile::tempdir()?;
+    let mut full_tps = None;
     // The full join first: the decision script inserts an attempt per transaction, and the
     // pick's cap count reads the attempts of the last 24 h.
     for (name, sql) in [("full join", FULL_SQL), ("apply", APPLY_SQL)] {
@@ -224,7 +244,15 @@ fn pgbench(db: &FreshDb, args: &ThroughputArgs) -> anyhow::Result<()> {
                 "pgbench[{name}]: {} clients, {} s: {tps}; {lat}",
                 args.pgbench_clients, args.pgbench_seconds
             );
+            if name == "full join" {
+                full_tps = parse_tps(&tps);
+            }
         }
     }
-    Ok(())
+    Ok(full_tps)
+}
+
+/// The number of pgbench's `tps = 1234.5 (without initial connection time)`.
+fn parse_tps(line: &str) -> Option<f64> {
+    line.strip_prefix("tps = ")?.split_whitespace().next()?.parse().ok()
 }

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apalis::prelude::{BackendExt, BoxDynError, Data, Monitor, WorkerBuilder, WorkerBuilderExt};
-use tokio::sync::Semaphore;
+use chrono::{DateTime, Utc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
@@ -21,6 +22,8 @@ use crate::queue::JobQueue;
 const SLEEP_BELOW: Duration = Duration::from_secs(1);
 /// After an infrastructure error the job comes back after this long.
 const INFRA_RETRY: Duration = Duration::from_secs(5);
+/// Most follow-up jobs sent in one script call.
+const FOLLOW_UP_BATCH: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -36,7 +39,7 @@ pub struct WorkerOptions {
 
 struct HandlerCtx {
     service: JoinService,
-    queue: JobQueue,
+    follow_ups: FollowUps,
     /// Every job runs in a task of its own, tracked here. apalis keeps its in-flight handler
     /// futures inside the worker's stream and drops them all when a backend error ends the
     /// worker (a restarted or wiped Redis: "worker not registered"; an acknowledgement after
@@ -49,8 +52,49 @@ struct HandlerCtx {
     slots: Arc<Semaphore>,
 }
 
+type FollowUp = (JoinJobV1, DateTime<Utc>, oneshot::Sender<Result<(), String>>);
+
+/// The follow-up pushes of the jobs running at once, sent to Redis together: every push asked
+/// for while the previous batch was on its way goes out in the next one, one script call for
+/// all of them (apalis' batch push, the same idempotency keys and delays as one push each).
+/// Each job waits for its own push to be answered before it returns, so apalis acknowledges
+/// a job only once its follow-up is in Redis.
+#[derive(Clone)]
+struct FollowUps {
+    tx: mpsc::UnboundedSender<FollowUp>,
+}
+
+impl FollowUps {
+    /// Starts the task that sends the batches; it ends when every handle is dropped.
+    fn start(queue: JobQueue) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(send_follow_ups(queue, rx));
+        FollowUps { tx }
+    }
+
+    /// Pushes `job` due at `run_at` (see [`JobQueue::push`]); the error says why not.
+    async fn push(&self, job: JoinJobV1, run_at: DateTime<Utc>) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || "the follow-up sender stopped".to_owned();
+        self.tx.send((job, run_at, reply)).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+async fn send_follow_ups(queue: JobQueue, mut rx: mpsc::UnboundedReceiver<FollowUp>) {
+    let mut batch = Vec::with_capacity(FOLLOW_UP_BATCH);
+    while rx.recv_many(&mut batch, FOLLOW_UP_BATCH).await > 0 {
+        let (jobs, replies): (Vec<_>, Vec<_>) =
+            batch.drain(..).map(|(job, at, reply)| ((job, at), reply)).unzip();
+        let result = queue.push_many(jobs).await.map_err(|e| crate::redact::Chain(&e).to_string());
+        for reply in replies {
+            let _ = reply.send(result.clone());
+        }
+    }
+}
+
 /// Handles one job until it is settled or pushed back to the queue.
-pub async fn handle_job(service: &JoinService, queue: &JobQueue, job: JoinJobV1) {
+async fn handle_job(service: &JoinService, follow_ups: &FollowUps, job: JoinJobV1) {
     let mut job = job;
     loop {
         match service.execute(&job).await {
@@ -63,10 +107,10 @@ pub async fn handle_job(service: &JoinService, queue: &JobQueue, job: JoinJobV1)
                     job = next;
                     continue;
                 }
-                if let Err(e) = queue.push(next, run_at).await {
+                if let Err(e) = follow_ups.push(next, run_at).await {
                     // The target is `queued` (or `joining`) with next_run_at set: the producer
                     // recovers it.
-                    warn!(target_id = job.target_id, error = %crate::redact::Chain(&e), "follow-up push failed; left for recovery");
+                    warn!(target_id = job.target_id, error = %e, "follow-up push failed; left for recovery");
                 }
                 return;
             }
@@ -74,8 +118,8 @@ pub async fn handle_job(service: &JoinService, queue: &JobQueue, job: JoinJobV1)
                 error!(target_id = job.target_id, error = %crate::redact::Chain(&e), "join step failed; retrying later");
                 let run_at = service.store().now()
                     + chrono::Duration::from_std(INFRA_RETRY).unwrap_or_default();
-                if let Err(e) = queue.push(job.clone(), run_at).await {
-                    warn!(target_id = job.target_id, error = %crate::redact::Chain(&e), "retry push failed; left for recovery");
+                if let Err(e) = follow_ups.push(job.clone(), run_at).await {
+                    warn!(target_id = job.target_id, error = %e, "retry push failed; left for recovery");
                 }
                 return;
             }
@@ -89,7 +133,7 @@ async fn apalis_handler(task: JoinTask, ctx: Data<Arc<HandlerCtx>>) -> Result<()
     let target_id = job.target_id;
     let run = ctx.joins.clone().spawn(async move {
         let _slot = ctx.slots.clone().acquire_owned().await;
-        handle_job(&ctx.service, &ctx.queue, job).await;
+        handle_job(&ctx.service, &ctx.follow_ups, job).await;
     });
     if let Err(e) = run.await {
         // Only a panic ends the task early; the target stays in the database for recovery.
@@ -108,7 +152,8 @@ pub async fn run(
 ) -> Result<(), BoxDynError> {
     let joins = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(opts.concurrency.max(1)));
-    let ctx = Arc::new(HandlerCtx { service, queue: queue.clone(), joins: joins.clone(), slots });
+    let follow_ups = FollowUps::start(queue.clone());
+    let ctx = Arc::new(HandlerCtx { service, follow_ups, joins: joins.clone(), slots });
     // When the signal came, so the joins still running after the monitor stopped (those of a
     // worker instance apalis dropped) get what is left of the shutdown timeout.
     let signalled = Arc::new(std::sync::OnceLock::new());
@@ -118,7 +163,8 @@ pub async fn run(
         let _ = seen.set(Instant::now());
         result
     };
-    let storage = queue.storage();
+    // One fetch brings as many jobs as the worker runs at once.
+    let storage = queue.with_batch_size(opts.concurrency).storage();
     let factory_opts = opts.clone();
     let monitor = Monitor::new()
         .register(move |restarts| {

@@ -109,7 +109,8 @@ pub struct QueueSettings {
     /// handed to others.
     pub heartbeat: Duration,
     pub missed_heartbeats: usize,
-    /// Jobs fetched per poll; kept <= the worker's concurrency.
+    /// Jobs fetched per poll; kept <= the worker's concurrency. A worker fetches as many as it
+    /// runs at once (see [`JobQueue::with_batch_size`]); this is what the others use.
     pub batch_size: usize,
 }
 
@@ -133,6 +134,14 @@ impl QueueSettings {
             .heartbeat_interval(self.heartbeat)
             .missed_heartbeats(self.missed_heartbeats)
             .batch_size(self.batch_size.max(1))
+            // apalis' task locks (a second script call per batch of started jobs) mark a
+            // fetched job `Running`; the claim that counts is the fetch itself, which puts the
+            // job in the worker's in-flight set, where the acknowledgement looks for it and
+            // from which a dead worker's jobs are re-queued. The lock's script also scans the
+            // whole ready list once per job (LREM), a cost that grows with the backlog.
+            .lock_tasks(false)
+            // Pub/sub events on every push, lock and acknowledgement: nothing subscribes.
+            .emit_events(false)
     }
 }
 
@@ -234,6 +243,19 @@ impl JobQueue {
     /// The storage, for building a worker on the same queue.
     pub fn storage(&self) -> JoinStorage {
         self.storage.clone()
+    }
+
+    /// This queue, fetching `n` jobs per poll (at least one). A worker fetches as many jobs as
+    /// it runs at once: one fetch per `n` jobs instead of one per four. Fetched jobs belong to
+    /// the worker that fetched them (its in-flight set) until they are acknowledged, or
+    /// re-queued when the worker stops or misses its heartbeats, so `n` must not exceed the
+    /// worker's concurrency: more would hold jobs back from other workers.
+    pub fn with_batch_size(&self, n: usize) -> JobQueue {
+        let config = self.storage.get_config().clone().batch_size(n.max(1));
+        JobQueue {
+            storage: RedisStorage::new(self.conn.clone()).with_config(config),
+            conn: self.conn.clone(),
+        }
     }
 
     /// Jobs waiting in this queue: (ready now, scheduled for later).
