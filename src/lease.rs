@@ -87,7 +87,7 @@ impl RedisLocks {
     /// Number of leases held now on the accounts with ids 1 to `max_account_id` (a gauge for
     /// /metrics; the caller reads the highest id from the database).
     ///
-    /// One `EXISTS` of up to [`HELD_COUNT_KEYS`] lease keys per thousand accounts, all in one
+    /// One `EXISTS` of up to 1,000 lease keys per thousand accounts, all in one
     /// round trip: the cost follows the number of accounts. A `SCAN` of the lease pattern
     /// walks every key of the database instead, and the queue keeps a few keys per waiting
     /// job, so with 100,000 jobs waiting each sample of every worker read some 200,000 keys.

@@ -260,7 +260,9 @@ async fn import(
             || report["duplicates_in_file"].as_u64() != Some(repeated)
             || stored as u64 != unique
         {
-            println!("import[{pass}]: WRONG: expected accepted/already stored {want:?}, {repeated} repeated, {unique} rows");
+            println!(
+                "import[{pass}]: WRONG: expected accepted/already stored {want:?}, {repeated} repeated, {unique} rows"
+            );
             ok = false;
         }
         if i == 0 {

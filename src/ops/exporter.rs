@@ -179,7 +179,11 @@ impl Exporter {
             }
         }
         let leases = match self.store.max_account_id().await {
-            Ok(max_id) => self.locks.held_count(max_id).await.map_err(|e| crate::redact::Chain(&e).to_string()),
+            Ok(max_id) => self
+                .locks
+                .held_count(max_id)
+                .await
+                .map_err(|e| crate::redact::Chain(&e).to_string()),
             Err(e) => Err(crate::redact::Chain(&e).to_string()),
         };
         match leases {

@@ -93,7 +93,11 @@ impl Probes {
         self.metrics.set_dependency_up("redis", redis.is_none());
         let accounts = tokio::time::timeout(CHECK_TIMEOUT, self.store.account_status_counts());
         let leases = tokio::time::timeout(CHECK_TIMEOUT, async {
-            let max_id = self.store.max_account_id().await.map_err(|e| crate::redact::Chain(&e).to_string())?;
+            let max_id = self
+                .store
+                .max_account_id()
+                .await
+                .map_err(|e| crate::redact::Chain(&e).to_string())?;
             self.locks.held_count(max_id).await.map_err(|e| crate::redact::Chain(&e).to_string())
         });
         let depth = tokio::time::timeout(CHECK_TIMEOUT, self.queue.depth());

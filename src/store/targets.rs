@@ -524,7 +524,9 @@ impl Importer {
                 sea_orm::DbBackend::Postgres => format!(
                     "CREATE TEMPORARY TABLE IF NOT EXISTS {SEEN_TABLE} (link TEXT PRIMARY KEY) ON COMMIT DROP"
                 ),
-                _ => format!("CREATE TEMPORARY TABLE IF NOT EXISTS {SEEN_TABLE} (link TEXT PRIMARY KEY)"),
+                _ => format!(
+                    "CREATE TEMPORARY TABLE IF NOT EXISTS {SEEN_TABLE} (link TEXT PRIMARY KEY)"
+                ),
             };
             txn.execute_unprepared(&create).await?;
             txn.execute_unprepared(&format!("DELETE FROM {SEEN_TABLE}")).await?;

@@ -123,8 +123,12 @@ async fn the_command_line_import(store: Store, url: &str) {
     assert_eq!(report["accepted"], 3, "{report}");
     assert_eq!(report["duplicates_in_database"], 0, "{report}");
     assert_eq!(report["duplicates_in_file"], 1, "{report}");
-    let lines: Vec<u64> =
-        report["rejected"].as_array().unwrap().iter().map(|r| r["line"].as_u64().unwrap()).collect();
+    let lines: Vec<u64> = report["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["line"].as_u64().unwrap())
+        .collect();
     assert_eq!(lines, [4, 7]);
     assert_eq!(stored_links(&store).await, ["@cars_alpha", "@cars_bravo", "@cars_charlie"]);
 
