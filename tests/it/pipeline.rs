@@ -99,6 +99,41 @@ async fn several_workers_and_the_producer_settle_hundreds_of_targets_keeping_eve
         assert!(attempts.iter().any(|a| a.worker == w), "{w} did no work");
     }
     assert!(attempts.iter().any(|a| a.flood_wait_seconds == Some(900)));
+    every_job_fetched_was_acknowledged(&redis.url, cluster.prefix()).await;
+}
+
+/// Workers fetch a batch of jobs at once and apalis acknowledges them in batches: after the
+/// workers stopped, no job is left in a worker's in-flight set, and every job in Redis is done,
+/// waiting (a pinned target's follow-up) or ready; none vanished between fetch and
+/// acknowledgement.
+async fn every_job_fetched_was_acknowledged(url: &str, prefix: &str) {
+    use smart_joiner::queue::{JobQueue, QueueSettings, connect_redis};
+
+    let conn = connect_redis(url).await.unwrap();
+    let settings = QueueSettings { name: format!("{prefix}join:v1:default"), ..Default::default() };
+    let queue = JobQueue::new(conn.clone(), &settings);
+    let config = queue.storage().get_config().clone();
+    let mut conn = conn;
+    let inflight: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", config.inflight_jobs_set()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for key in &inflight {
+        let held: u64 = redis::cmd("SCARD").arg(key).query_async(&mut conn).await.unwrap();
+        assert_eq!(held, 0, "{key} still holds jobs");
+    }
+    let (jobs, done): (u64, u64) = redis::pipe()
+        .cmd("HLEN")
+        .arg(config.job_data_hash())
+        .cmd("SCARD")
+        .arg(config.done_jobs_set())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (ready, scheduled) = queue.depth().await.unwrap();
+    assert!(done >= 240, "{done} jobs done for 240 targets");
+    assert_eq!(done + ready + scheduled, jobs, "jobs neither done nor queued");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
