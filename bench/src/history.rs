@@ -52,13 +52,13 @@ struct State {
     seeded: Duration,
     pick: Latency,
     join: Latency,
-    /// Statements per join, by kind.
-    statements: BTreeMap<&'static str, f64>,
+    /// Statements per join, by kind, and the mean time of one.
+    statements: BTreeMap<&'static str, (f64, Duration)>,
 }
 
 impl State {
     fn statements_per_join(&self) -> f64 {
-        self.statements.values().sum()
+        self.statements.values().map(|(n, _)| n).sum()
     }
 }
 
@@ -86,7 +86,7 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<bool> {
             state
                 .statements
                 .iter()
-                .map(|(kind, n)| format!("{kind} {n:.2}"))
+                .map(|(kind, (n, mean))| format!("{kind} {n:.2} x {}", ms(*mean)))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -167,12 +167,15 @@ async fn measure(args: &HistoryArgs, history: u64) -> anyhow::Result<State> {
     let pick = latency(samples);
 
     // Whole joins of new targets, every statement counted.
-    let counts: Arc<Mutex<BTreeMap<&'static str, u64>>> = Arc::default();
+    let counts: Arc<Mutex<BTreeMap<&'static str, (u64, Duration)>>> = Arc::default();
     let observed = {
         let counts = counts.clone();
         db.store.observed(move |info| {
             let kind = kind_of(&info.statement.sql);
-            *counts.lock().unwrap_or_else(|p| p.into_inner()).entry(kind).or_default() += 1;
+            let mut counts = counts.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = counts.entry(kind).or_default();
+            entry.0 += 1;
+            entry.1 += info.elapsed;
         })
     };
     let svc = service(&observed, &names, limits)?;
@@ -202,7 +205,7 @@ async fn measure(args: &HistoryArgs, history: u64) -> anyhow::Result<State> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
-        .map(|(kind, c)| (*kind, *c as f64 / n))
+        .map(|(kind, (c, total))| (*kind, (*c as f64 / n, *total / (*c).max(1) as u32)))
         .collect();
     db.drop_db().await;
     Ok(State { history, seeded, pick, join: latency(samples), statements })

@@ -81,7 +81,7 @@ fn writes(
 /// bound targets, one higher when the target it binds was bound to nobody (a target already
 /// bound to it, such as an adopted row assigned ahead of its join, is counted already).
 fn count_the_binding(from: SelectStatement) -> SimpleExpr {
-    Expr::col(accounts::Column::BoundTargets).add(sub(from)).into()
+    Expr::col(accounts::Column::BoundTargets).add(sub(from))
 }
 
 /// The decision on Postgres, in one statement, so it costs one round trip and one commit. The
