@@ -211,7 +211,8 @@ async fn distributed_mode(
     args: &PacingArgs,
     bound: Duration,
 ) -> anyhow::Result<Settled> {
-    let bin_dir = env::bin_dir(args.bin_dir.as_deref())?;
+    // Absolute: the children run in their own working directory.
+    let bin_dir = std::path::absolute(env::bin_dir(args.bin_dir.as_deref())?)?;
     let work = tempfile::Builder::new().prefix("sj-pacing-").tempdir()?;
     let redis = PrivateRedis::start()?;
     let accounts_path = work.path().join("accounts_config.json");
