@@ -355,7 +355,10 @@ impl JoinService {
         match earliest {
             Some((run_at, wait_for)) => {
                 d.store.requeue_target(target.id, run_at).await?;
-                Ok(ExecutionOutcome::Reschedule { job: JoinJobV1 { wait_for, ..job.clone() }, run_at })
+                Ok(ExecutionOutcome::Reschedule {
+                    job: JoinJobV1 { wait_for, ..job.clone() },
+                    run_at,
+                })
             }
             None => {
                 info!(target = %target.link, "No available accounts");
@@ -418,11 +421,11 @@ impl JoinService {
     ) -> Result<Option<(i64, DateTime<Utc>)>, JoinError> {
         let d = &*self.deps;
         let pause = chrono::Duration::from_std(d.pacing.join_pause_min).unwrap_or_default();
-        let next_open = |id: i64, at: DateTime<Utc>| hours.get(&id).map_or(at, |h| h.next_open(id, at));
+        let next_open =
+            |id: i64, at: DateTime<Utc>| hours.get(&id).map_or(at, |h| h.next_open(id, at));
         let mut book = self.book.lock().await;
         let stale = book.pools.get(pool).is_none_or(|b| {
-            b.read_at.elapsed() >= BOOK_MAX_AGE
-                || b.slots.iter().all(|s| not_here.contains(&s.0.1))
+            b.read_at.elapsed() >= BOOK_MAX_AGE || b.slots.iter().all(|s| not_here.contains(&s.0.1))
         });
         if stale {
             // An account mid-join is expected back after the shortest pause a decision writes.

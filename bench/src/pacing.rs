@@ -194,8 +194,7 @@ async fn run_mode(
     m: usize,
     pause: Duration,
 ) -> anyhow::Result<Settled> {
-    let joiner =
-        SmartJoiner::new(service(db, names, pause)?, "default", Duration::from_secs(3600));
+    let joiner = SmartJoiner::new(service(db, names, pause)?, "default", Duration::from_secs(3600));
     let t = Instant::now();
     let report = joiner.run_batch("bench", m as u64).await?;
     let elapsed = t.elapsed();
@@ -245,7 +244,8 @@ async fn distributed_mode(
     let t0 = Instant::now();
     let produced = penv.produce("bench", m as u64, "1h").await;
     let produced_in = t0.elapsed();
-    let settled_sql = "SELECT count(*) FROM targets WHERE status IN ('joined', 'requested', 'error', 'banned')";
+    let settled_sql =
+        "SELECT count(*) FROM targets WHERE status IN ('joined', 'requested', 'error', 'banned')";
     let deadline = Instant::now() + bound.mul_f64(5.0).max(Duration::from_secs(120));
     let mut done = 0;
     let result = async {
@@ -269,8 +269,9 @@ async fn distributed_mode(
     if (done as usize) < m {
         println!("pacing[distributed]: only {done} of {m} targets settled within {deadline:?}");
     }
-    let joined = crate::throughput::count(&db.url, "SELECT count(*) FROM targets WHERE status = 'joined'")
-        .await? as usize;
+    let joined =
+        crate::throughput::count(&db.url, "SELECT count(*) FROM targets WHERE status = 'joined'")
+            .await? as usize;
     Ok(Settled { elapsed, joined, produced: Some(produced_in) })
 }
 
