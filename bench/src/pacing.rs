@@ -325,9 +325,16 @@ pub async fn run(args: PacingArgs) -> anyhow::Result<bool> {
             let db = setup("pacing", &names, m).await?;
             let load_before = uptime();
             let settled = if mode == "run" {
-                run_mode(&db, &names, m, pause).await?
+                run_mode(&db, &names, m, pause).await
             } else {
-                distributed_mode(&db, &names, m, pause, &args, bound).await?
+                distributed_mode(&db, &names, m, pause, &args, bound).await
+            };
+            let settled = match settled {
+                Ok(settled) => settled,
+                Err(e) => {
+                    db.drop_db().await;
+                    return Err(e);
+                }
             };
             let trail = trail(&db.url, pause).await?;
             db.drop_db().await;
