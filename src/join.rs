@@ -42,6 +42,14 @@ const DECISION_RETRY_FOR: Duration = Duration::from_secs(60);
 const GATE_TIMEOUT: Duration = Duration::from_millis(2500);
 /// When every eligible account is leased by others, look again after this long.
 const BUSY_RETRY: Duration = Duration::from_millis(500);
+/// The shortest wait of a job sent to an account's free moment (no busy loop on a moment that
+/// is just now).
+const BOOK_MIN_WAIT: Duration = Duration::from_millis(20);
+/// How long the book of free moments ([`WaitBook`]) is used before it is read again.
+const BOOK_MAX_AGE: Duration = Duration::from_secs(1);
+/// A moment handed to a waiting job counts as still to come for this long after it passed
+/// (the queue runs a job up to a second late, plus a poll).
+const BOOK_GRACE: chrono::Duration = chrono::Duration::seconds(2);
 /// An account's profile (Premium, channel limit, freeze) is read again on a join's connect
 /// once it is this old: one help.getAppConfig per account and day.
 const PROFILE_MAX_AGE: chrono::Duration = chrono::Duration::hours(24);
@@ -121,6 +129,76 @@ pub struct JoinDeps {
     pub worker_name: String,
 }
 
+/// Where the jobs of this process that find no account free are sent: per pool, the next
+/// moment each account may act that no waiting job was sent to yet, earliest first.
+///
+/// Without it every such job waited for the same earliest moment: with N accounts resting
+/// and N jobs waiting, each account that freed up woke all of them, one took it, and the rest
+/// read every account's times again to sleep until the next one (a thundering herd that cost
+/// O(N) per job and per account freed, and left accounts idle while the herd ran). Now each
+/// waiting job gets a moment of its own: the book hands out the earliest one and puts the
+/// account back one shortest pause later (after the job it was handed to has used it). It is
+/// read from the database ([`Store::eligible_times`]) at most every [`BOOK_MAX_AGE`], keeping
+/// the moments it handed out that are still to come. It only decides when a job looks again:
+/// eligibility is checked by the pick and the take as before, so a stale book costs a wasted
+/// look, never a rest cut short. Processes keep books of their own; two processes may send a
+/// job each to one moment, and the second picks again.
+#[derive(Default)]
+struct WaitBook {
+    pools: std::collections::HashMap<String, PoolBook>,
+}
+
+struct PoolBook {
+    read_at: tokio::time::Instant,
+    /// (free at, account), earliest first.
+    slots: std::collections::BinaryHeap<std::cmp::Reverse<(DateTime<Utc>, i64)>>,
+    /// The last moment handed out per account.
+    handed: std::collections::HashMap<i64, DateTime<Utc>>,
+}
+
+impl PoolBook {
+    /// Hands out the earliest moment at or after `now` of an account not in `excluded`, and
+    /// puts the account back `pause` later (`next_open` keeps it inside its hours).
+    fn hand_out(
+        &mut self,
+        now: DateTime<Utc>,
+        excluded: &[i64],
+        pause: chrono::Duration,
+        next_open: impl Fn(i64, DateTime<Utc>) -> DateTime<Utc>,
+    ) -> Option<(i64, DateTime<Utc>)> {
+        let mut aside = Vec::new();
+        let found = loop {
+            let Some(std::cmp::Reverse((at, id))) = self.slots.pop() else { break None };
+            if excluded.contains(&id) {
+                aside.push((at, id));
+                continue;
+            }
+            if let Some(handed) = self.handed.get(&id)
+                && at < *handed + pause
+            {
+                // A job was sent to this account at `handed` since this entry was written (it
+                // came early and waits for the account): the account is free for the next job
+                // a pause after that.
+                self.slots.push(std::cmp::Reverse((next_open(id, *handed + pause), id)));
+                continue;
+            }
+            if at < now {
+                // It was free by the book, yet the caller found no account free: someone took
+                // it since, so it rests again from about now.
+                self.slots.push(std::cmp::Reverse((next_open(id, now + pause), id)));
+                continue;
+            }
+            self.handed.insert(id, at);
+            self.slots.push(std::cmp::Reverse((next_open(id, at + pause), id)));
+            break Some((id, at));
+        };
+        for (at, id) in aside {
+            self.slots.push(std::cmp::Reverse((at, id)));
+        }
+        found
+    }
+}
+
 #[derive(Clone)]
 pub struct JoinService {
     pub(crate) deps: Arc<JoinDeps>,
@@ -129,11 +207,18 @@ pub struct JoinService {
     unconfigured: Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
     /// The active hours of the pool's accounts that have none of their own (`ACTIVE_HOURS`).
     pool_hours: Option<Arc<ActiveHours>>,
+    /// When waiting jobs look again (see [`WaitBook`]).
+    book: Arc<tokio::sync::Mutex<WaitBook>>,
 }
 
 impl JoinService {
     pub fn new(deps: JoinDeps) -> Self {
-        Self { deps: Arc::new(deps), unconfigured: Arc::default(), pool_hours: None }
+        Self {
+            deps: Arc::new(deps),
+            unconfigured: Arc::default(),
+            pool_hours: None,
+            book: Arc::default(),
+        }
     }
 
     /// Gives the accounts without their own active hours these (the pool's).
@@ -332,34 +417,28 @@ impl JoinService {
         let retry_at = now + chrono::Duration::from_std(BUSY_RETRY).unwrap_or_default();
         // Eligible accounts exist, other jobs took them first: look again shortly.
         let earliest = if any_candidate {
-            Some(retry_at)
+            Some((retry_at, job.wait_for))
         } else {
             let hours = match hours {
                 Some(hours) => hours,
                 None => self.hours_in_pool(&job.pool).await?,
             };
-            // Nobody free now: wait for the earliest account, or give the target back. An
-            // account mid-join is expected back after the shortest pause a decision writes.
-            let held_rest = d.pacing.join_pause_min.min(d.pacing.error_pause);
-            if hours.is_empty() {
-                d.store
-                    .earliest_eligible_at(&job.pool, now, &not_here, &d.limits, held_rest)
+            let soon = now + chrono::Duration::from_std(BOOK_MIN_WAIT).unwrap_or_default();
+            // Nobody free now. A job sent to an account's free moment that came before the
+            // account is free again waits for it; any other gets a moment of its own from the
+            // book, or gives the target back when no account of the pool can ever take it.
+            match self.appointed_wait(job, &not_here, &hours, now).await? {
+                Some(at) => Some((at.max(soon), job.wait_for)),
+                None => self
+                    .appointment(&job.pool, now, &not_here, &hours)
                     .await?
-            } else {
-                // An account with active hours acts at its next opening, never outside.
-                let times =
-                    d.store.eligible_times(&job.pool, now, &not_here, &d.limits, held_rest).await?;
-                times
-                    .into_iter()
-                    .map(|(id, at)| hours.get(&id).map_or(at, |h| h.next_open(id, at)))
-                    .min()
+                    .map(|(id, at)| (at.max(soon), Some(id))),
             }
         };
         Ok(Free::Done(match earliest {
-            Some(at) => {
-                let run_at = at.max(retry_at);
+            Some((run_at, wait_for)) => {
                 d.store.requeue_target(target.id, run_at).await?;
-                ExecutionOutcome::Reschedule { job: job.clone(), run_at }
+                ExecutionOutcome::Reschedule { job: JoinJobV1 { wait_for, ..job.clone() }, run_at }
             }
             None => {
                 info!(target = %target.link, "No available accounts");
@@ -367,6 +446,94 @@ impl JoinService {
                 ExecutionOutcome::Done(Settled::GivenBack)
             }
         }))
+    }
+
+    /// When the account a job was sent to (`wait_for`) is free again, if that is still to come
+    /// and no further off than one longest pause: the job came a little before its account
+    /// (the queue runs jobs in whole seconds, the previous join ended late) and keeps its turn.
+    async fn appointed_wait(
+        &self,
+        job: &JoinJobV1,
+        not_here: &[i64],
+        hours: &std::collections::HashMap<i64, ActiveHours>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, JoinError> {
+        let d = &*self.deps;
+        let Some(id) = job.wait_for.filter(|id| !not_here.contains(id)) else {
+            return Ok(None);
+        };
+        let Some(account) = d.store.account(id).await? else { return Ok(None) };
+        if account.pool != job.pool || !account.status.can_work() {
+            return Ok(None);
+        }
+        let mut free = account.next_allowed_action_time.unwrap_or(now);
+        if account.held_until.is_some_and(|h| h > now) {
+            // Mid-join: its decision rests it from the end of that join.
+            let held_rest = d.pacing.join_pause_min.min(d.pacing.error_pause);
+            free = free.min(now + chrono::Duration::from_std(held_rest).unwrap_or_default());
+        }
+        if let Some(h) = hours.get(&id) {
+            free = h.next_open(id, free);
+        }
+        let horizon = chrono::Duration::from_std(d.pacing.join_pause_max).unwrap_or_default()
+            + chrono::Duration::seconds(1);
+        if free <= now || free > now + horizon {
+            return Ok(None);
+        }
+        // The book learns that this moment of the account is taken.
+        let mut book = self.book.lock().await;
+        if let Some(pool_book) = book.pools.get_mut(&job.pool) {
+            let handed = pool_book.handed.entry(id).or_insert(free);
+            *handed = (*handed).max(free);
+        }
+        Ok(Some(free))
+    }
+
+    /// A moment of its own for a job that found no account free (see [`WaitBook`]): the
+    /// account and when it may act. `None` when no account of the pool can ever take the
+    /// target (all need an operator, are excluded, or are full).
+    async fn appointment(
+        &self,
+        pool: &str,
+        now: DateTime<Utc>,
+        not_here: &[i64],
+        hours: &std::collections::HashMap<i64, ActiveHours>,
+    ) -> Result<Option<(i64, DateTime<Utc>)>, JoinError> {
+        let d = &*self.deps;
+        let pause = chrono::Duration::from_std(d.pacing.join_pause_min).unwrap_or_default();
+        let next_open =
+            |id: i64, at: DateTime<Utc>| hours.get(&id).map_or(at, |h| h.next_open(id, at));
+        let mut book = self.book.lock().await;
+        let stale = book.pools.get(pool).is_none_or(|b| {
+            b.read_at.elapsed() >= BOOK_MAX_AGE || b.slots.iter().all(|s| not_here.contains(&s.0.1))
+        });
+        if stale {
+            // An account mid-join is expected back after the shortest pause a decision writes.
+            let held_rest = d.pacing.join_pause_min.min(d.pacing.error_pause);
+            let unconfigured = self.unconfigured();
+            let times =
+                d.store.eligible_times(pool, now, &unconfigured, &d.limits, held_rest).await?;
+            let handed = book.pools.remove(pool).map(|b| b.handed).unwrap_or_default();
+            // Moments handed out that are still to come stay taken: the account is free for
+            // the next job only a pause after them.
+            let handed: std::collections::HashMap<i64, DateTime<Utc>> =
+                handed.into_iter().filter(|(_, at)| *at + BOOK_GRACE > now).collect();
+            let slots = times
+                .into_iter()
+                .map(|(id, at)| {
+                    let at = next_open(id, at);
+                    let at = match handed.get(&id) {
+                        Some(h) => at.max(next_open(id, *h + pause)),
+                        None => at,
+                    };
+                    std::cmp::Reverse((at, id))
+                })
+                .collect();
+            let fresh = PoolBook { read_at: tokio::time::Instant::now(), slots, handed };
+            book.pools.insert(pool.to_owned(), fresh);
+        }
+        let Some(pool_book) = book.pools.get_mut(pool) else { return Ok(None) };
+        Ok(pool_book.hand_out(now, not_here, pause, next_open))
     }
 
     async fn execute_pinned(

@@ -194,8 +194,7 @@ async fn run_mode(
     m: usize,
     pause: Duration,
 ) -> anyhow::Result<Settled> {
-    let joiner =
-        SmartJoiner::new(service(db, names, pause)?, "default", Duration::from_secs(3600));
+    let joiner = SmartJoiner::new(service(db, names, pause)?, "default", Duration::from_secs(3600));
     let t = Instant::now();
     let report = joiner.run_batch("bench", m as u64).await?;
     let elapsed = t.elapsed();
@@ -211,7 +210,8 @@ async fn distributed_mode(
     args: &PacingArgs,
     bound: Duration,
 ) -> anyhow::Result<Settled> {
-    let bin_dir = env::bin_dir(args.bin_dir.as_deref())?;
+    // Absolute: the children run in their own working directory.
+    let bin_dir = std::path::absolute(env::bin_dir(args.bin_dir.as_deref())?)?;
     let work = tempfile::Builder::new().prefix("sj-pacing-").tempdir()?;
     let redis = PrivateRedis::start()?;
     let accounts_path = work.path().join("accounts_config.json");
@@ -244,7 +244,8 @@ async fn distributed_mode(
     let t0 = Instant::now();
     let produced = penv.produce("bench", m as u64, "1h").await;
     let produced_in = t0.elapsed();
-    let settled_sql = "SELECT count(*) FROM targets WHERE status IN ('joined', 'requested', 'error', 'banned')";
+    let settled_sql =
+        "SELECT count(*) FROM targets WHERE status IN ('joined', 'requested', 'error', 'banned')";
     let deadline = Instant::now() + bound.mul_f64(5.0).max(Duration::from_secs(120));
     let mut done = 0;
     let result = async {
@@ -268,8 +269,9 @@ async fn distributed_mode(
     if (done as usize) < m {
         println!("pacing[distributed]: only {done} of {m} targets settled within {deadline:?}");
     }
-    let joined = crate::throughput::count(&db.url, "SELECT count(*) FROM targets WHERE status = 'joined'")
-        .await? as usize;
+    let joined =
+        crate::throughput::count(&db.url, "SELECT count(*) FROM targets WHERE status = 'joined'")
+            .await? as usize;
     Ok(Settled { elapsed, joined, produced: Some(produced_in) })
 }
 
@@ -323,9 +325,16 @@ pub async fn run(args: PacingArgs) -> anyhow::Result<bool> {
             let db = setup("pacing", &names, m).await?;
             let load_before = uptime();
             let settled = if mode == "run" {
-                run_mode(&db, &names, m, pause).await?
+                run_mode(&db, &names, m, pause).await
             } else {
-                distributed_mode(&db, &names, m, pause, &args, bound).await?
+                distributed_mode(&db, &names, m, pause, &args, bound).await
+            };
+            let settled = match settled {
+                Ok(settled) => settled,
+                Err(e) => {
+                    db.drop_db().await;
+                    return Err(e);
+                }
             };
             let trail = trail(&db.url, pause).await?;
             db.drop_db().await;

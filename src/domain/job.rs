@@ -28,6 +28,11 @@ pub struct JoinJobV1 {
     /// reschedule while duplicates of one push collapse.
     #[serde(default)]
     pub generation: u32,
+    /// The account whose next free moment this job was sent to when no account was free (see
+    /// `JoinService::execute`): arriving before that account is free again, the job waits for
+    /// it rather than for a new moment. A hint only; any eligible account may take the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_for: Option<i64>,
 }
 
 impl JoinTask {
@@ -37,6 +42,7 @@ impl JoinTask {
             pool: pool.into(),
             excluded_accounts: Vec::new(),
             generation: 0,
+            wait_for: None,
         })
     }
 
@@ -57,7 +63,12 @@ impl JoinJobV1 {
         {
             excluded.push(id);
         }
-        JoinJobV1 { excluded_accounts: excluded, generation: self.generation + 1, ..self.clone() }
+        JoinJobV1 {
+            excluded_accounts: excluded,
+            generation: self.generation + 1,
+            wait_for: None,
+            ..self.clone()
+        }
     }
 
     /// Duplicate pushes of the same (target, generation) collapse into one job.
@@ -77,6 +88,7 @@ mod tests {
             pool: "default".into(),
             excluded_accounts: vec![3, 7],
             generation: 2,
+            wait_for: None,
         });
         let json = serde_json::to_string(&task).unwrap();
         assert_eq!(
@@ -84,6 +96,10 @@ mod tests {
             r#"{"version":"1","target_id":42,"pool":"default","excluded_accounts":[3,7],"generation":2}"#
         );
         assert_eq!(serde_json::from_str::<JoinTask>(&json).unwrap(), task);
+        let waiting = JoinTask::V1(JoinJobV1 { wait_for: Some(11), ..task.into_current() });
+        let json = serde_json::to_string(&waiting).unwrap();
+        assert!(json.ends_with(r#""generation":2,"wait_for":11}"#), "{json}");
+        assert_eq!(serde_json::from_str::<JoinTask>(&json).unwrap(), waiting);
     }
 
     #[test]

@@ -22,6 +22,8 @@ use crate::modes::wiring::{AppError, TelegramArgs, join_service, open_database, 
 use crate::ops::output::shown;
 use crate::store::{Store, StoreError, Target};
 
+/// Steps of a batch run at once (each holds a database connection for its statements).
+const RUN_LANES: usize = 16;
 /// How often a batch checks that its SQLite file is still the one it opened.
 const FILE_CHECK_EVERY: Duration = Duration::from_secs(2);
 
@@ -92,11 +94,13 @@ impl SmartJoiner {
         if total == 0 {
             info!(niche, "no new targets in niche {niche}");
         }
-        // One lane per account that can work: more tasks than accounts would only wake together
-        // and race for the same accounts whenever one frees up.
-        let lanes =
+        // A lane is held while a target's step runs, not while it waits for its account's
+        // moment: up to RUN_LANES steps at once (fewer with fewer accounts), which is what the
+        // database's connections serve; the waiting targets are sent to moments of their own
+        // (see `join::WaitBook`), so they do not wake together.
+        let workable =
             store.accounts(Some(&self.pool)).await?.iter().filter(|a| a.status.can_work()).count();
-        let lanes = Arc::new(Semaphore::new(lanes.max(1)));
+        let lanes = Arc::new(Semaphore::new(workable.clamp(1, RUN_LANES)));
         let mut tasks = tokio::task::JoinSet::new();
         for (i, target) in batch.iter().enumerate() {
             let service = self.service.clone();
@@ -105,14 +109,7 @@ impl SmartJoiner {
             let lanes = lanes.clone();
             let line = format!("[{}/{total}] group {}", i + 1, target.link);
             let stop = self.stop.clone();
-            tasks.spawn(async move {
-                let _lane = tokio::select! {
-                    lane = lanes.acquire_owned() => lane.map_err(|e| RunError::Task(e.to_string()))?,
-                    () = stop.cancelled() => return Ok(()),
-                };
-                info!("{line}");
-                settle(&service, job, max_wait, &stop).await
-            });
+            tasks.spawn(async move { settle(&service, job, max_wait, &stop, &lanes, &line).await });
         }
         // The database file is watched while the batch runs: SQLite goes on writing to a file
         // that was deleted or replaced, and everything would be lost at exit.
@@ -167,16 +164,29 @@ async fn settle(
     job: crate::domain::JoinJobV1,
     max_wait: Duration,
     stop: &CancellationToken,
+    lanes: &Arc<Semaphore>,
+    line: &str,
 ) -> Result<(), RunError> {
     let store = service.store();
     let mut job = job;
+    let mut first = true;
     loop {
+        let lane = tokio::select! {
+            lane = lanes.clone().acquire_owned() => lane.map_err(|e| RunError::Task(e.to_string()))?,
+            () = stop.cancelled() => return Ok(()),
+        };
         // An attempt that started runs to its end (its answer is recorded); none starts after
         // the stop.
         if stop.is_cancelled() {
             return Ok(());
         }
-        match service.execute(&job).await? {
+        if first {
+            info!("{line}");
+            first = false;
+        }
+        let outcome = service.execute(&job).await?;
+        drop(lane);
+        match outcome {
             ExecutionOutcome::Done(_) => return Ok(()),
             ExecutionOutcome::Reschedule { job: next, run_at } => {
                 let wait = (run_at - service.store().now()).to_std().unwrap_or(Duration::ZERO);

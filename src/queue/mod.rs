@@ -212,17 +212,23 @@ pub fn idempotency_key(target_id: i64, due: Option<DateTime<Utc>>) -> String {
     format!("t{target_id}:{}", due.map_or(0, |d| d.timestamp_millis()))
 }
 
-/// The apalis task of one job: idempotency key from the schedule, delay rounded up to whole
-/// seconds (apalis schedules in seconds) so a job never runs before it is due.
+/// The apalis task of one job: idempotency key from the schedule, run at `due` rounded up to
+/// the whole second (apalis schedules in seconds) so a job never runs before it is due and at
+/// most a second after. (A delay rounded up and added to the clock, as apalis' `run_after`
+/// does, lands anywhere from a second early to a second late.)
 fn task(job: JoinJobV1, due: DateTime<Utc>) -> apalis::prelude::Task<JoinTask> {
     let key = idempotency_key(job.target_id, Some(due));
-    let delay = (due - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-    let delay = Duration::from_secs(delay.as_secs() + u64::from(delay.subsec_nanos() > 0));
     let mut builder = TaskBuilder::new(JoinTask::V1(job)).idempotency_key(key);
-    if !delay.is_zero() {
-        builder = builder.run_after(delay);
+    if due > Utc::now() {
+        builder = builder.run_at_timestamp(run_at_second(due));
     }
     builder.build()
+}
+
+/// `due` as apalis' run time: seconds since the epoch, rounded up.
+fn run_at_second(due: DateTime<Utc>) -> u64 {
+    let secs = due.timestamp() + i64::from(due.timestamp_subsec_nanos() > 0);
+    u64::try_from(secs).unwrap_or(0)
 }
 
 /// Pushes join jobs.
@@ -399,6 +405,14 @@ mod tests {
 
     fn failure(e: redis::RedisError) -> RedisFailure {
         RedisFailure::new(&e, Some("redis://:secretpw@127.0.0.1:1/"))
+    }
+
+    #[test]
+    fn a_job_runs_at_its_due_second_rounded_up() {
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(run_at_second(at("2026-12-06T12:00:10Z")), 1_796_558_410);
+        assert_eq!(run_at_second(at("2026-12-06T12:00:10.001Z")), 1_796_558_411);
+        assert_eq!(run_at_second(at("2026-12-06T12:00:10.999Z")), 1_796_558_411);
     }
 
     #[test]

@@ -40,7 +40,13 @@ fn metric_value(text: &str, series: &str) -> Option<f64> {
 }
 
 fn job(target_id: i64) -> JoinJobV1 {
-    JoinJobV1 { target_id, pool: "default".into(), excluded_accounts: vec![], generation: 0 }
+    JoinJobV1 {
+        target_id,
+        pool: "default".into(),
+        excluded_accounts: vec![],
+        generation: 0,
+        wait_for: None,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -372,6 +372,7 @@ async fn an_account_outside_its_hours_is_never_picked_and_the_target_waits_for_t
             pool: pool.into(),
             excluded_accounts: Vec::new(),
             generation: 0,
+            wait_for: None,
         };
         match svc.execute(&job).await.unwrap() {
             ExecutionOutcome::Reschedule { run_at, .. } => {
@@ -394,6 +395,7 @@ async fn an_account_outside_its_hours_is_never_picked_and_the_target_waits_for_t
         pool: "own".into(),
         excluded_accounts: Vec::new(),
         generation: 0,
+        wait_for: None,
     };
     let done = svc.execute(&job).await.unwrap();
     assert!(matches!(done, ExecutionOutcome::Done(_)), "{done:?}");
