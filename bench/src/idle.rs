@@ -375,6 +375,7 @@ async fn top_up(
             pool: "default".into(),
             excluded_accounts: Vec::new(),
             generation: 0,
+            wait_for: None,
         };
         batch.push((job, due));
         if batch.len() == 1000 {

@@ -10,8 +10,8 @@ mod pacing;
 mod pick;
 mod producer_mem;
 mod proxy;
-mod scale;
 mod redis_stats;
+mod scale;
 mod throughput;
 
 use std::process::ExitCode;
