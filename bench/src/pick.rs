@@ -19,13 +19,38 @@ pub struct PickArgs {
     pub picks: usize,
     #[arg(long)]
     pub keep: bool,
+    /// The pool as a running deployment has it, instead of every account fresh (never
+    /// active, all free): 70 % resting after a recent join, 10 % in cooldown (their last join
+    /// the oldest), 20 % free (rested an hour ago).
+    #[arg(long)]
+    pub mix: bool,
 }
+
+/// The states of `--mix`, by account id: resting (ids ending in 0-6), cooldown (7), free (8, 9).
+const MIX: &str = "UPDATE accounts SET \
+     status = CASE WHEN id % 10 = 7 THEN 'cooldown' ELSE 'active' END, \
+     next_allowed_action_time = CASE WHEN id % 10 < 7 THEN now() + interval '1 hour' \
+          WHEN id % 10 = 7 THEN now() + interval '2 hours' ELSE now() - interval '1 hour' END, \
+     last_action_at = CASE WHEN id % 10 < 7 THEN now() - (id % 600) * interval '1 second' \
+          WHEN id % 10 = 7 THEN now() - interval '3 hours' - id * interval '1 millisecond' \
+          ELSE now() - interval '2 hours' - id * interval '1 millisecond' END";
 
 pub async fn run(args: PickArgs) -> anyhow::Result<bool> {
     println!("machine: {}", machine());
     let db = FreshDb::create("pick").await?;
     let names: Vec<String> = (0..args.accounts).map(|j| format!("acc_{j:04}")).collect();
     db.store.sync_accounts(&names, "default").await?;
+    let pool = if args.mix {
+        db.exec(MIX).await?;
+        db.exec("VACUUM ANALYZE accounts").await?;
+        "mixed: 70 % resting, 10 % cooldown, 20 % free"
+    } else {
+        "fresh: all free, never active"
+    };
+    println!(
+        "pick: {} accounts ({pool}), {} targets, {} picks per phase",
+        args.accounts, args.targets, args.picks
+    );
     let limits = Limits { daily_join_cap: 20, channel_limit: 500 };
 
     let empty = measure(&db, &limits, args.picks).await?;

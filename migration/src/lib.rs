@@ -13,6 +13,7 @@ mod m20261124_000003_leaner_indexes;
 mod m20261202_000004_audit_log;
 mod m20261206_000001_policies;
 mod m20261206_000002_bound_targets;
+mod m20261206_000003_pick_order_index;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000004_audit_log::Migration),
             Box::new(m20261206_000001_policies::Migration),
             Box::new(m20261206_000002_bound_targets::Migration),
+            Box::new(m20261206_000003_pick_order_index::Migration),
         ]
     }
 }

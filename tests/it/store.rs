@@ -24,6 +24,7 @@ on_both_backends!(
     the_gate_before_a_join_opens_only_for_a_live_hold_of_the_epoch,
     import_counts_duplicates_in_the_database_and_in_the_input,
     queue_new_targets_takes_the_oldest_new_targets_of_the_niche,
+    target_statuses_reads_every_listed_target_across_pages,
     concurrent_producers_never_take_the_same_target,
     eligible_accounts_apply_every_rule,
     eligible_accounts_are_ordered_least_recently_active_first,
@@ -470,6 +471,26 @@ async fn queue_new_targets_takes_the_oldest_new_targets_of_the_niche(store: Stor
     assert_eq!(rest.iter().map(|t| t.id).collect::<Vec<_>>(), [cars[2].id]);
     assert!(store.queue_new_targets("cars", 10, now).await.unwrap().is_empty());
     assert_eq!(store.targets(Some("bikes"), Some(TargetStatus::New)).await.unwrap().len(), 1);
+}
+
+async fn target_statuses_reads_every_listed_target_across_pages(store: Store) {
+    // More ids than one statement binds (5,000), so the second page is read too.
+    let links: Vec<TargetLink> = (0..5_200).map(|i| link(&format!("@paged_{i:05}"))).collect();
+    store.import_targets(&links, "cars").await.unwrap();
+    let queued: HashSet<i64> =
+        store.queue_new_targets("cars", 5_100, t0()).await.unwrap().iter().map(|t| t.id).collect();
+    assert_eq!(queued.len(), 5_100);
+    let mut ids: Vec<i64> = store.targets(None, None).await.unwrap().iter().map(|t| t.id).collect();
+    let unknown = ids.iter().max().unwrap() + 1_000;
+    ids.push(unknown);
+    let statuses = store.target_statuses(&ids).await.unwrap();
+    assert_eq!(statuses.len(), 5_200, "every stored target, the unknown id left out");
+    assert!(!statuses.contains_key(&unknown));
+    for (id, status) in &statuses {
+        let want = if queued.contains(id) { TargetStatus::Queued } else { TargetStatus::New };
+        assert_eq!(*status, want, "target {id}");
+    }
+    assert!(store.target_statuses(&[]).await.unwrap().is_empty());
 }
 
 async fn concurrent_producers_never_take_the_same_target(store: Store) {
