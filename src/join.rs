@@ -290,8 +290,14 @@ impl JoinService {
             outcome = tracing::field::Empty
         );
         async move {
-            // Most jobs are for a free target: pick an account and take it, and the take loads
-            // the target under its lock. A target it cannot claim (pinned to an account,
+            // A follow-up (generation > 0) is often a retry pinned to its account (an in-doubt
+            // join): its target is loaded first, so the retry reaches its account without a
+            // detour through the pick, ahead of free jobs sent to the same free moment.
+            if job.generation > 0 {
+                return self.execute_loaded(job, now).await;
+            }
+            // Most first jobs are for a free target: pick an account and take it, and the take
+            // loads the target under its lock. A target it cannot claim (pinned to an account,
             // settled, unknown) is loaded and routed as such.
             match self.execute_free(job, None, now).await? {
                 Free::Done(outcome) => Ok(outcome),
