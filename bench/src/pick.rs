@@ -58,37 +58,8 @@ pub async fn run(args: PickArgs) -> anyhow::Result<bool> {
 
     let t = Instant::now();
     let n = args.targets;
-    let bound = n * 3 / 10;
-    let accounts = args.accounts as u64;
-    db.exec(&format!(
-        "INSERT INTO targets (link, kind, niche, status, assigned_account_id, attempts, in_doubt_tries, \
-         joined_at, created_at, updated_at) \
-         SELECT '@pick_target_' || g, 'username', 'bench', \
-                CASE WHEN g <= {bound} THEN 'joined' ELSE 'new' END, \
-                CASE WHEN g <= {bound} THEN (g % {accounts}) + 1 ELSE NULL END, \
-                CASE WHEN g <= {bound} THEN 1 ELSE 0 END, 0, \
-                CASE WHEN g <= {bound} THEN now() - interval '3 days' ELSE NULL END, now(), now() \
-         FROM generate_series(1, {n}) g"
-    ))
-    .await?;
-    // The attempt trail of the bound targets: most older than a day, 10 per account recent.
-    let recent = accounts * 10;
-    db.exec(&format!(
-        "INSERT INTO join_attempts (target_id, account_id, epoch, started_at, finished_at, outcome, worker) \
-         SELECT g, (g % {accounts}) + 1, 1, \
-                CASE WHEN g <= {recent} THEN now() - interval '1 hour' ELSE now() - interval '3 days' END, \
-                CASE WHEN g <= {recent} THEN now() - interval '1 hour' ELSE now() - interval '3 days' END, \
-                'joined', 'bench' \
-         FROM generate_series(1, {bound}) g"
-    ))
-    .await?;
-    // Bound by hand: the count each account keeps of its bound targets follows.
-    db.exec(
-        "UPDATE accounts SET bound_targets = \
-         (SELECT COUNT(*) FROM targets WHERE assigned_account_id = accounts.id)",
-    )
-    .await?;
-    db.exec("VACUUM ANALYZE").await?;
+    let (bound, _recent) =
+        seed_bound_targets(&db, args.accounts as u64, n, "@pick_target_").await?;
     println!(
         "pick: loaded {n} targets ({bound} bound) and {bound} attempts in {:.1} s",
         t.elapsed().as_secs_f64()
@@ -128,6 +99,48 @@ impl std::fmt::Display for Latency {
             self.max.as_secs_f64() * 1e3
         )
     }
+}
+
+/// Seeds `n` targets named `prefix` + number, 30 % of them bound (spread evenly over the
+/// `accounts` accounts, joined three days ago) with one attempt each, ten per account in the last
+/// 24 hours; recounts the accounts' `bound_targets` and analyses. Returns (bound, recent).
+pub async fn seed_bound_targets(
+    db: &FreshDb,
+    accounts: u64,
+    n: u64,
+    prefix: &str,
+) -> anyhow::Result<(u64, u64)> {
+    let bound = n * 3 / 10;
+    db.exec(&format!(
+        "INSERT INTO targets (link, kind, niche, status, assigned_account_id, attempts, in_doubt_tries, \
+         joined_at, warmup_ends_at, created_at, updated_at) \
+         SELECT '{prefix}' || g, 'username', 'bench', \
+                CASE WHEN g <= {bound} THEN 'joined' ELSE 'new' END, \
+                CASE WHEN g <= {bound} THEN (g % {accounts}) + 1 ELSE NULL END, \
+                CASE WHEN g <= {bound} THEN 1 ELSE 0 END, 0, \
+                CASE WHEN g <= {bound} THEN now() - interval '3 days' ELSE NULL END, \
+                CASE WHEN g <= {bound} THEN now() - interval '2 days' ELSE NULL END, now(), now() \
+         FROM generate_series(1, {n}) g"
+    ))
+    .await?;
+    let recent = accounts * 10;
+    db.exec(&format!(
+        "INSERT INTO join_attempts (target_id, account_id, epoch, started_at, finished_at, outcome, worker) \
+         SELECT g, (g % {accounts}) + 1, 1, \
+                CASE WHEN g <= {recent} THEN now() - interval '1 hour' ELSE now() - interval '3 days' END, \
+                CASE WHEN g <= {recent} THEN now() - interval '1 hour' ELSE now() - interval '3 days' END, \
+                'joined', 'bench' \
+         FROM generate_series(1, {bound}) g"
+    ))
+    .await?;
+    // Bound by hand: the count each account keeps of its bound targets follows.
+    db.exec(
+        "UPDATE accounts SET bound_targets = \
+         (SELECT COUNT(*) FROM targets WHERE assigned_account_id = accounts.id)",
+    )
+    .await?;
+    db.exec("VACUUM ANALYZE").await?;
+    Ok((bound, recent))
 }
 
 pub fn latency(mut samples: Vec<Duration>) -> Latency {

@@ -297,41 +297,7 @@ async fn pick(args: &ScaleArgs) -> anyhow::Result<bool> {
     db.store.sync_accounts(&names, "default").await?;
     let t = Instant::now();
     let n = args.pick_targets;
-    let bound = n * 3 / 10;
-    db.exec(&format!(
-        "INSERT INTO targets (link, kind, niche, status, assigned_account_id, attempts, in_doubt_tries, \
-         joined_at, warmup_ends_at, created_at, updated_at) \
-         SELECT '@scale_pick_' || g, 'username', 'bench', \
-                CASE WHEN g <= {bound} THEN 'joined' ELSE 'new' END, \
-                CASE WHEN g <= {bound} THEN (g % {accounts}) + 1 ELSE NULL END, \
-                CASE WHEN g <= {bound} THEN 1 ELSE 0 END, 0, \
-                CASE WHEN g <= {bound} THEN now() - interval '3 days' ELSE NULL END, \
-                CASE WHEN g <= {bound} THEN now() - interval '2 days' ELSE NULL END, now(), now() \
-         FROM generate_series(1, {n}) g"
-    ))
-    .await?;
-    let recent = accounts * 10;
-    db.exec(&format!(
-        "INSERT INTO join_attempts (target_id, account_id, epoch, started_at, finished_at, outcome, worker) \
-         SELECT g, (g % {accounts}) + 1, 1, \
-                CASE WHEN g <= {recent} THEN now() - interval '1 hour' ELSE now() - interval '3 days' END, \
-                CASE WHEN g <= {recent} THEN now() - interval '1 hour' ELSE now() - interval '3 days' END, \
-                'joined', 'bench' \
-         FROM generate_series(1, {bound}) g"
-    ))
-    .await?;
-    // The accounts' own count of bound targets, where the schema keeps one.
-    db.exec(
-        "DO $$ BEGIN \
-         IF EXISTS (SELECT 1 FROM information_schema.columns \
-                    WHERE table_name = 'accounts' AND column_name = 'bound_targets') THEN \
-           EXECUTE 'UPDATE accounts a SET bound_targets = c.n FROM (SELECT assigned_account_id AS id, \
-                    count(*) AS n FROM targets WHERE assigned_account_id IS NOT NULL GROUP BY 1) c \
-                    WHERE a.id = c.id'; \
-         END IF; END $$",
-    )
-    .await?;
-    db.exec("VACUUM ANALYZE").await?;
+    let (bound, recent) = crate::pick::seed_bound_targets(&db, accounts, n, "@scale_pick_").await?;
     println!(
         "pick: loaded {n} targets ({bound} bound, {} per account) and {bound} attempts \
          ({recent} in the last 24 h) in {:.1} s",
