@@ -29,6 +29,9 @@ pub const TRUSTED_ROUND_TRIP: Duration = Duration::from_millis(50);
 pub const OFFSET_VAR: &str = "SMART_JOINER_CLOCK_OFFSET";
 /// A correction above this is logged once: the machine's clock deserves a look.
 const WORTH_A_WARNING: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+/// How fast two clocks may drift apart between two measurements, in millionths: a quartz
+/// clock's tolerance, well above what NTP leaves. At [`RESYNC_EVERY`] it adds 1.5 ms.
+pub const DRIFT_PPM: i64 = 50;
 
 /// A wall clock corrected to a reference (the database's). Before the first measurement it is
 /// the wall clock itself.
@@ -42,6 +45,9 @@ pub struct Clock {
     best_round_trip_us: AtomicI64,
     /// When the correction was last measured; `None` before the first measurement.
     measured: Mutex<Option<Instant>>,
+    /// How far the correction in force can be off: half the round trip of the reading it
+    /// came from, and when that reading was made (the drift since grows the bound).
+    in_force: Mutex<Option<(i64, Instant)>>,
 }
 
 impl Clock {
@@ -70,6 +76,35 @@ impl Clock {
     /// The reference's time now: the wall clock plus the last measured correction.
     pub fn now(&self) -> DateTime<Utc> {
         self.local() + self.correction()
+    }
+
+    /// How far [`Clock::now`] can be from the reference's time: half the round trip of the
+    /// reading in force, one microsecond for the reference's truncation, and [`DRIFT_PPM`] of
+    /// the time since that reading. Zero before the first measurement (nothing is known, and
+    /// nothing is claimed).
+    pub fn uncertainty(&self) -> chrono::TimeDelta {
+        let in_force = *self.in_force.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((half_round_trip_us, at)) = in_force else {
+            return chrono::TimeDelta::zero();
+        };
+        let drift_us = i64::try_from(at.elapsed().as_micros()).unwrap_or(i64::MAX / 2)
+            / (1_000_000 / DRIFT_PPM);
+        chrono::TimeDelta::microseconds(
+            half_round_trip_us.saturating_add(1).saturating_add(drift_us),
+        )
+    }
+
+    /// The earliest the reference's clock can read now. Before acting on a time another
+    /// process wrote (a rest is over, a hold has ended), compare it with this: a rest this
+    /// says is over is over on every clock.
+    pub fn earliest(&self) -> DateTime<Utc> {
+        self.now() - self.uncertainty()
+    }
+
+    /// The latest the reference's clock can read now. A rest or a hold this process writes
+    /// for others to respect is counted from this: it lasts at least as long on every clock.
+    pub fn latest(&self) -> DateTime<Utc> {
+        self.now() + self.uncertainty()
     }
 
     /// Reference clock minus wall clock, as last measured.
@@ -115,6 +150,8 @@ impl Clock {
         let correction = reference - halfway;
         let us = correction.num_microseconds().unwrap_or(i64::MAX);
         self.correction_us.store(us, Ordering::Relaxed);
+        *self.in_force.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(((round_trip + 1) / 2, Instant::now()));
         if first.is_none() && correction.abs() > WORTH_A_WARNING {
             tracing::warn!(
                 correction_ms = correction.num_milliseconds(),
@@ -173,6 +210,30 @@ mod tests {
         // One about as fast as the first counts.
         let sent = clock.local();
         assert_eq!(clock.record(sent, sent + ms(1) + ms(2100), sent + ms(2)), ms(2100));
+    }
+
+    #[test]
+    fn the_bounds_cover_half_the_round_trip_of_the_reading_in_force() {
+        let clock = Clock::default();
+        assert_eq!(clock.uncertainty(), chrono::TimeDelta::zero(), "nothing measured yet");
+        let ms = chrono::TimeDelta::milliseconds;
+        let sent = clock.local();
+        clock.record(sent, sent + ms(5) + ms(2000), sent + ms(10));
+        let u = clock.uncertainty();
+        assert!(u >= ms(5) && u < ms(6), "half of a 10 ms round trip, plus a little: {u}");
+        let (earliest, now, latest) = (clock.earliest(), clock.now(), clock.latest());
+        assert!(earliest < now && now < latest);
+        assert!(latest - earliest >= ms(10), "{earliest} .. {latest}");
+        // A slow reading that is not trusted keeps the bound of the reading in force.
+        let sent = clock.local();
+        clock.record(sent, sent + ms(200) + ms(2000), sent + ms(400));
+        let u = clock.uncertainty();
+        assert!(u >= ms(5) && u < ms(6), "the 400 ms reading was not trusted: {u}");
+        // A faster one narrows it.
+        let sent = clock.local();
+        clock.record(sent, sent + ms(1) + ms(2000), sent + ms(2));
+        let u = clock.uncertainty();
+        assert!(u >= ms(1) && u < ms(2), "{u}");
     }
 
     #[test]

@@ -45,7 +45,7 @@ impl JoinService {
         folder: &FolderLink,
     ) -> Result<FolderCheck, JoinError> {
         let d = &*self.deps;
-        let now = d.store.now();
+        let now = d.store.earliest_now();
         let hours = self.hours_in_pool(pool).await?;
         let mut excluded = self.unconfigured();
         excluded.extend(hours.iter().filter(|(id, h)| !h.is_open(**id, now)).map(|(id, _)| *id));
@@ -58,7 +58,8 @@ impl JoinService {
                 continue;
             }
             let Some(lease) = d.locks.try_acquire(account.id).await? else { continue };
-            let taken = d.store.take_hold(account.id, d.store.now(), self.hold_until()).await;
+            let taken =
+                d.store.take_hold(account.id, d.store.earliest_now(), self.hold_until()).await;
             let epoch = match taken {
                 Ok(Some(epoch)) => epoch,
                 Ok(None) => {
@@ -75,14 +76,14 @@ impl JoinService {
             let resting = fresh.as_ref().map(|a| {
                 a.as_ref()
                     .and_then(|a| a.next_allowed_action_time)
-                    .is_some_and(|t| t > d.store.now())
+                    .is_some_and(|t| t > d.store.earliest_now())
             });
             let checked = match resting {
                 Ok(false) => Some(self.folder_call(&account.session_name, folder).await),
                 Ok(true) => None,
                 Err(_) => None,
             };
-            let done_at = d.store.now();
+            let done_at = d.store.latest_now();
             let rest = chrono::Duration::from_std(d.pacing.error_pause).unwrap_or_default();
             if let Some(Err(outcome)) = &checked {
                 // What Telegram said about the account (a FloodWait) is recorded as a join's.

@@ -281,7 +281,9 @@ impl JoinService {
     pub async fn execute(&self, job: &JoinJobV1) -> Result<ExecutionOutcome, JoinError> {
         let d = &*self.deps;
         d.store.resync_clock_if_due().await;
-        let now = d.store.now();
+        // Rests and holds other processes wrote are compared with the earliest the database's
+        // clock can read now, so a rest ends late rather than early by this clock's error.
+        let now = d.store.earliest_now();
         let span = info_span!(
             "join",
             target_id = job.target_id,
@@ -634,7 +636,7 @@ impl JoinService {
         let Some(lease) = d.locks.try_acquire(account.id).await? else {
             return Ok(Taken::AccountBusy);
         };
-        let started_at = d.store.now();
+        let started_at = d.store.earliest_now();
         let rest = d.call_timeout.saturating_mul(2) + d.pacing.join_pause_min;
         let rest_until =
             started_at + chrono::Duration::from_std(rest).unwrap_or(chrono::Duration::MAX);
@@ -751,7 +753,9 @@ impl JoinService {
                 JoinOutcome::InDoubt { reason: format!("account lost: {lost}") }
             }
         };
-        let finished_at = d.store.now();
+        // Every rest the decision writes is counted from the latest the database's clock can
+        // read: a FloodWait rests its full length on every worker's clock (invariant 2).
+        let finished_at = d.store.latest_now();
         tracing::Span::current().record("outcome", outcome.kind().as_str());
         crate::telemetry::metrics::join_finished(&outcome, started_at, finished_at);
 
@@ -840,8 +844,13 @@ impl JoinService {
         // any moment of it (invariant 5).
         let hold_until = self.hold_until();
         let rest = chrono::Duration::from_std(d.pacing.join_pause_min).unwrap_or_default();
-        let gate =
-            d.store.gate_join(account.id, epoch, d.store.now(), hold_until, hold_until + rest);
+        let gate = d.store.gate_join(
+            account.id,
+            epoch,
+            d.store.latest_now(),
+            hold_until,
+            hold_until + rest,
+        );
         let open = match tokio::time::timeout(GATE_TIMEOUT, gate).await {
             Ok(Ok(open)) => open,
             Ok(Err(e)) => {
@@ -1014,7 +1023,7 @@ impl JoinService {
 
     /// The end of a hold taken or extended now.
     pub(crate) fn hold_until(&self) -> chrono::DateTime<Utc> {
-        self.deps.store.now()
+        self.deps.store.latest_now()
             + chrono::Duration::from_std(self.hold_duration()).unwrap_or(chrono::Duration::MAX)
     }
 }

@@ -76,7 +76,8 @@ pub async fn write_back(
     epoch: i64,
     found: Found,
 ) -> Result<(Verdict, Vec<String>), AdminError> {
-    let now = store.now();
+    // A wait found here is counted from the latest the database's clock can read now.
+    let now = store.latest_now();
     if let Some(outcome) = &found.limited {
         // A wait Telegram imposed is recorded as a join's would be (invariant 2).
         let pacing = Pacing::default();

@@ -246,7 +246,7 @@ async fn check_one(
     account: &Account,
     timeout: Duration,
 ) -> Result<(Verdict, Vec<String>), AdminError> {
-    if let Some(v) = waiting(account, store.now()) {
+    if let Some(v) = waiting(account, store.earliest_now()) {
         return Ok((v, Vec::new()));
     }
     let Some(entry) = config.get(&account.session_name) else {
@@ -273,10 +273,10 @@ async fn check_held(
 ) -> Result<(Verdict, Vec<String>), AdminError> {
     // Connect, the app config and disconnect each run under the timeout; the hold outlives
     // them.
-    let hold_until = store.now()
+    let hold_until = store.latest_now()
         + chrono::Duration::from_std(timeout.saturating_mul(4) + Duration::from_secs(5))
             .unwrap_or(chrono::Duration::MAX);
-    let Some(epoch) = store.take_hold(account.id, store.now(), hold_until).await? else {
+    let Some(epoch) = store.take_hold(account.id, store.earliest_now(), hold_until).await? else {
         return Ok((Verdict::Busy, Vec::new()));
     };
     // A worker may have received a FloodWait between the listing and the hold.
@@ -284,7 +284,7 @@ async fn check_held(
     let result = match fresh {
         Err(e) => Err(e.into()),
         Ok(None) => Ok((Verdict::Unknown, Vec::new())),
-        Ok(Some(fresh)) => match waiting(&fresh, store.now()) {
+        Ok(Some(fresh)) => match waiting(&fresh, store.earliest_now()) {
             Some(v) => Ok((v, Vec::new())),
             None => {
                 let found = crate::ops::account_check::connect_once(entry, telegram, timeout).await;

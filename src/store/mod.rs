@@ -373,6 +373,20 @@ impl Store {
         self.clock.now()
     }
 
+    /// The earliest the database's clock can read now ([`Clock::earliest`]): what a process
+    /// compares a rest or a hold with before it acts on the account (the pick, the take, a
+    /// check). Another process's rest that is over by this is over on every clock.
+    pub fn earliest_now(&self) -> DateTime<Utc> {
+        self.clock.earliest()
+    }
+
+    /// The latest the database's clock can read now ([`Clock::latest`]): what a rest or a
+    /// hold this process writes for others is counted from (after a FloodWait, a join, an
+    /// error), so it lasts its full length on every clock.
+    pub fn latest_now(&self) -> DateTime<Utc> {
+        self.clock.latest()
+    }
+
     /// Measures the offset between this process's clock and the database server's and returns
     /// the correction [`Store::now`] applies from now on. The server's clock is read three
     /// times on one connection taken beforehand (setting up a connection is not part of the

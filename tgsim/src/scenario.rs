@@ -90,11 +90,16 @@ pub struct Rules {
     /// duplicate connection is refused.
     #[serde(default = "default_true")]
     pub duplicate_kills_key: bool,
+    /// Close a connection that sent nothing for this long, as Telegram closes one whose
+    /// client stopped pinging (75 s after grammers' last `ping_delay_disconnect`): a process
+    /// frozen with its connection open loses it. 0 (the default) keeps silent connections.
+    #[serde(default)]
+    pub silent_disconnect_ms: u64,
 }
 
 impl Default for Rules {
     fn default() -> Self {
-        Self { min_join_pause_ms: 0, duplicate_kills_key: true }
+        Self { min_join_pause_ms: 0, duplicate_kills_key: true, silent_disconnect_ms: 0 }
     }
 }
 
@@ -639,6 +644,12 @@ impl Scenario {
 
     pub fn min_join_pause(mut self, pause: Duration) -> Self {
         self.rules.min_join_pause_ms = pause.as_millis() as u64;
+        self
+    }
+
+    /// Closes connections that sent nothing for `after` ([`Rules::silent_disconnect_ms`]).
+    pub fn silent_disconnect(mut self, after: Duration) -> Self {
+        self.rules.silent_disconnect_ms = after.as_millis() as u64;
         self
     }
 

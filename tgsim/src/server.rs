@@ -399,17 +399,39 @@ async fn serve_connection(
     ));
 
     let ctx = Conn { shared: Arc::clone(&shared), account, conn, refused, key, tx };
+    let silent_limit = match shared.scenario.rules.silent_disconnect_ms {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    };
     let mut packet = Some(first);
     while let Some(p) = packet.take() {
         if let Err(error) = ctx.on_packet(&p) {
             tracing::warn!(conn, %error, "bad packet; closing");
             break;
         }
+        let next = async {
+            match silent_limit {
+                Some(limit) => tokio::time::timeout(limit, reader.read()).await.ok(),
+                None => Some(reader.read().await),
+            }
+        };
         tokio::select! {
             _ = conn_cancel.cancelled() => break,
-            next = reader.read() => match next {
-                Ok(p) => packet = Some(p),
-                Err(error) => tracing::debug!(conn, %error, "connection closed"),
+            next = next => match next {
+                Some(Ok(p)) => packet = Some(p),
+                Some(Err(error)) => tracing::debug!(conn, %error, "connection closed"),
+                None => {
+                    // The client went silent (a frozen process): closed, as Telegram does.
+                    let mut st = shared.lock();
+                    shared.record(
+                        &mut st,
+                        conn,
+                        Some(account),
+                        "(silent connection closed)",
+                        None,
+                        Outcome::Dropped { join_applied: false },
+                    );
+                }
             },
         }
     }

@@ -465,6 +465,28 @@ async fn two_live_connections_with_one_key_get_auth_key_duplicated_and_a_violati
 }
 
 #[tokio::test]
+async fn a_connection_silent_past_the_limit_is_closed_and_a_new_one_is_no_duplicate() {
+    let server = start(base().silent_disconnect(Duration::from_millis(300))).await;
+    let frozen = Tg::connect(&server, "alice");
+    frozen.resolve("rustlovers").await.unwrap();
+    assert_eq!(server.live_connections("alice"), 1);
+    // The client stays open but sends nothing, as a frozen process would.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while server.live_connections("alice") > 0 {
+        assert!(std::time::Instant::now() < deadline, "the silent connection was never closed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let next = Tg::connect(&server, "alice");
+    next.resolve("rustlovers").await.unwrap();
+    assert!(server.violations().is_empty(), "{:?}", server.violations());
+    assert!(
+        server.requests().iter().any(|r| r.method == "(silent connection closed)"),
+        "the close is in the record"
+    );
+    drop(frozen);
+}
+
+#[tokio::test]
 async fn reconnecting_after_closing_is_not_a_duplicate() {
     let server = start(base()).await;
     for _ in 0..3 {
