@@ -14,6 +14,7 @@ mod m20261202_000004_audit_log;
 mod m20261206_000001_policies;
 mod m20261206_000002_bound_targets;
 mod m20261206_000003_pick_order_index;
+mod m20261206_000004_pinned_targets_index;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000001_policies::Migration),
             Box::new(m20261206_000002_bound_targets::Migration),
             Box::new(m20261206_000003_pick_order_index::Migration),
+            Box::new(m20261206_000004_pinned_targets_index::Migration),
         ]
     }
 }

@@ -22,6 +22,38 @@ use crate::domain::AccountStatus;
 
 /// The window of the daily join cap.
 const DAY: Duration = Duration::hours(24);
+/// A target pinned to an account (an in-doubt join's retry, a target waiting for its account)
+/// whose run is due within this is the account's next action: free jobs leave the account to it.
+pub(super) const PINNED_DUE_WITHIN: Duration = Duration::seconds(60);
+
+/// The targets pinned to `accounts.id` and due by `due`: claimed by the account, `joining`, no
+/// epoch owning the claim (the join that pinned it was decided), run at or before `due`. The
+/// status is written as a literal so that a generic plan can use the partial index
+/// `idx_targets_pinned` (`WHERE status = 'joining'`).
+fn pinned_to_account(due: DateTime<Utc>) -> SelectStatement {
+    let pinned = Alias::new("pinned");
+    pinned_targets()
+        .expr(Expr::val(1))
+        .and_where(Expr::col((pinned, targets::Column::NextRunAt)).lte(due))
+        .take()
+}
+
+/// `FROM targets AS pinned WHERE` pinned to `accounts.id` (any run time); the caller selects.
+fn pinned_targets() -> SelectStatement {
+    let pinned = Alias::new("pinned");
+    Query::select()
+        .from_as(targets::Entity, pinned.clone())
+        .and_where(
+            Expr::col((pinned.clone(), targets::Column::ClaimedAccountId))
+                .equals((accounts::Entity, accounts::Column::Id)),
+        )
+        .and_where(Expr::cust(format!(
+            "\"pinned\".\"status\" = '{}'",
+            crate::domain::TargetStatus::Joining.as_str()
+        )))
+        .and_where(Expr::col((pinned, targets::Column::ClaimEpoch)).is_null())
+        .take()
+}
 
 /// Reasons earlier versions wrote when the running process had no valid entry for an account.
 fn is_local_config_reason(reason: &str) -> bool {
@@ -204,7 +236,9 @@ fn take_statement(
 /// first ones shuffled when `spread > 1`), then the per-account limits, evaluated only until
 /// `limit` accounts pass: the bound targets as kept on the row (`bound_targets`), and the
 /// counted attempts of the last 24 h, counted no further than the cap, so neither grows with
-/// the account's history. Each account is held to its own channel limit: Telegram's for it
+/// the account's history. An account with a pinned target due within [`PINNED_DUE_WITHIN`]
+/// (an in-doubt join to settle, a target waiting for it) is left out: its free moment is that
+/// target's, and a free job taking it first would make the pinned one wait a whole rest. Each account is held to its own channel limit: Telegram's for it
 /// (`channel_limit`, the free default until read), never above the operator's. Its shape on Postgres with a spread, checked by a test against the
 /// query built (`$n` are bound values):
 ///
@@ -219,20 +253,25 @@ fn take_statement(
 /// OR "accounts"."next_allowed_action_time" <= $6)
 /// AND ("accounts"."held_until" IS NULL
 /// OR "accounts"."held_until" <= $7)
+/// AND (NOT EXISTS(SELECT $8 FROM "targets" AS "pinned"
+/// WHERE "pinned"."claimed_account_id" = "accounts"."id"
+/// AND ("pinned"."status" = 'joining')
+/// AND "pinned"."claim_epoch" IS NULL
+/// AND "pinned"."next_run_at" <= $9))
 /// ORDER BY "last_action_at" ASC NULLS FIRST, "id" ASC
-/// LIMIT $8) AS "accounts"
+/// LIMIT $10) AS "accounts"
 /// ORDER BY RANDOM() ASC
-/// LIMIT $9) AS "accounts"
+/// LIMIT $11) AS "accounts"
 /// WHERE "accounts"."bound_targets"
-/// < (CASE WHEN (COALESCE("accounts"."channel_limit", $10) < $11)
-/// THEN COALESCE("accounts"."channel_limit", $12) ELSE $13 END)
-/// AND (SELECT COUNT(*) FROM (SELECT $14 FROM "join_attempts"
+/// < (CASE WHEN (COALESCE("accounts"."channel_limit", $12) < $13)
+/// THEN COALESCE("accounts"."channel_limit", $14) ELSE $15 END)
+/// AND (SELECT COUNT(*) FROM (SELECT $16 FROM "join_attempts"
 /// WHERE "join_attempts"."account_id" = "accounts"."id"
-/// AND "outcome" IN ($15, $16, $17)
-/// AND "finished_at" > $18
-/// AND "finished_at" <= $19
-/// LIMIT $20) AS "c") < $21
-/// LIMIT $22
+/// AND "outcome" IN ($17, $18, $19)
+/// AND "finished_at" > $20
+/// AND "finished_at" <= $21
+/// LIMIT $22) AS "c") < $23
+/// LIMIT $24
 /// ```
 fn eligible_query(
     pool: &str,
@@ -253,6 +292,7 @@ fn eligible_query(
             .from(accounts::Entity)
             .cond_where(workable_unlimited(pool, excluded))
             .cond_where(free_at(now))
+            .and_where(Expr::exists(pinned_to_account(now + PINNED_DUE_WITHIN)).not())
             .order_by_with_nulls(accounts::Column::LastActionAt, Order::Asc, NullOrdering::First)
             .order_by(accounts::Column::Id, Order::Asc)
             .take()
@@ -656,24 +696,37 @@ impl Store {
             .limit(1)
             .offset(cap_offset)
             .take();
-        type Row = (i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
-        let rows: Vec<Row> = accounts::Entity::find()
+        // The earliest run of a target pinned to the account (see `eligible_query`).
+        let pinned_at = pinned_targets()
+            .expr(Expr::col((Alias::new("pinned"), targets::Column::NextRunAt)).min())
+            .take();
+        type T = Option<DateTime<Utc>>;
+        let rows: Vec<(i64, T, T, T, T)> = accounts::Entity::find()
             .select_only()
             .column(accounts::Column::Id)
             .column(accounts::Column::NextAllowedActionTime)
             .column(accounts::Column::HeldUntil)
             .expr(sub(cap_edge))
+            .expr(sub(pinned_at))
             .filter(workable(pool, excluded, limits))
             .into_tuple()
             .all(&self.db)
             .await?;
-        let held_free = now + Duration::from_std(held_rest).unwrap_or(Duration::MAX);
+        let rest = Duration::from_std(held_rest).unwrap_or(Duration::MAX);
+        let held_free = now + rest;
         let times = rows
             .into_iter()
-            .map(|(id, next_allowed, held_until, cap_edge)| {
+            .map(|(id, next_allowed, held_until, cap_edge, pinned_at)| {
                 let mut paced = next_allowed.unwrap_or(now);
                 if held_until.is_some_and(|h| h > now) {
                     paced = Ord::min(paced, held_free);
+                }
+                // A pinned target due by then goes first; free jobs come after its join.
+                paced = Ord::max(paced, now);
+                if let Some(pinned_at) = pinned_at
+                    && paced >= pinned_at - PINNED_DUE_WITHIN
+                {
+                    paced = Ord::max(paced, pinned_at) + rest;
                 }
                 let cap_frees = cap_edge.map_or(now, |t| t + DAY);
                 (id, Ord::max(Ord::max(paced, cap_frees), now))

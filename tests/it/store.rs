@@ -36,6 +36,7 @@ on_both_backends!(
     flood_wait_requeues_the_target_and_rests_the_account,
     target_failure_is_terminal_with_its_code,
     in_doubt_keeps_the_claim_and_counts_the_try,
+    a_pinned_target_due_keeps_free_jobs_off_its_account,
     disabled_account_gives_up_the_target,
     stale_epoch_writes_nothing,
     stale_claim_writes_nothing,
@@ -793,6 +794,72 @@ async fn in_doubt_keeps_the_claim_and_counts_the_try(store: Store) {
     assert_eq!(applied, Applied::Applied);
     assert_eq!(target(&f.store, f.target).await.in_doubt_tries, 2);
     assert_eq!(f.store.attempts(Some(f.target), None).await.unwrap().len(), 2);
+}
+
+/// An account with a target pinned to it (here an in-doubt join) is left to that target once
+/// its run is due within a minute: a free job taking the account first could draw a FloodWait
+/// and make the pinned target wait a whole rest. Before that, the account joins free targets.
+async fn a_pinned_target_due_keeps_free_jobs_off_its_account(store: Store) {
+    let a = accounts(&store, &["anna", "bob"], "default").await;
+    let (anna, bob) = (a[0].id, a[1].id);
+    let t = targets(&store, &["@target_01"]).await;
+    store.queue_new_targets("cars", 10, t0()).await.unwrap();
+    let epoch = lease_and_claim(&store, anna, t[0].id).await;
+    let outcome = JoinOutcome::InDoubt { reason: "timeout".to_owned() };
+    let decision = Decision {
+        target: TargetChange::KeepClaim { run_at: t0() + mins(5) },
+        account: AccountChange::Unchanged,
+        next: Next::RetrySameAccount { run_at: t0() + mins(5) },
+    };
+    let applied =
+        store.apply_decision(t[0].id, anna, epoch, &outcome, &decision, &attempt_at(t0())).await;
+    assert_eq!(applied.unwrap(), Applied::Applied);
+    let picked = |at: DateTime<Utc>| {
+        let store = store.clone();
+        async move {
+            let mut ids: Vec<i64> = store
+                .pick_accounts("default", at, &[], &LIMITS, 4, 4)
+                .await
+                .unwrap()
+                .iter()
+                .map(|a| a.id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    // Five minutes before the retry, anna is free for a free job.
+    assert_eq!(picked(t0()).await, vec![anna, bob]);
+    // Within the last minute before it, she is left to her pinned target.
+    assert_eq!(picked(t0() + mins(4) + Duration::seconds(1)).await, vec![bob]);
+    assert_eq!(picked(t0() + mins(30)).await, vec![bob]);
+    // The book of free moments agrees: free jobs may have her after the pinned join's rest.
+    let rest = std::time::Duration::from_secs(90);
+    let at = |now: DateTime<Utc>| {
+        let store = store.clone();
+        async move {
+            let times = store.eligible_times("default", now, &[], &LIMITS, rest).await.unwrap();
+            times.into_iter().find(|(id, _)| *id == anna).map(|(_, at)| at)
+        }
+    };
+    assert_eq!(at(t0()).await, Some(t0()));
+    let late = t0() + mins(4) + Duration::seconds(1);
+    assert_eq!(at(late).await, Some(t0() + mins(5) + Duration::seconds(90)));
+    // Once the pinned target is settled, she is free for free jobs again.
+    let epoch = lease_and_claim(&store, anna, t[0].id).await;
+    let failed = Decision {
+        target: TargetChange::Fail {
+            status: TargetStatus::Error,
+            code: "IN_DOUBT".to_owned(),
+            message: "given up".to_owned(),
+        },
+        account: AccountChange::Unchanged,
+        next: Next::Done,
+    };
+    let applied =
+        store.apply_decision(t[0].id, anna, epoch, &outcome, &failed, &attempt_at(t0())).await;
+    assert_eq!(applied.unwrap(), Applied::Applied);
+    assert_eq!(picked(late).await, vec![anna, bob]);
 }
 
 async fn disabled_account_gives_up_the_target(store: Store) {
