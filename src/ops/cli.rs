@@ -186,7 +186,7 @@ pub enum AccountsAction {
         telegram: TelegramArgs,
     },
     /// Pause an account: it is never picked until resumed; a join under way finishes first.
-    /// Refused for an account in a worse status (banned, ...). Audited as cli:<user>.
+    /// Refused for an account in a worse status (banned, ...). Audited as cli:$USER.
     Pause {
         session_name: String,
         /// Why (kept as the status reason and in the audit log).
@@ -198,7 +198,7 @@ pub enum AccountsAction {
     /// Set an account's own active hours, the daily windows in which it may join:
     /// "Europe/Kyiv 09:00-13:00,14:00-22:00 +30m" (an IANA time zone, HH:MM-HH:MM windows, and
     /// optionally how much later each day's start may be, per account). --clear gives it the
-    /// pool's (ACTIVE_HOURS) again. Audited as cli:<user>.
+    /// pool's (ACTIVE_HOURS) again. Audited as cli:$USER.
     Hours {
         session_name: String,
         #[arg(required_unless_present = "clear", conflicts_with = "clear", value_parser = active_hours)]
@@ -210,10 +210,10 @@ pub enum AccountsAction {
 
 #[derive(Debug, Subcommand)]
 pub enum TargetsAction {
-    /// Give an `error` target another chance (back to `new`). Audited as cli:<user>.
+    /// Give an `error` target another chance (back to `new`). Audited as cli:$USER.
     Retry { id: i64 },
     /// Release a `joining` target pinned to an account after unanswered joins (back to `new`,
-    /// unclaimed), once you checked the account is not a member. Audited as cli:<user>.
+    /// unclaimed), once you checked the account is not a member. Audited as cli:$USER.
     Release {
         id: i64,
         /// Confirm that the pinned account is not a member of the group.
