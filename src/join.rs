@@ -154,8 +154,6 @@ struct PoolBook {
     slots: std::collections::BinaryHeap<std::cmp::Reverse<(DateTime<Utc>, i64)>>,
     /// The last moment handed out per account.
     handed: std::collections::HashMap<i64, DateTime<Utc>>,
-    /// The pool's active hours when the book was read (the moments above respect them).
-    hours: Arc<std::collections::HashMap<i64, ActiveHours>>,
 }
 
 impl PoolBook {
@@ -362,17 +360,7 @@ impl JoinService {
         let mut not_here = job.excluded_accounts.clone();
         not_here.extend(self.unconfigured());
         let mut tried = not_here.clone();
-        // A new job (not sent to a moment of its own) while the book, read within the last
-        // second, has no account free before a moment still to come: the pick would walk the
-        // whole pool to find nobody (twice: its spread, then beyond), so the job goes straight
-        // for a moment of its own. At 10,000 resting accounts and 40,000 new jobs that walk was
-        // most of the database's work.
-        let rounds = if job.wait_for.is_none() && self.book_has_nobody_free(&job.pool, now).await {
-            0
-        } else {
-            PICK_ROUNDS
-        };
-        for _ in 0..rounds {
+        for _ in 0..PICK_ROUNDS {
             let candidates = d
                 .store
                 .pick_accounts(&job.pool, now, &tried, &d.limits, PICK_SPREAD, PICK_CANDIDATES)
@@ -439,14 +427,9 @@ impl JoinService {
         let earliest = if any_candidate {
             Some((retry_at, job.wait_for))
         } else {
-            // The pool's hours as the book read them within the last second, else from the
-            // database: read per job, they cost a scan of the pool each.
             let hours = match hours {
-                Some(hours) => Arc::new(hours),
-                None => match self.book_hours(&job.pool).await {
-                    Some(hours) => hours,
-                    None => Arc::new(self.hours_in_pool(&job.pool).await?),
-                },
+                Some(hours) => hours,
+                None => self.hours_in_pool(&job.pool).await?,
             };
             let soon = now + chrono::Duration::from_std(BOOK_MIN_WAIT).unwrap_or_default();
             // Nobody free now. A job sent to an account's free moment that came before the
@@ -471,36 +454,6 @@ impl JoinService {
                 ExecutionOutcome::Done(Settled::GivenBack)
             }
         }))
-    }
-
-    /// The active hours this process's book of `pool` was read with, if within [`BOOK_MAX_AGE`].
-    async fn book_hours(
-        &self,
-        pool: &str,
-    ) -> Option<Arc<std::collections::HashMap<i64, ActiveHours>>> {
-        let book = self.book.lock().await;
-        let b = book.pools.get(pool)?;
-        (b.read_at.elapsed() < BOOK_MAX_AGE).then(|| Arc::clone(&b.hours))
-    }
-
-    /// Whether this process's book of `pool`, read within [`BOOK_MAX_AGE`], has every account's
-    /// next free moment after `now`, the earliest within one longest pause (a stale or missing
-    /// book says no, and so does one whose earliest moment is further off, such as an opening
-    /// of active hours: the pick decides). A job skipping the pick on this word trusts a book
-    /// up to a second old: an account freed in that second by something this process did not
-    /// see (an operator's resume or change of hours, a new account) is found by the jobs after
-    /// the next read, and a job sent meanwhile waits at most a pause.
-    async fn book_has_nobody_free(&self, pool: &str, now: DateTime<Utc>) -> bool {
-        let horizon = chrono::Duration::from_std(self.deps.pacing.join_pause_max)
-            .unwrap_or_default()
-            + chrono::Duration::seconds(1);
-        let book = self.book.lock().await;
-        book.pools.get(pool).is_some_and(|b| {
-            b.read_at.elapsed() < BOOK_MAX_AGE
-                && b.slots
-                    .peek()
-                    .is_some_and(|std::cmp::Reverse((at, _))| *at > now && *at <= now + horizon)
-        })
     }
 
     /// When the account a job was sent to (`wait_for`) is free again, if that is still to come
@@ -584,12 +537,7 @@ impl JoinService {
                     std::cmp::Reverse((at, id))
                 })
                 .collect();
-            let fresh = PoolBook {
-                read_at: tokio::time::Instant::now(),
-                slots,
-                handed,
-                hours: Arc::new(hours.clone()),
-            };
+            let fresh = PoolBook { read_at: tokio::time::Instant::now(), slots, handed };
             book.pools.insert(pool.to_owned(), fresh);
         }
         let Some(pool_book) = book.pools.get_mut(pool) else { return Ok(None) };

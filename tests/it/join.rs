@@ -26,7 +26,6 @@ on_both_backends!(
     a_leased_account_is_skipped_for_the_next_one,
     a_target_no_account_can_ever_take_goes_back_to_new,
     when_every_account_rests_the_job_waits_for_the_first_to_wake,
-    while_the_book_says_nobody_is_free_a_new_job_skips_the_pick,
     an_account_without_a_valid_entry_here_is_not_used_and_keeps_its_status,
     a_pinned_retry_through_an_outage_keeps_its_pin_and_its_tries,
     a_worker_that_dies_after_sending_a_join_still_holds_the_account_back,
@@ -302,60 +301,6 @@ async fn when_every_account_rests_the_job_waits_for_the_first_to_wake(store: Sto
     }
     let t = status_of(&store, &targets[2]).await;
     assert_eq!((t.status, t.next_run_at), (TargetStatus::Queued, Some(wake)));
-}
-
-/// Once a job found every account resting, the book of free moments is fresh for a second:
-/// the next new job goes straight to a moment of its own without walking the pool (the pick
-/// and the pool's hours are not read), and gets the next account's moment, not the same one.
-async fn while_the_book_says_nobody_is_free_a_new_job_skips_the_pick(store: Store) {
-    let targets = links("skip", 4);
-    let accounts = seed(&store, 2, &targets, "cars").await;
-    let pacing = smart_joiner::domain::Pacing {
-        join_pause_min: Duration::from_secs(300),
-        join_pause_max: Duration::from_secs(300),
-        ..fast_pacing()
-    };
-    let statements: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
-    let observed = {
-        let statements = statements.clone();
-        store.observed(move |info| {
-            statements.lock().unwrap().push(info.statement.sql.clone());
-        })
-    };
-    let svc = JoinEnv::new(&observed, Arc::new(ScriptedTelegram::new(Script::default())), accounts)
-        .pacing(pacing)
-        .service();
-    let queued = store.queue_new_targets("cars", 4, Utc::now()).await.unwrap();
-    for t in &queued[..2] {
-        let out = svc.execute(&JoinTask::new(t.id, "default").into_current()).await.unwrap();
-        assert_eq!(out, ExecutionOutcome::Done(Settled::Finished(TargetStatus::Joined)));
-    }
-    let mut wakes: Vec<_> = store
-        .accounts(None)
-        .await
-        .unwrap()
-        .iter()
-        .filter_map(|a| a.next_allowed_action_time)
-        .collect();
-    wakes.sort();
-    let mut run_ats = Vec::new();
-    for (i, t) in queued[2..].iter().enumerate() {
-        statements.lock().unwrap().clear();
-        let out = svc.execute(&JoinTask::new(t.id, "default").into_current()).await.unwrap();
-        match out {
-            ExecutionOutcome::Reschedule { run_at, .. } => run_ats.push(run_at),
-            other => panic!("{other:?}"),
-        }
-        let sql = statements.lock().unwrap().join("\n");
-        let picked = sql.contains("RANDOM()");
-        let hours_read = sql.contains("\"active_hours\" FROM");
-        if i == 0 {
-            assert!(picked, "the first job that finds nobody free picks: {sql}");
-        } else {
-            assert!(!picked && !hours_read, "the book was fresh, yet the pool was read: {sql}");
-        }
-    }
-    assert_eq!(run_ats, wakes, "each waiting job has a moment of its own");
 }
 
 #[test]
