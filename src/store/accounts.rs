@@ -523,6 +523,13 @@ impl Store {
                 .await?;
         }
         txn.commit().await?;
+        // The planner's statistics for a pool that just grew: until autovacuum's next visit
+        // (a minute or more) they said a pool of 10,000 new accounts held 31, and the pick
+        // sorted the whole pool instead of reading its index (20 ms instead of 0.2 ms per
+        // pick; BENCHMARKS.md, "Session 8"). One ANALYZE of the table takes milliseconds.
+        if self.is_postgres() && (!report.added.is_empty() || !report.moved_pool.is_empty()) {
+            self.db.execute_unprepared("ANALYZE accounts").await?;
+        }
         Ok(report)
     }
 

@@ -37,6 +37,7 @@ on_both_backends!(
     target_failure_is_terminal_with_its_code,
     in_doubt_keeps_the_claim_and_counts_the_try,
     a_pinned_target_due_keeps_free_jobs_off_its_account,
+    a_sync_that_adds_accounts_refreshes_the_planners_statistics,
     disabled_account_gives_up_the_target,
     stale_epoch_writes_nothing,
     stale_claim_writes_nothing,
@@ -860,6 +861,25 @@ async fn a_pinned_target_due_keeps_free_jobs_off_its_account(store: Store) {
         store.apply_decision(t[0].id, anna, epoch, &outcome, &failed, &attempt_at(t0())).await;
     assert_eq!(applied.unwrap(), Applied::Applied);
     assert_eq!(picked(late).await, vec![anna, bob]);
+}
+
+/// A pool that just grew must not be planned as the empty table it was: the pick would sort
+/// the whole pool instead of reading its index. On Postgres the sync analyzes `accounts`.
+async fn a_sync_that_adds_accounts_refreshes_the_planners_statistics(store: Store) {
+    accounts(&store, &["anna", "bob", "cleo"], "default").await;
+    if store.connection().get_database_backend() == sea_orm::DbBackend::Postgres {
+        let row = store
+            .connection()
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT reltuples::bigint FROM pg_class WHERE relname = 'accounts'",
+            ))
+            .await
+            .unwrap()
+            .expect("accounts is in pg_class");
+        let rows: i64 = row.try_get_by_index(0).unwrap();
+        assert_eq!(rows, 3, "the planner's row count for accounts after the sync");
+    }
 }
 
 async fn disabled_account_gives_up_the_target(store: Store) {
