@@ -308,6 +308,11 @@ struct DbFile {
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Postgres pool size of one process (a worker runs a handful of jobs at once).
 const PG_MAX_CONNECTIONS: u32 = 10;
+/// A pooled Postgres connection idle this long is pinged before it is handed out; a busy one
+/// is not. sqlx's default pings on every checkout: a round trip of its own before each of the
+/// join's four statements. A busy connection that died (a restart, `pg_terminate_backend`)
+/// fails its next statement, and every statement's caller already handles that failure.
+const PG_PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
 /// How long the first Postgres connection may take (TCP, TLS, authentication).
 const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -347,7 +352,8 @@ impl Store {
             probe_postgres(url).await.map_err(fail)?;
             opts.max_connections(PG_MAX_CONNECTIONS)
                 .min_connections(0)
-                .acquire_timeout(Duration::from_secs(30));
+                .acquire_timeout(Duration::from_secs(30))
+                .test_before_acquire_if_idle_for(PG_PING_IF_IDLE_FOR);
         }
         let clock = Clock::from_env().map_err(fail)?;
         let db = Database::connect(opts).await.map_err(|e| fail(redact::flatten(&e)))?;
