@@ -250,13 +250,15 @@ async fn distributed_mode(
     let mut done = 0;
     let result = async {
         anyhow::ensure!(produced?, "the producer failed");
+        let poller = crate::throughput::Poller::connect(&db.url).await?;
         while Instant::now() < deadline {
-            done = crate::throughput::count(&db.url, settled_sql).await?;
+            done = poller.count(settled_sql).await?;
             if done as usize >= m {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        poller.close().await;
         Ok(())
     }
     .await;

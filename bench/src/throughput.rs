@@ -49,6 +49,31 @@ pub fn dummy_accounts_json(names: &[String]) -> String {
     serde_json::to_string(&s.accounts_config_json(addr)).unwrap()
 }
 
+/// Counts settled targets while a run goes on, on one connection for the whole run: a new
+/// connection per poll (ten a second) cost Postgres a backend start and a TLS handshake each,
+/// on the same two cores as the run it measures.
+pub struct Poller {
+    db: sea_orm::DatabaseConnection,
+}
+
+impl Poller {
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let mut opts = sea_orm::ConnectOptions::new(url.to_owned());
+        opts.max_connections(1).min_connections(1).sqlx_logging(false);
+        Ok(Poller { db: Database::connect(opts).await? })
+    }
+
+    pub async fn count(&self, sql: &str) -> anyhow::Result<i64> {
+        let stmt = Statement::from_string(self.db.get_database_backend(), sql.to_owned());
+        let row = self.db.query_one_raw(stmt).await?.context("no row")?;
+        Ok(row.try_get_by_index::<i64>(0)?)
+    }
+
+    pub async fn close(self) {
+        self.db.close().await.ok();
+    }
+}
+
 pub async fn count(url: &str, sql: &str) -> anyhow::Result<i64> {
     let db = Database::connect(url).await?;
     let row = db
@@ -133,14 +158,16 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<bool> {
         let settled_sql = "SELECT count(*) FROM targets WHERE status IN ('joined', 'requested', 'error', 'banned')";
         let deadline = Instant::now() + Duration::from_secs(600);
         let mut done = 0;
+        let poller = Poller::connect(&db.url).await?;
         while Instant::now() < deadline {
-            done = count(&db.url, settled_sql).await?;
+            done = poller.count(settled_sql).await?;
             if done as usize >= args.targets {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let elapsed = t0.elapsed();
+        poller.close().await;
         let rate = done as f64 / elapsed.as_secs_f64();
         let redis_used = redis_before.until(&RedisSnapshot::take(&redis.url).await?);
         let joined = count(&db.url, "SELECT count(*) FROM targets WHERE status = 'joined'").await?;
@@ -179,7 +206,7 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<bool> {
     }
     if let Some(db) = last_db {
         if args.pgbench_seconds > 0 {
-            let full_tps = pgbench(&db, &args)?;
+            let full_tps = pgbench(&db, &args).await?;
             if let (Some(rate), Some(tps)) = (fake_rate, full_tps) {
                 let ratio = rate / tps;
                 println!(
@@ -216,7 +243,7 @@ WITH t0 AS (SELECT id, assigned_account_id FROM targets WHERE id = :tid FOR UPDA
 "#;
 
 /// Runs both scripts; returns the full join's transactions per second.
-fn pgbench(db: &FreshDb, args: &ThroughputArgs) -> anyhow::Result<Option<f64>> {
+async fn pgbench(db: &FreshDb, args: &ThroughputArgs) -> anyhow::Result<Option<f64>> {
     let dir = tempfile::tempdir()?;
     let mut full_tps = None;
     // The full join first: the decision script inserts an attempt per transaction, and the
@@ -224,6 +251,8 @@ fn pgbench(db: &FreshDb, args: &ThroughputArgs) -> anyhow::Result<Option<f64>> {
     for (name, sql) in [("full join", FULL_SQL), ("apply", APPLY_SQL)] {
         let file = dir.path().join(format!("{}.sql", name.replace(' ', "_")));
         std::fs::write(&file, sql)?;
+        let takes_sql = "SELECT COALESCE(sum(lease_epoch), 0)::bigint FROM accounts";
+        let takes_before = count(&db.url, takes_sql).await?;
         let out = Command::new("pgbench")
             .args(["-n", "-M", "prepared", "-c", &args.pgbench_clients.to_string(), "-j", "2"])
             .args(["-T", &args.pgbench_seconds.to_string()])
@@ -246,10 +275,22 @@ fn pgbench(db: &FreshDb, args: &ThroughputArgs) -> anyhow::Result<Option<f64>> {
             );
             if name == "full join" {
                 full_tps = parse_tps(&tps);
+                let takes = count(&db.url, takes_sql).await? - takes_before;
+                let txs = parse_transactions(&text).unwrap_or(0);
+                println!(
+                    "pgbench[{name}]: {takes} of {txs} takes claimed their target ({:.0} %)",
+                    100.0 * takes as f64 / txs.max(1) as f64
+                );
             }
         }
     }
     Ok(full_tps)
+}
+
+/// pgbench's `number of transactions actually processed: 1234`.
+fn parse_transactions(text: &str) -> Option<i64> {
+    let line = text.lines().find(|l| l.starts_with("number of transactions actually processed"))?;
+    line.rsplit(':').next()?.split_whitespace().next()?.parse().ok()
 }
 
 /// The number of pgbench's `tps = 1234.5 (without initial connection time)`.

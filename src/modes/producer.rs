@@ -63,6 +63,9 @@ pub enum ProduceError {
 
 /// `new` targets taken per transaction of one run.
 const PAGE: u64 = 10_000;
+/// The first page is smaller: the workers get their first jobs after one push of this many
+/// instead of after a whole page has been moved and pushed.
+const FIRST_PAGE: u64 = PUSH_BATCH as u64;
 /// Jobs pushed in one Redis round trip.
 const PUSH_BATCH: usize = 1_000;
 
@@ -102,7 +105,7 @@ pub async fn produce(
     // pushed in batches of one Redis round trip each. Page k is pushed to Redis while page k + 1
     // is moved in Postgres: the two servers work side by side instead of taking turns.
     let mut remaining = opts.batch_size;
-    let mut page = remaining.min(PAGE);
+    let mut page = remaining.min(FIRST_PAGE);
     let niche = opts.niche.as_str();
     let mut current = if page > 0 {
         store.queue_new_targets_after(niche, 0, page, now).await?
@@ -150,12 +153,14 @@ async fn push_page(
             Err(e) => {
                 warn!(error = %crate::redact::Chain(&e), "push failed; the targets stay queued for recovery");
                 failed += chunk.len();
+                continue;
             }
         }
-    }
-    // Due jobs must not pile up in the scheduled set (see `JobQueue::promote_due`).
-    if let Err(e) = queue.promote_due().await {
-        warn!(error = %crate::redact::Chain(&e), "moving due jobs to the ready list failed; workers do it too");
+        // Due jobs must not pile up in the scheduled set (see `JobQueue::promote_due`), and the
+        // workers can start on this chunk while the next one is pushed.
+        if let Err(e) = queue.promote_due().await {
+            warn!(error = %crate::redact::Chain(&e), "moving due jobs to the ready list failed; workers do it too");
+        }
     }
     (pushed, failed)
 }
