@@ -75,9 +75,13 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<bool> {
          {} picks and {} joins per state",
         args.accounts, args.cap, args.recent, args.picks, args.joins
     );
-    let mut states = Vec::new();
+    let mut prepared = Vec::new();
     for &history in &args.history {
-        let state = measure(&args, history).await?;
+        prepared.push(prepare(&args, history).await?);
+    }
+    let states = measure_all(&args, prepared).await?;
+    for state in &states {
+        let history = state.history;
         println!(
             "history[{history} joins per account]: pick {}; join {}; {:.2} statements per join ({})",
             state.pick,
@@ -90,7 +94,6 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<bool> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        states.push(state);
     }
 
     println!("history: side by side ({} accounts):", args.accounts);
@@ -122,6 +125,18 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<bool> {
         "history: ratio {} / {} joins per account: pick p50 {:.2}, p99 {:.2}; join p50 {:.2}, p99 {:.2}",
         last.history, first.history, ratios[0], ratios[1], ratios[2], ratios[3]
     );
+    // Each statement's mean in both states. The gate reads nothing of the history (one
+    // account row by its key): its ratio is what the machine and the bigger database do to
+    // any statement, the control for the others.
+    let per_kind = first
+        .statements
+        .iter()
+        .filter_map(|(kind, (_, a))| {
+            let (_, b) = last.statements.get(kind)?;
+            Some(format!("{kind} {:.2}", ratio(*a, *b)))
+        })
+        .collect::<Vec<_>>();
+    println!("history: ratio of each statement's mean: {}", per_kind.join(", "));
     // The medians decide: a p99 on a shared machine is the machine's as much as the query's.
     let same = ratios[0] < 1.5 && ratios[2] < 1.5;
     println!(
@@ -139,7 +154,29 @@ fn shown(l: &Latency) -> String {
     format!("{} joins, p50 {}, p99 {}, max {}", l.n, ms(l.p50), ms(l.p99), ms(l.max))
 }
 
-async fn measure(args: &HistoryArgs, history: u64) -> anyhow::Result<State> {
+/// How many rounds the timings of the states are interleaved in: each state's picks and joins
+/// are timed a slice at a time, the states taking turns, so a change of the machine's speed
+/// while the run goes on (a checkpoint, another process) falls on every state alike instead of
+/// on whichever was measured last.
+const ROUNDS: usize = 10;
+
+type Counts = Arc<Mutex<BTreeMap<&'static str, (u64, Duration)>>>;
+
+/// One state, seeded and ready to be timed.
+struct Prepared {
+    history: u64,
+    seeded: Duration,
+    db: FreshDb,
+    svc: JoinService,
+    counts: Counts,
+    /// Queued new targets not joined yet.
+    targets: Vec<i64>,
+    queued: usize,
+    picks: Vec<Duration>,
+    joins: Vec<Duration>,
+}
+
+async fn prepare(args: &HistoryArgs, history: u64) -> anyhow::Result<Prepared> {
     let db = FreshDb::create("history").await?;
     let names: Vec<String> = (0..args.accounts).map(|j| format!("acc_{j:05}")).collect();
     db.store.sync_accounts(&names, "default").await?;
@@ -151,23 +188,9 @@ async fn measure(args: &HistoryArgs, history: u64) -> anyhow::Result<State> {
         history * args.accounts as u64,
         seeded.as_secs_f64()
     );
-    let limits = Limits { daily_join_cap: args.cap, channel_limit: 1_000_000 };
-
-    // The pick, as the join calls it.
-    for _ in 0..20 {
-        pick(&db.store, &limits).await?;
-    }
-    let mut samples = Vec::with_capacity(args.picks);
-    for _ in 0..args.picks {
-        let t = Instant::now();
-        let got = pick(&db.store, &limits).await?;
-        samples.push(t.elapsed());
-        anyhow::ensure!(!got.is_empty(), "no eligible account: the seeding left none");
-    }
-    let pick = latency(samples);
-
-    // Whole joins of new targets, every statement counted.
-    let counts: Arc<Mutex<BTreeMap<&'static str, (u64, Duration)>>> = Arc::default();
+    let limits = limits(args);
+    // Every statement of the joins is counted, by kind.
+    let counts: Counts = Arc::default();
     let observed = {
         let counts = counts.clone();
         db.store.observed(move |info| {
@@ -184,31 +207,101 @@ async fn measure(args: &HistoryArgs, history: u64) -> anyhow::Result<State> {
         .collect::<Result<_, _>>()?;
     db.store.import_targets(&links, "fresh").await?;
     let queued = db.store.queue_new_targets("fresh", args.joins as u64, db.store.now()).await?;
-    // Warm up the join's statements on a few targets, then count from zero.
-    let (warm, timed) = queued.split_at(queued.len().min(10));
-    for target in warm {
-        join(&svc, target.id).await?;
+    let mut targets: Vec<i64> = queued.iter().rev().map(|t| t.id).collect();
+    // Warm up the pick and the join's statements, then count from zero.
+    for _ in 0..20 {
+        pick(&db.store, &limits).await?;
+    }
+    for _ in 0..10 {
+        if let Some(id) = targets.pop() {
+            join(&svc, id).await?;
+        }
     }
     counts.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    let mut samples = Vec::with_capacity(timed.len());
-    for target in timed {
+    Ok(Prepared {
+        history,
+        seeded,
+        db,
+        svc,
+        counts,
+        targets,
+        queued: queued.len(),
+        picks: Vec::new(),
+        joins: Vec::new(),
+    })
+}
+
+fn limits(args: &HistoryArgs) -> Limits {
+    Limits { daily_join_cap: args.cap, channel_limit: 1_000_000 }
+}
+
+/// One round of a state: `picks` picks and `joins` whole joins of new targets, timed.
+async fn time_round(
+    p: &mut Prepared,
+    args: &HistoryArgs,
+    picks: usize,
+    joins: usize,
+) -> anyhow::Result<()> {
+    let limits = limits(args);
+    for _ in 0..picks {
         let t = Instant::now();
-        join(&svc, target.id).await?;
-        samples.push(t.elapsed());
+        let got = pick(&p.db.store, &limits).await?;
+        p.picks.push(t.elapsed());
+        anyhow::ensure!(!got.is_empty(), "no eligible account: the seeding left none");
     }
-    anyhow::ensure!(!samples.is_empty(), "--joins must be above 10 (the first 10 warm up)");
-    let joined = db.store.targets(Some("fresh"), None).await?;
-    let done = joined.iter().filter(|t| t.status == TargetStatus::Joined).count();
-    anyhow::ensure!(done == queued.len(), "{done} of {} new targets joined", queued.len());
-    let n = samples.len() as f64;
-    let statements = counts
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .map(|(kind, (c, total))| (*kind, (*c as f64 / n, *total / (*c).max(1) as u32)))
-        .collect();
-    db.drop_db().await;
-    Ok(State { history, seeded, pick, join: latency(samples), statements })
+    for _ in 0..joins {
+        let Some(id) = p.targets.pop() else { break };
+        let t = Instant::now();
+        join(&p.svc, id).await?;
+        p.joins.push(t.elapsed());
+    }
+    Ok(())
+}
+
+/// Times every state in interleaved rounds and checks that every new target was joined.
+async fn measure_all(
+    args: &HistoryArgs,
+    mut prepared: Vec<Prepared>,
+) -> anyhow::Result<Vec<State>> {
+    // The seeding's writes are flushed before anything is timed: the checkpoint they trigger
+    // would otherwise land on whichever state is timed while it runs.
+    if let Some(p) = prepared.first() {
+        if let Err(e) = p.db.exec("CHECKPOINT").await {
+            println!("history: CHECKPOINT failed ({e}); timing without it");
+        }
+    }
+    let timed_joins = args.joins.saturating_sub(10);
+    anyhow::ensure!(timed_joins > 0, "--joins must be above 10 (the first 10 warm up)");
+    for round in 0..ROUNDS {
+        let share = |n: usize| n * (round + 1) / ROUNDS - n * round / ROUNDS;
+        for p in prepared.iter_mut() {
+            time_round(p, args, share(args.picks), share(timed_joins)).await?;
+        }
+    }
+    let mut states = Vec::new();
+    for p in prepared {
+        let joined = p.db.store.targets(Some("fresh"), None).await?;
+        let done = joined.iter().filter(|t| t.status == TargetStatus::Joined).count();
+        anyhow::ensure!(done == p.queued, "{done} of {} new targets joined", p.queued);
+        let n = p.joins.len() as f64;
+        let statements = p
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(kind, (c, total))| (*kind, (*c as f64 / n, *total / (*c).max(1) as u32)))
+            .collect();
+        drop(p.svc);
+        p.db.drop_db().await;
+        states.push(State {
+            history: p.history,
+            seeded: p.seeded,
+            pick: latency(p.picks),
+            join: latency(p.joins),
+            statements,
+        });
+    }
+    Ok(states)
 }
 
 /// Per account `history` targets bound to it (joined days ago) and as many counted attempts:
