@@ -265,10 +265,10 @@ async fn measure_all(
 ) -> anyhow::Result<Vec<State>> {
     // The seeding's writes are flushed before anything is timed: the checkpoint they trigger
     // would otherwise land on whichever state is timed while it runs.
-    if let Some(p) = prepared.first() {
-        if let Err(e) = p.db.exec("CHECKPOINT").await {
-            println!("history: CHECKPOINT failed ({e}); timing without it");
-        }
+    if let Some(p) = prepared.first()
+        && let Err(e) = p.db.exec("CHECKPOINT").await
+    {
+        println!("history: CHECKPOINT failed ({e}); timing without it");
     }
     let timed_joins = args.joins.saturating_sub(10);
     anyhow::ensure!(timed_joins > 0, "--joins must be above 10 (the first 10 warm up)");
