@@ -4,7 +4,9 @@
 //! (10,000 each), side by side. The history is seeded by SQL: per account, that many bound
 //! targets and as many counted attempts, the newest `--recent` of them in the last 24 h and the
 //! rest older. Each join's statements are counted as they run (the store's statement
-//! observer), by kind.
+//! observer), by kind. Every state is seeded first, then a checkpoint flushes the seeding's
+//! writes, then the states are timed in interleaved rounds, so the machine's changes of speed
+//! fall on all of them alike.
 //!
 //! Neither cost may grow with history: the bound targets are counted on the account row
 //! (`accounts.bound_targets`), and the daily count stops at the cap.
