@@ -74,14 +74,12 @@ impl Poller {
     }
 }
 
+/// One count on a connection of its own.
 pub async fn count(url: &str, sql: &str) -> anyhow::Result<i64> {
-    let db = Database::connect(url).await?;
-    let row = db
-        .query_one_raw(Statement::from_string(db.get_database_backend(), sql.to_owned()))
-        .await?
-        .context("no row")?;
-    db.close().await.ok();
-    Ok(row.try_get_by_index::<i64>(0)?)
+    let poller = Poller::connect(url).await?;
+    let n = poller.count(sql).await;
+    poller.close().await;
+    n
 }
 
 pub async fn run(args: ThroughputArgs) -> anyhow::Result<bool> {
@@ -252,13 +250,14 @@ async fn pgbench(db: &FreshDb, args: &ThroughputArgs) -> anyhow::Result<Option<f
     // transactions, and pgbench measured less work than a join does.
     db.exec(&format!("UPDATE targets SET assigned_account_id = (id % {}) + 1", args.accounts))
         .await?;
+    // Each claiming take raises its account's epoch by one.
+    let takes_sql = "SELECT COALESCE(sum(lease_epoch), 0)::bigint FROM accounts";
+    let takes_before = count(&db.url, takes_sql).await?;
     // The full join first: the decision script inserts an attempt per transaction, and the
     // pick's cap count reads the attempts of the last 24 h.
     for (name, sql) in [("full join", FULL_SQL), ("apply", APPLY_SQL)] {
         let file = dir.path().join(format!("{}.sql", name.replace(' ', "_")));
         std::fs::write(&file, sql)?;
-        let takes_sql = "SELECT COALESCE(sum(lease_epoch), 0)::bigint FROM accounts";
-        let takes_before = count(&db.url, takes_sql).await?;
         let out = Command::new("pgbench")
             .args(["-n", "-M", "prepared", "-c", &args.pgbench_clients.to_string(), "-j", "2"])
             .args(["-T", &args.pgbench_seconds.to_string()])

@@ -303,8 +303,24 @@ async fn the_producer_queues_a_batch_of_several_pages_exactly_once() {
         recover_after: Duration::from_secs(3600),
     };
 
-    let report = produce(&store, &queue, &locks, &opts(22_222)).await.unwrap();
+    // The LIMIT of every page statement, in order: the first page is small, so the workers get
+    // their first jobs after one push of 1,000 instead of after a whole page of 10,000.
+    let pages = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let observed = {
+        let pages = pages.clone();
+        store.observed(move |info| {
+            let sql = &info.statement.sql;
+            if sql.starts_with("UPDATE \"targets\"") && sql.contains("SKIP LOCKED") {
+                let limit = info.statement.values.as_ref().and_then(|v| v.0.get(7));
+                let digits: String =
+                    format!("{limit:?}").chars().filter(char::is_ascii_digit).collect();
+                pages.lock().unwrap().push(digits);
+            }
+        })
+    };
+    let report = produce(&observed, &queue, &locks, &opts(22_222)).await.unwrap();
     assert_eq!((report.queued, report.push_failures), (22_222, 0));
+    assert_eq!(*pages.lock().unwrap(), ["1000", "10000", "10000", "1222"], "page sizes");
     let jobs =
         || async { queue.depth().await.map(|(ready, scheduled)| ready + scheduled).unwrap() };
     assert_eq!(jobs().await, 22_222, "jobs in Redis");
