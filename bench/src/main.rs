@@ -2,6 +2,7 @@
 //! environment (a fresh Postgres database, a private redis-server, tgsim in-process) and prints
 //! its figures; BENCHMARKS.md lists the commands and the results.
 
+mod cpu;
 mod env;
 mod faults;
 mod history;

@@ -11,6 +11,7 @@ use sea_orm::{ConnectionTrait, Database, Statement};
 use smart_joiner::domain::TargetLink;
 use tgsim::{Account, Group, Scenario, Server};
 
+use crate::cpu::CpuSnapshot;
 use crate::env::{self, FreshDb, PrivateRedis, ProcEnv, machine};
 use crate::redis_stats::RedisSnapshot;
 
@@ -150,6 +151,8 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<bool> {
         tokio::time::sleep(Duration::from_secs(2)).await;
 
         let redis_before = RedisSnapshot::take(&redis.url).await?;
+        let worker_pids: Vec<u32> = workers.iter().map(|w| w.id()).collect();
+        let cpu_before = CpuSnapshot::take(&worker_pids);
         let t0 = Instant::now();
         anyhow::ensure!(penv.produce("bench", args.targets as u64, "1h").await?, "producer failed");
         let produced = t0.elapsed();
@@ -167,6 +170,7 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<bool> {
         let elapsed = t0.elapsed();
         poller.close().await;
         let rate = done as f64 / elapsed.as_secs_f64();
+        let cpu = cpu_before.until(&CpuSnapshot::take(&worker_pids), done.max(0) as u64);
         let redis_used = redis_before.until(&RedisSnapshot::take(&redis.url).await?);
         let joined = count(&db.url, "SELECT count(*) FROM targets WHERE status = 'joined'").await?;
         for w in &mut workers {
@@ -184,6 +188,7 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<bool> {
             if rate >= target { "met" } else { "MISSED" }
         );
         println!("throughput[{mode}]: redis: {}", redis_used.per_job(done.max(0) as u64));
+        println!("throughput[{mode}]: CPU per job: {}", cpu.describe(Some("workers"), "producer"));
         if rate < target {
             ok = false;
         }
@@ -258,6 +263,7 @@ async fn pgbench(db: &FreshDb, args: &ThroughputArgs) -> anyhow::Result<Option<f
     for (name, sql) in [("full join", FULL_SQL), ("apply", APPLY_SQL)] {
         let file = dir.path().join(format!("{}.sql", name.replace(' ', "_")));
         std::fs::write(&file, sql)?;
+        let cpu_before = CpuSnapshot::take(&[]);
         let out = Command::new("pgbench")
             .args(["-n", "-M", "prepared", "-c", &args.pgbench_clients.to_string(), "-j", "2"])
             .args(["-T", &args.pgbench_seconds.to_string()])
@@ -278,10 +284,15 @@ async fn pgbench(db: &FreshDb, args: &ThroughputArgs) -> anyhow::Result<Option<f
                 "pgbench[{name}]: {} clients, {} s: {tps}; {lat}",
                 args.pgbench_clients, args.pgbench_seconds
             );
+            let txs = parse_transactions(&text).unwrap_or(0);
+            let cpu = cpu_before.until(&CpuSnapshot::take(&[]), txs.max(0) as u64);
+            println!(
+                "pgbench[{name}]: CPU per transaction: {}",
+                cpu.describe(None, "pgbench client")
+            );
             if name == "full join" {
                 full_tps = parse_tps(&tps);
                 let takes = count(&db.url, takes_sql).await? - takes_before;
-                let txs = parse_transactions(&text).unwrap_or(0);
                 println!(
                     "pgbench[{name}]: {takes} of {txs} takes claimed their target ({:.0} %)",
                     100.0 * takes as f64 / txs.max(1) as f64
