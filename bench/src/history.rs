@@ -348,7 +348,7 @@ async fn pick(store: &Store, limits: &Limits) -> anyhow::Result<Vec<smart_joiner
 }
 
 /// One job to its end, follow-ups included.
-async fn join(svc: &JoinService, target_id: i64) -> anyhow::Result<()> {
+pub(crate) async fn join(svc: &JoinService, target_id: i64) -> anyhow::Result<()> {
     let mut out = svc.execute(&JoinTask::new(target_id, "default").into_current()).await?;
     while let ExecutionOutcome::Reschedule { job, .. } = out {
         out = svc.execute(&job).await?;
@@ -357,7 +357,11 @@ async fn join(svc: &JoinService, target_id: i64) -> anyhow::Result<()> {
 }
 
 /// The join procedure on `store` with the instant fake and no pause, as `bench pacing` builds it.
-fn service(store: &Store, names: &[String], limits: Limits) -> anyhow::Result<JoinService> {
+pub(crate) fn service(
+    store: &Store,
+    names: &[String],
+    limits: Limits,
+) -> anyhow::Result<JoinService> {
     let accounts = AccountsConfig::parse(&crate::throughput::dummy_accounts_json(names))?;
     Ok(JoinService::new(JoinDeps {
         store: store.clone(),
@@ -377,7 +381,7 @@ fn service(store: &Store, names: &[String], limits: Limits) -> anyhow::Result<Jo
 }
 
 /// What a statement of the join is, from its SQL.
-fn kind_of(sql: &str) -> &'static str {
+pub(crate) fn kind_of(sql: &str) -> &'static str {
     let has = |s: &str| sql.contains(s);
     if has("INSERT INTO \"join_attempts\"") {
         "decision"

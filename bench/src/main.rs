@@ -7,6 +7,7 @@ mod env;
 mod faults;
 mod history;
 mod idle;
+mod join_script;
 mod pacing;
 mod pick;
 mod producer_mem;

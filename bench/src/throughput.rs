@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use sea_orm::{ConnectionTrait, Database, Statement};
 use smart_joiner::domain::TargetLink;
+use smart_joiner::store::Limits;
 use tgsim::{Account, Group, Scenario, Server};
 
 use crate::cpu::CpuSnapshot;
 use crate::env::{self, FreshDb, PrivateRedis, ProcEnv, machine};
+use crate::join_script;
 use crate::redis_stats::RedisSnapshot;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -36,6 +38,9 @@ pub struct ThroughputArgs {
     /// pgbench clients (the two workers hold up to 2 x 10 connections).
     #[arg(long, default_value_t = 16)]
     pub pgbench_clients: u32,
+    /// Also write pgbench's script (the recorded join's statements) to this file.
+    #[arg(long)]
+    pub pgbench_script: Option<std::path::PathBuf>,
     #[arg(long)]
     pub bin_dir: Option<std::path::PathBuf>,
 }
@@ -226,81 +231,92 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<bool> {
     Ok(ok)
 }
 
-/// `Store::apply_decision` for a join, as the one statement it is on Postgres.
-const APPLY_SQL: &str = r#"\set tid random(1, :ntargets)
-\set aid (:tid % :naccounts) + 1
-WITH t0 AS (SELECT id, assigned_account_id FROM targets WHERE id = :tid FOR UPDATE), a AS (UPDATE accounts SET last_action_at = now(), updated_at = now(), status = 'active', status_reason = NULL, next_allowed_action_time = now(), held_until = NULL, bound_targets = bound_targets + (SELECT count(*) FROM t0 WHERE assigned_account_id IS NULL) WHERE id = :aid AND lease_epoch = lease_epoch AND EXISTS (SELECT 1 FROM t0) RETURNING id), t AS (UPDATE targets SET attempts = attempts + 1, updated_at = now(), claimed_account_id = NULL, claim_epoch = NULL, in_doubt_tries = 0, status = 'joined', assigned_account_id = :aid, next_run_at = NULL, error_code = NULL, error_message = NULL, joined_at = now(), warmup_ends_at = now() + interval '24 hours' WHERE id IN (SELECT id FROM t0) AND EXISTS (SELECT 1 FROM a) RETURNING id), i AS (INSERT INTO join_attempts (target_id, account_id, epoch, started_at, finished_at, outcome, worker) SELECT :tid, :aid, 1, now(), now(), 'joined', 'pgbench' WHERE EXISTS (SELECT 1 FROM t) RETURNING id) SELECT count(*) FROM i;
+/// Transactions per second pgbench could reach here, at most: the pgbench run gets this many
+/// fresh targets per second of it, so no transaction finds its target taken.
+const PGBENCH_TARGETS_PER_SECOND: u64 = 4_000;
+
+/// What pgbench runs before the join's statements: a target no other transaction of the run
+/// takes (`base` + a counter per client, interleaved across clients), and an account of the
+/// client's own (the clients' accounts are disjoint, so no take finds its account held by
+/// another client, as a worker whose lease failed would pick another).
+const PGBENCH_HEADER: &str = r#"\set n :n + 1
+\set tid :base + :n * :nclients + :client_id + 1
+\set aid :client_id + 1 + :nclients * (:n % (:naccounts / :nclients))
 "#;
 
-/// Every statement one join makes on Postgres (`bench history` counts them): pick accounts (4
-/// of the 64 least recently active free ones, below the channel limit by the count on the row
-/// and below the daily cap by a count that stops at the cap), take the account and claim the
-/// target, returning it (one statement), the gate before the join is sent, then the decision
-/// (one statement, counting the binding on the account).
-const FULL_SQL: &str = r#"\set tid random(1, :ntargets)
-\set aid (:tid % :naccounts) + 1
-SELECT * FROM (SELECT * FROM (SELECT * FROM accounts WHERE pool = 'default' AND status IN ('active', 'flood_wait', 'cooldown') AND (next_allowed_action_time IS NULL OR next_allowed_action_time <= now()) AND (held_until IS NULL OR held_until <= now()) ORDER BY last_action_at ASC NULLS FIRST, id ASC LIMIT 64) accounts ORDER BY RANDOM() LIMIT 64) accounts WHERE accounts.bound_targets < 1000000 AND (SELECT count(*) FROM (SELECT 1 FROM join_attempts a WHERE a.account_id = accounts.id AND a.outcome IN ('joined', 'already_participant', 'requested') AND a.finished_at > now() - interval '24 hours' AND a.finished_at <= now() LIMIT 1000000) c) < 1000000 LIMIT 4;
-WITH t0 AS (SELECT id FROM targets WHERE id = :tid AND (assigned_account_id IS NULL OR assigned_account_id = :aid) FOR UPDATE), a AS (UPDATE accounts SET lease_epoch = lease_epoch + 1, held_until = now() + interval '20 seconds', next_allowed_action_time = now() WHERE id = :aid AND EXISTS (SELECT 1 FROM t0) RETURNING lease_epoch), t AS (UPDATE targets SET status = 'joining', claimed_account_id = :aid, claim_epoch = (SELECT lease_epoch FROM a), updated_at = now() WHERE id IN (SELECT id FROM t0) AND EXISTS (SELECT 1 FROM a) RETURNING *) SELECT (SELECT lease_epoch FROM a) AS taken_epoch, (SELECT count(*) FROM t0) AS claimable, t.* FROM (SELECT 1) AS one LEFT JOIN t ON TRUE;
-UPDATE accounts SET held_until = now() + interval '20 seconds', next_allowed_action_time = CASE WHEN next_allowed_action_time IS NULL OR next_allowed_action_time < now() THEN now() ELSE next_allowed_action_time END WHERE id = :aid AND lease_epoch = lease_epoch AND held_until > now();
-WITH t0 AS (SELECT id, assigned_account_id FROM targets WHERE id = :tid FOR UPDATE), a AS (UPDATE accounts SET last_action_at = now(), updated_at = now(), status = 'active', status_reason = NULL, next_allowed_action_time = now(), held_until = NULL, bound_targets = bound_targets + (SELECT count(*) FROM t0 WHERE assigned_account_id IS NULL) WHERE id = :aid AND EXISTS (SELECT 1 FROM t0) RETURNING id), t AS (UPDATE targets SET attempts = attempts + 1, updated_at = now(), claimed_account_id = NULL, claim_epoch = NULL, in_doubt_tries = 0, status = 'joined', assigned_account_id = :aid, next_run_at = NULL, error_code = NULL, error_message = NULL, joined_at = now(), warmup_ends_at = now() + interval '24 hours' WHERE id IN (SELECT id FROM t0) AND EXISTS (SELECT 1 FROM a) RETURNING id), i AS (INSERT INTO join_attempts (target_id, account_id, epoch, started_at, finished_at, outcome, worker) SELECT :tid, :aid, 1, now(), now(), 'joined', 'pgbench' WHERE EXISTS (SELECT 1 FROM t) RETURNING id) SELECT count(*) FROM i;
-"#;
-
-/// Runs both scripts; returns the full join's transactions per second.
+/// Runs the join's statements (recorded from a real join, [`join_script`]) on fresh targets;
+/// returns the transactions per second.
 async fn pgbench(db: &FreshDb, args: &ThroughputArgs) -> anyhow::Result<Option<f64>> {
+    let limits = Limits { daily_join_cap: 1_000_000, channel_limit: 1_000_000 };
+    let script = format!("{PGBENCH_HEADER}{}", join_script::record(limits).await?);
+    let clients = u64::from(args.pgbench_clients.max(1));
+    anyhow::ensure!(
+        args.accounts as u64 >= clients,
+        "pgbench gives each of its {clients} clients accounts of its own: --accounts must be at least that"
+    );
+    // Fresh queued targets, unbound, as the producer leaves them for the workers; ids are
+    // consecutive (one statement, nothing else inserting), from base + 1.
+    let fresh = args.pgbench_seconds * PGBENCH_TARGETS_PER_SECOND;
+    db.exec(&format!(
+        "INSERT INTO targets (link, kind, niche, status, attempts, in_doubt_tries, next_run_at, \
+         created_at, updated_at) \
+         SELECT '@pgbench_' || g, 'username', 'pgbench', 'queued', 0, 0, now(), now(), now() \
+         FROM generate_series(1, {fresh}) g"
+    ))
+    .await?;
+    let first = count(&db.url, "SELECT min(id) FROM targets WHERE niche = 'pgbench'").await?;
+    let last = count(&db.url, "SELECT max(id) FROM targets WHERE niche = 'pgbench'").await?;
+    anyhow::ensure!(last - first + 1 == fresh as i64, "pgbench's targets are not consecutive");
+    db.exec("ANALYZE").await?;
+    println!(
+        "pgbench[full join]: the statements of one real join (pick, take, gate, decision), recorded from the store"
+    );
+
     let dir = tempfile::tempdir()?;
-    let mut full_tps = None;
-    // Every target is bound to the account its transactions take (`aid`), so every take claims
-    // its target and the gate finds the hold, as in a real join: on targets bound to other
-    // accounts by the end-to-end run, the take and the gate wrote nothing in up to half of the
-    // transactions, and pgbench measured less work than a join does.
-    db.exec(&format!("UPDATE targets SET assigned_account_id = (id % {}) + 1", args.accounts))
-        .await?;
+    let file = dir.path().join("join.sql");
+    std::fs::write(&file, &script)?;
+    if let Some(copy) = &args.pgbench_script {
+        std::fs::write(copy, &script)
+            .with_context(|| format!("cannot write the script to {}", copy.display()))?;
+    }
     // Each claiming take raises its account's epoch by one.
     let takes_sql = "SELECT COALESCE(sum(lease_epoch), 0)::bigint FROM accounts";
     let takes_before = count(&db.url, takes_sql).await?;
-    // The full join first: the decision script inserts an attempt per transaction, and the
-    // pick's cap count reads the attempts of the last 24 h.
-    for (name, sql) in [("full join", FULL_SQL), ("apply", APPLY_SQL)] {
-        let file = dir.path().join(format!("{}.sql", name.replace(' ', "_")));
-        std::fs::write(&file, sql)?;
-        let cpu_before = CpuSnapshot::take(&[]);
-        let out = Command::new("pgbench")
-            .args(["-n", "-M", "prepared", "-c", &args.pgbench_clients.to_string(), "-j", "2"])
-            .args(["-T", &args.pgbench_seconds.to_string()])
-            .args(["-D", &format!("ntargets={}", args.targets)])
-            .args(["-D", &format!("naccounts={}", args.accounts)])
-            .arg("-f")
-            .arg(&file)
-            .arg(&db.url)
-            .output()
-            .context("pgbench must be installed (postgresql-contrib)")?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let tps = text.lines().find(|l| l.starts_with("tps")).unwrap_or("no tps line").to_owned();
-        let lat = text.lines().find(|l| l.starts_with("latency average")).unwrap_or("").to_owned();
-        if !out.status.success() {
-            println!("pgbench[{name}] failed: {}", String::from_utf8_lossy(&out.stderr));
-        } else {
-            println!(
-                "pgbench[{name}]: {} clients, {} s: {tps}; {lat}",
-                args.pgbench_clients, args.pgbench_seconds
-            );
-            let txs = parse_transactions(&text).unwrap_or(0);
-            let cpu = cpu_before.until(&CpuSnapshot::take(&[]), txs.max(0) as u64);
-            println!(
-                "pgbench[{name}]: CPU per transaction: {}",
-                cpu.describe(None, "pgbench client")
-            );
-            if name == "full join" {
-                full_tps = parse_tps(&tps);
-                let takes = count(&db.url, takes_sql).await? - takes_before;
-                println!(
-                    "pgbench[{name}]: {takes} of {txs} takes claimed their target ({:.0} %)",
-                    100.0 * takes as f64 / txs.max(1) as f64
-                );
-            }
-        }
+    let cpu_before = CpuSnapshot::take(&[]);
+    let out = Command::new("pgbench")
+        .args(["-n", "-M", "prepared", "-c", &clients.to_string(), "-j", "2"])
+        .args(["-T", &args.pgbench_seconds.to_string()])
+        .args(["-D", "n=-1", "-D", &format!("base={}", first - 1)])
+        .args(["-D", &format!("nclients={clients}")])
+        .args(["-D", &format!("naccounts={}", args.accounts)])
+        .arg("-f")
+        .arg(&file)
+        .arg(&db.url)
+        .output()
+        .context("pgbench must be installed (postgresql-contrib)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        println!("pgbench[full join] failed: {}", String::from_utf8_lossy(&out.stderr));
+        println!("pgbench[full join]: its script:\n{script}");
+        return Ok(None);
     }
-    Ok(full_tps)
+    let tps = text.lines().find(|l| l.starts_with("tps")).unwrap_or("no tps line").to_owned();
+    let lat = text.lines().find(|l| l.starts_with("latency average")).unwrap_or("").to_owned();
+    println!("pgbench[full join]: {clients} clients, {} s: {tps}; {lat}", args.pgbench_seconds);
+    let txs = parse_transactions(&text).unwrap_or(0);
+    let cpu = cpu_before.until(&CpuSnapshot::take(&[]), txs.max(0) as u64);
+    println!("pgbench[full join]: CPU per transaction: {}", cpu.describe(None, "pgbench client"));
+    let takes = count(&db.url, takes_sql).await? - takes_before;
+    let joined = count(
+        &db.url,
+        "SELECT count(*) FROM targets WHERE niche = 'pgbench' AND status = 'joined'",
+    )
+    .await?;
+    println!(
+        "pgbench[full join]: {takes} of {txs} takes claimed their target, {joined} targets joined ({:.0} %)",
+        100.0 * joined as f64 / txs.max(1) as f64
+    );
+    Ok(parse_tps(&tps))
 }
 
 /// pgbench's `number of transactions actually processed: 1234`.
