@@ -526,28 +526,20 @@ impl Importer {
         // Which of them were stored before the import: each counts once as already stored,
         // and again (a later line) as repeated.
         let texts: Vec<String> = unique.iter().map(|l| l.to_string()).collect();
-        let stored: Vec<String> = targets::Entity::find()
-            .select_only()
-            .column(targets::Column::Link)
-            .filter(targets::Column::Link.is_in(texts))
-            .filter(targets::Column::Id.lte(self.before_max_id))
-            .into_tuple()
-            .all(txn)
-            .await?;
-        let first_seen = self.mark_seen(txn, &stored).await?;
+        let first_seen = self.mark_stored_seen(txn, texts).await?;
         self.report.repeated += conflicts - first_seen;
         Ok(())
     }
 
-    /// Adds `links` to [`SEEN_TABLE`]; returns how many were not in it yet.
-    async fn mark_seen<C: ConnectionTrait>(
+    /// Adds those of `links` that were stored before the import to [`SEEN_TABLE`], in one
+    /// statement (`INSERT INTO seen SELECT link FROM targets WHERE link IN (...) AND id <=
+    /// before`): the links go to the database once and nothing comes back but the count.
+    /// Returns how many were not in the table yet.
+    async fn mark_stored_seen<C: ConnectionTrait>(
         &mut self,
         txn: &C,
-        links: &[String],
+        links: Vec<String>,
     ) -> Result<u64, StoreError> {
-        if links.is_empty() {
-            return Ok(0);
-        }
         let backend = txn.get_database_backend();
         if !self.seen_table {
             // Emptied as well as created: a table left on a pooled connection holds nothing
@@ -566,12 +558,19 @@ impl Importer {
         }
         let table = sea_orm::sea_query::Alias::new(SEEN_TABLE);
         let link = sea_orm::sea_query::Alias::new("link");
+        let stored = Query::select()
+            .column(targets::Column::Link)
+            .from(targets::Entity)
+            .and_where(targets::Column::Link.is_in(links))
+            .and_where(targets::Column::Id.lte(self.before_max_id))
+            .take();
         let mut insert = Query::insert();
-        insert.into_table(table).columns([link.clone()]);
-        for l in links {
-            insert.values_panic([l.as_str().into()]);
-        }
-        insert.on_conflict(OnConflict::column(link).do_nothing().to_owned());
+        insert
+            .into_table(table)
+            .columns([link.clone()])
+            .select_from(stored)
+            .map_err(|e| StoreError::Invalid(format!("the import's lookup statement: {e}")))?
+            .on_conflict(OnConflict::column(link).do_nothing().to_owned());
         Ok(txn.execute(&insert).await?.rows_affected())
     }
 
