@@ -43,7 +43,8 @@ fn stat(pid: u32) -> Option<Stat> {
 }
 
 /// CPU ticks of the whole Postgres server: every live `postgres` process, plus what the
-/// postmaster's exited children (closed connections) used.
+/// postmaster's exited children (closed connections) used. Every cluster of the machine counts,
+/// so a figure is the benchmark's only while no other cluster is busy.
 fn postgres_ticks(all: &HashMap<u32, Stat>) -> u64 {
     all.values()
         .filter(|s| s.comm == "postgres")

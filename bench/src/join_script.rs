@@ -64,7 +64,7 @@ async fn record_on(db: &FreshDb, limits: Limits) -> anyhow::Result<String> {
     );
     let mut ids: Vec<i64> = queued.iter().map(|t| t.id).collect();
     ids.sort_unstable();
-    let recorded_target = ids.pop().expect("at least one target");
+    let recorded_target = ids.pop().ok_or_else(|| anyhow::anyhow!("no target was queued"))?;
 
     type Seen = Vec<(String, Vec<Value>)>;
     let seen: Arc<Mutex<Seen>> = Arc::default();
