@@ -7,14 +7,18 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// The kernel's clock ticks per second of `/proc/<pid>/stat` (`USER_HZ`, 100 on Linux/x86).
+/// Asked once per process.
 fn ticks_per_second() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
-        .filter(|t| *t > 0.0)
-        .unwrap_or(100.0)
+    static HZ: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *HZ.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
+            .filter(|t| *t > 0.0)
+            .unwrap_or(100.0)
+    })
 }
 
 /// One process' `/proc/<pid>/stat`: its name, parent, own CPU ticks and its reaped children's.
