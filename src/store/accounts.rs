@@ -384,10 +384,10 @@ impl Store {
         &self,
         stmt: sea_orm::Statement,
     ) -> Result<(Take, Option<Target>), StoreError> {
-        let row =
-            self.db.query_one_raw(stmt).await?.ok_or_else(|| {
-                StoreError::Invalid("the take statement returned no row".to_owned())
-            })?;
+        let row = self
+            .join_query_one(stmt)
+            .await?
+            .ok_or_else(|| StoreError::Invalid("the take statement returned no row".to_owned()))?;
         let epoch: Option<i64> = row.try_get("", TAKEN_EPOCH)?;
         let claimable: i64 = row.try_get("", CLAIMABLE)?;
         Ok(match (epoch, claimable) {
@@ -549,15 +549,15 @@ impl Store {
         rest_until: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         use accounts::Column as C;
-        let res = accounts::Entity::update_many()
+        let gate = accounts::Entity::update_many()
             .col_expr(C::HeldUntil, Expr::val(hold_until))
             .col_expr(C::NextAllowedActionTime, super::sql::rest_at_least(rest_until))
             .filter(C::Id.eq(account_id))
             .filter(C::LeaseEpoch.eq(epoch))
             .filter(C::HeldUntil.gt(now))
-            .exec(&self.db)
-            .await?;
-        Ok(res.rows_affected == 1)
+            .into_query();
+        let stmt = self.db.get_database_backend().build(&gate);
+        Ok(self.join_execute(stmt).await? == 1)
     }
 
     /// Takes the account's hold for a connection that is not a join (`accounts check`): one
@@ -659,7 +659,11 @@ impl Store {
     ) -> Result<Vec<accounts::Model>, StoreError> {
         let query = eligible_query(pool, now, excluded, limits, spread, limit);
         let stmt = self.db.get_database_backend().build(&query);
-        Ok(accounts::Entity::find().from_raw_sql(stmt).all(&self.db).await?)
+        let rows = self.join_query_all(stmt).await?;
+        Ok(rows
+            .iter()
+            .map(|row| accounts::Model::from_query_result(row, ""))
+            .collect::<Result<_, _>>()?)
     }
 
     /// The earliest moment at or after `now` at which some workable account of `pool` (not

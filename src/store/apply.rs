@@ -213,7 +213,7 @@ impl Store {
     /// Postgres: the three writes as one statement ([`decision_statement`]).
     async fn apply_in_one_statement(&self, w: Writes) -> Result<bool, StoreError> {
         let stmt = decision_statement(w)?;
-        let row = self.db.query_one_raw(stmt).await?;
+        let row = self.join_query_one(stmt).await?;
         let written: i64 = match row {
             Some(row) => row.try_get_by_index(0)?,
             None => 0,

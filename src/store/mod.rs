@@ -13,6 +13,7 @@ mod adopt;
 mod apply;
 mod browse;
 pub mod entity;
+mod lane;
 mod migrations;
 mod policies;
 mod reports;
@@ -294,6 +295,20 @@ pub struct Store {
     file: Option<Arc<DbFile>>,
     /// The database's clock, as this process reads it (see [`Store::now`]).
     clock: Arc<Clock>,
+    /// Postgres: the connections the join's statements run on (see [`lane`]).
+    lane: Option<Arc<lane::Lane>>,
+    /// Told of every statement this store runs, the lane's included (see [`Store::observed`]).
+    observer: Option<Observer>,
+}
+
+/// [`lane::Observer`], printable as the store is.
+#[derive(Clone)]
+struct Observer(lane::Observer);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
 }
 
 /// A SQLite database file and the identity it had when it was opened.
@@ -306,13 +321,18 @@ struct DbFile {
 
 /// How long a SQLite writer waits for another process's lock before giving up.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Postgres pool size of one process (a worker runs a handful of jobs at once).
+/// Postgres connections of one process at most: the pool's and the join lane's together.
 const PG_MAX_CONNECTIONS: u32 = 10;
+/// Of those, the join lane's ([`lane`]): a process opens them only when it runs joins, one
+/// per join statement in flight. The pool keeps the rest for everything else.
+const PG_LANE_CONNECTIONS: u32 = 6;
 /// A pooled Postgres connection idle this long is pinged before it is handed out; a busy one
 /// is not. sqlx's default pings on every checkout: a round trip of its own before each of the
 /// join's four statements. A busy connection that died (a restart, `pg_terminate_backend`)
 /// fails its next statement, and every statement's caller already handles that failure.
 const PG_PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
+/// How long a statement waits for a free connection before it fails as transient.
+const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the first Postgres connection may take (TCP, TLS, authentication).
 const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -350,16 +370,24 @@ impl Store {
             });
         } else {
             probe_postgres(url).await.map_err(fail)?;
-            opts.max_connections(PG_MAX_CONNECTIONS)
+            opts.max_connections(PG_MAX_CONNECTIONS - PG_LANE_CONNECTIONS)
                 .min_connections(0)
-                .acquire_timeout(Duration::from_secs(30))
+                .acquire_timeout(PG_ACQUIRE_TIMEOUT)
                 .test_before_acquire_if_idle_for(PG_PING_IF_IDLE_FOR);
         }
         let clock = Clock::from_env().map_err(fail)?;
         let db = Database::connect(opts).await.map_err(|e| fail(redact::flatten(&e)))?;
         let file =
             if sqlite { sqlite_file(&db).await.map_err(|e| fail(e.to_string()))? } else { None };
-        let store = Store { db, file: file.map(Arc::new), clock: Arc::new(clock) };
+        let lane = if sqlite {
+            None
+        } else {
+            let lanes = PG_LANE_CONNECTIONS as usize;
+            let lane = lane::Lane::new(url, lanes, PG_CONNECT_TIMEOUT, PG_ACQUIRE_TIMEOUT);
+            Some(Arc::new(lane.map_err(fail)?))
+        };
+        let store =
+            Store { db, file: file.map(Arc::new), clock: Arc::new(clock), lane, observer: None };
         store.sync_clock().await.map_err(|e| fail(e.to_string()))?;
         Ok(store)
     }
@@ -458,7 +486,10 @@ impl Store {
         observe: impl Fn(&sea_orm::metric::Info<'_>) + Send + Sync + 'static,
     ) -> Store {
         let mut store = self.clone();
-        store.db.set_metric_callback(observe);
+        let observe: lane::Observer = Arc::new(observe);
+        let pool_observe = observe.clone();
+        store.db.set_metric_callback(move |info| pool_observe(info));
+        store.observer = Some(Observer(observe));
         store
     }
 
@@ -487,6 +518,9 @@ impl Store {
                     );
                 }
             }
+        }
+        if let Some(lane) = &self.lane {
+            lane.close().await;
         }
         self.db.close().await?;
         Ok(())

@@ -14,6 +14,7 @@ mod faults;
 mod idle;
 mod import;
 mod join;
+mod lane;
 mod monitoring;
 mod operator;
 mod ops;

@@ -1,0 +1,122 @@
+//! Postgres: the join lane, the connections the join's four statements run on outside sqlx's
+//! pool. A connection goes back to the lane only after its statement ended cleanly; one that
+//! died, or whose caller gave up mid-statement, is closed and replaced.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
+use smart_joiner::store::{Limits, Store};
+
+use crate::store::{accounts, t0};
+use crate::support::pg_store;
+
+const LIMITS: Limits = Limits { daily_join_cap: 20, channel_limit: 500 };
+
+async fn pick(store: &Store) -> Result<usize, smart_joiner::store::StoreError> {
+    Ok(store.pick_accounts("default", t0(), &[], &LIMITS, 4, 2).await?.len())
+}
+
+/// The pids of the backends of this database other than the caller's.
+async fn backends(store: &Store, filter: &str) -> Vec<i32> {
+    let sql = format!(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+         AND pid <> pg_backend_pid() {filter}"
+    );
+    let rows = store
+        .connection()
+        .query_all_raw(Statement::from_string(store.connection().get_database_backend(), sql))
+        .await
+        .unwrap();
+    rows.iter().map(|r| r.try_get_by_index::<i32>(0).unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_join_lane_replaces_connections_whose_backend_was_terminated() {
+    let store = pg_store().await;
+    accounts(&store, &["anna", "boris", "carl"], "default").await;
+    // Several picks at once open several lane connections; the observer sees each statement.
+    let seen = Arc::new(AtomicUsize::new(0));
+    let observed = {
+        let seen = seen.clone();
+        store.observed(move |info| {
+            if info.statement.sql.contains("RANDOM()") {
+                seen.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let picks = futures::future::join_all((0..6).map(|_| pick(&observed))).await;
+    assert!(picks.iter().all(|p| matches!(p, Ok(2))), "{picks:?}");
+    assert_eq!(seen.load(Ordering::Relaxed), 6, "the observer sees the lane's statements");
+
+    let killed = backends(&store, "").await;
+    assert!(!killed.is_empty());
+    store
+        .connection()
+        .execute_unprepared(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .await
+        .unwrap();
+    // Each dead connection fails at most one statement, as a transient error, and is not used
+    // again: within as many statements as the lane holds connections, picks work again.
+    let mut failures = 0;
+    for _ in 0..20 {
+        match pick(&store).await {
+            Ok(n) => assert_eq!(n, 2),
+            Err(e) => {
+                assert!(e.is_transient(), "{e}");
+                failures += 1;
+            }
+        }
+    }
+    assert!(failures <= 6, "{failures} picks failed after the backends were terminated");
+    for _ in 0..10 {
+        assert_eq!(pick(&store).await.unwrap(), 2, "every pick works once the lane reconnected");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_join_statement_whose_caller_gave_up_closes_its_connection() {
+    let store = pg_store().await;
+    let a = accounts(&store, &["anna"], "default").await;
+    let id = a[0].id;
+    let epoch =
+        store.take_hold(id, t0(), t0() + chrono::Duration::minutes(2)).await.unwrap().unwrap();
+    // Another transaction locks the account's row: the gate (a lane statement) waits for it.
+    let txn = store.connection().begin().await.unwrap();
+    txn.execute_unprepared(&format!("SELECT id FROM accounts WHERE id = {id} FOR UPDATE"))
+        .await
+        .unwrap();
+    let gate = store.gate_join(id, epoch, t0(), t0() + chrono::Duration::minutes(3), t0());
+    let waiting = async {
+        loop {
+            let blocked = backends(&store, "AND wait_event_type = 'Lock'").await;
+            if let [pid] = blocked[..] {
+                return pid;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    // The caller gives up while the gate waits on the lock.
+    let pid = tokio::select! {
+        done = gate => panic!("the gate finished while the row was locked: {done:?}"),
+        pid = tokio::time::timeout(Duration::from_secs(10), waiting) => pid.expect("the gate waits on the lock"),
+    };
+    txn.commit().await.unwrap();
+    // Its connection was closed, not kept: the backend ends once it finds no client.
+    let gone = async {
+        while backends(&store, &format!("AND pid = {pid}")).await.len() == 1 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), gone)
+        .await
+        .expect("the abandoned statement's backend ends: its connection was not kept");
+    // The lane goes on with a new connection.
+    assert_eq!(pick(&store).await.unwrap(), 0, "the account is held by the check's hold");
+    store.release_hold(id, epoch).await.unwrap();
+    assert_eq!(pick(&store).await.unwrap(), 1);
+}
