@@ -29,6 +29,10 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// A lane connection idle this long is pinged before it is used (the pool's rule).
 pub(super) const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
+/// The first pause before a failed connect is tried again; each next one is twice as long,
+/// up to [`CONNECT_RETRY_MAX`].
+const CONNECT_RETRY_FIRST: Duration = Duration::from_millis(10);
+const CONNECT_RETRY_MAX: Duration = Duration::from_secs(1);
 /// An idle connection is closed after this long (sqlx's pool default).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// A connection is closed after this long open, so a backend's caches do not grow for ever
@@ -207,6 +211,7 @@ impl Lane {
     /// A connection for one statement: an idle one (pinged first when it has been idle long),
     /// else a new one while the lane has room, else the first one handed back.
     async fn checkout(&self) -> Result<Held<'_>, DbErr> {
+        let started = Instant::now();
         let permit = match tokio::time::timeout(self.acquire_timeout, self.slots.acquire()).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_)) => return Err(DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed)),
@@ -223,11 +228,7 @@ impl Lane {
                 });
             }
         }
-        let conn = match tokio::time::timeout(self.connect_timeout, self.options.connect()).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return Err(DbErr::Conn(RuntimeErr::SqlxError(Arc::new(e)))),
-            Err(_) => return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)),
-        };
+        let conn = self.connect(started).await?;
         Ok(Held {
             lane: self,
             conn: Some(conn),
@@ -235,6 +236,33 @@ impl Lane {
             keep: false,
             _permit: permit,
         })
+    }
+
+    /// A new connection. A server that is not there for a moment (restarting, refusing, not
+    /// yet accepting connections) is tried again, with a growing pause, until the acquire
+    /// timeout counted from `started`: as sqlx's pool does, so a short outage delays a join's
+    /// statement instead of failing it. Anything else (a rejected password, an unknown
+    /// database) fails at once.
+    async fn connect(&self, started: Instant) -> Result<PgConnection, DbErr> {
+        let mut pause = CONNECT_RETRY_FIRST;
+        loop {
+            let error =
+                match tokio::time::timeout(self.connect_timeout, self.options.connect()).await {
+                    Ok(Ok(conn)) => return Ok(conn),
+                    Ok(Err(e)) => e,
+                    Err(_) => return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)),
+                };
+            let retry = match &error {
+                sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+                sqlx::Error::Database(e) => e.code().is_some_and(|c| ends_the_session(&c)),
+                _ => false,
+            };
+            if !retry || started.elapsed() + pause >= self.acquire_timeout {
+                return Err(DbErr::Conn(RuntimeErr::SqlxError(Arc::new(error))));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(CONNECT_RETRY_MAX);
+        }
     }
 
     /// The most recently used idle connection; connections idle or open too long are closed

@@ -11,6 +11,7 @@ use smart_joiner::store::{Limits, Store};
 
 use crate::store::{accounts, t0};
 use crate::support::pg_store;
+use crate::support::servers::{as_pg_user, free_port, init_postgres, pg_bin, run, start_postgres};
 
 const LIMITS: Limits = Limits { daily_join_cap: 20, channel_limit: 500 };
 
@@ -119,4 +120,37 @@ async fn a_join_statement_whose_caller_gave_up_closes_its_connection() {
     assert_eq!(pick(&store).await.unwrap(), 0, "the account is held by the check's hold");
     store.release_hold(id, epoch).await.unwrap();
     assert_eq!(pick(&store).await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_join_statement_waits_for_a_restarting_postgres_instead_of_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, port) = (dir.path().to_owned(), free_port());
+    let data = init_postgres(&root, "host all all 127.0.0.1/32 trust\n");
+    let server = start_postgres(&root, &data, port, &[]);
+    let store =
+        Store::connect(&format!("postgres://postgres@127.0.0.1:{port}/postgres")).await.unwrap();
+    store.migrate().await.unwrap();
+    accounts(&store, &["anna", "boris", "carl"], "default").await;
+    assert_eq!(pick(&store).await.unwrap(), 2);
+
+    run(as_pg_user(pg_bin().join("pg_ctl"))
+        .args(["stop", "-m", "fast", "-D"])
+        .arg(&data)
+        .stdout(std::process::Stdio::null()));
+    drop(server);
+    // The lane's connection ended with the server: its next statement fails, as transient.
+    let first = pick(&store).await;
+    assert!(first.as_ref().is_err_and(|e| e.is_transient()), "{first:?}");
+    // The next one finds no server and waits for it, as a statement on the pool would.
+    let restart = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        start_postgres(&root, &data, port, &[])
+    });
+    let asked = std::time::Instant::now();
+    let picked = pick(&store).await;
+    let waited = asked.elapsed();
+    let _server = restart.join().unwrap();
+    assert_eq!(picked.unwrap(), 2, "the pick runs once the server is back");
+    assert!(waited >= Duration::from_secs(1), "it waited for the server: {waited:?}");
 }

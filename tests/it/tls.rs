@@ -3,24 +3,12 @@
 //! of the shared servers is touched.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
+
+use crate::support::servers::{
+    Server, free_port, init_postgres, run, start_postgres, wait_for_port,
+};
 use std::time::{Duration, Instant};
-
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 /// A CA and a certificate for 127.0.0.1/localhost signed by it, in `dir` (`name`.pem/.key);
 /// returns the CA file.
@@ -59,34 +47,6 @@ fn make_ca(dir: &Path, name: &str) -> PathBuf {
     ca
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.0.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for_port(port: u16, what: &str, server: &mut Server) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            panic!("{what} exited at start: {status}");
-        }
-        assert!(Instant::now() < deadline, "{what} does not listen on {port}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// redis-server with TLS on `port` and no plain port.
 fn tls_redis(dir: &Path, port: u16) -> Server {
     let mut server = Server(
@@ -109,64 +69,16 @@ fn tls_redis(dir: &Path, port: u16) -> Server {
     server
 }
 
-/// The directory of PostgreSQL's server binaries (initdb, postgres).
-fn pg_bin() -> PathBuf {
-    let out = run(Command::new("pg_config").arg("--bindir"));
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
-fn is_root() -> bool {
-    run(Command::new("id").arg("-u")).stdout.starts_with(b"0\n")
-}
-
-/// `bin` as the user that owns the cluster: `postgres` when the test runs as root (initdb and
-/// postgres refuse root), the test's own user otherwise.
-fn as_pg_user(bin: PathBuf) -> Command {
-    if is_root() {
-        let mut cmd = Command::new("runuser");
-        cmd.args(["-u", "postgres", "--"]).arg(bin);
-        cmd
-    } else {
-        Command::new(bin)
-    }
-}
-
 /// A private PostgreSQL on `port` that accepts TLS connections only (pg_hba: hostssl).
 fn tls_postgres(dir: &Path, port: u16) -> Server {
-    let data = dir.join("pgdata");
-    if is_root() {
-        run(Command::new("chown").args(["-R", "postgres"]).arg(dir));
-    }
-    run(as_pg_user(pg_bin().join("initdb"))
-        .args(["-A", "trust", "-U", "postgres", "-D"])
-        .arg(&data)
-        .stdout(Stdio::null()));
-    std::fs::write(
-        data.join("pg_hba.conf"),
-        "hostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
-    )
-    .unwrap();
-    if is_root() {
-        run(Command::new("chown").args(["-R", "postgres"]).arg(dir));
-    }
-    let mut server = Server(
-        as_pg_user(pg_bin().join("postgres"))
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "ssl=on"])
-            .arg("-c")
-            .arg(format!("ssl_cert_file={}", dir.join("server.pem").display()))
-            .arg("-c")
-            .arg(format!("ssl_key_file={}", dir.join("server.key").display()))
-            .arg("-c")
-            .arg(format!("unix_socket_directories={}", dir.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start postgres"),
-    );
-    wait_for_port(port, "postgres", &mut server);
-    server
+    let data =
+        init_postgres(dir, "hostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n");
+    let ssl = [
+        "ssl=on".to_owned(),
+        format!("ssl_cert_file={}", dir.join("server.pem").display()),
+        format!("ssl_key_file={}", dir.join("server.key").display()),
+    ];
+    start_postgres(dir, &data, port, &ssl)
 }
 
 fn smart_joiner(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {

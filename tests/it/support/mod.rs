@@ -1,7 +1,8 @@
 //! Test helpers: a fresh, migrated database per test, on Postgres and on SQLite;
-//! `harness`: a join service, its accounts and targets.
+//! `harness`: a join service, its accounts and targets; `servers`: servers of a test's own.
 
 pub mod harness;
+pub mod servers;
 
 use std::time::{Duration, SystemTime};
 
