@@ -15,8 +15,8 @@
 //!
 //! Every statement here is one statement in autocommit, never a transaction, so there is no
 //! rollback to flush. The lane opens its connections as they are needed, up to
-//! [`Lane::new`]'s `max`, and they count in the process's connection budget (see
-//! `PG_MAX_CONNECTIONS`).
+//! [`Lane::new`]'s `max` beside the pool's (`PG_LANE_CONNECTIONS`), and a connect that finds
+//! the server away is tried again until the acquire timeout, as the pool does.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

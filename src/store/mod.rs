@@ -321,10 +321,12 @@ struct DbFile {
 
 /// How long a SQLite writer waits for another process's lock before giving up.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Postgres connections of one process at most: the pool's and the join lane's together.
+/// Postgres pool size of one process (every statement but the join's own four).
 const PG_MAX_CONNECTIONS: u32 = 10;
-/// Of those, the join lane's ([`lane`]): a process opens them only when it runs joins, one
-/// per join statement in flight. The pool keeps the rest for everything else.
+/// The join lane's connections at most ([`lane`]), beside the pool's: a process opens them
+/// only when it runs joins, one per join statement in flight, so no more than it runs joins
+/// at once. The lane has its own so the join's statements and everything else (requeues,
+/// holds, reads) never wait for each other's connections.
 const PG_LANE_CONNECTIONS: u32 = 6;
 /// A pooled Postgres connection idle this long is pinged before it is handed out; a busy one
 /// is not. sqlx's default pings on every checkout: a round trip of its own before each of the
@@ -370,7 +372,7 @@ impl Store {
             });
         } else {
             probe_postgres(url).await.map_err(fail)?;
-            opts.max_connections(PG_MAX_CONNECTIONS - PG_LANE_CONNECTIONS)
+            opts.max_connections(PG_MAX_CONNECTIONS)
                 .min_connections(0)
                 .acquire_timeout(PG_ACQUIRE_TIMEOUT)
                 .test_before_acquire_if_idle_for(PG_PING_IF_IDLE_FOR);
