@@ -33,6 +33,8 @@ pub(super) const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
 /// up to [`CONNECT_RETRY_MAX`].
 const CONNECT_RETRY_FIRST: Duration = Duration::from_millis(10);
 const CONNECT_RETRY_MAX: Duration = Duration::from_secs(1);
+/// Postgres' `too_many_connections`: `max_connections` is reached.
+const TOO_MANY_CONNECTIONS: &str = "53300";
 /// An idle connection is closed after this long (sqlx's pool default).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// A connection is closed after this long open, so a backend's caches do not grow for ever
@@ -239,7 +241,7 @@ impl Lane {
     }
 
     /// A new connection. A server that is not there for a moment (restarting, refusing, not
-    /// yet accepting connections) is tried again, with a growing pause, until the acquire
+    /// yet accepting connections, every connection slot taken) is tried again, with a growing pause, until the acquire
     /// timeout counted from `started`: as sqlx's pool does, so a short outage delays a join's
     /// statement instead of failing it. Anything else (a rejected password, an unknown
     /// database) fails at once.
@@ -254,7 +256,11 @@ impl Lane {
                 };
             let retry = match &error {
                 sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
-                sqlx::Error::Database(e) => e.code().is_some_and(|c| ends_the_session(&c)),
+                // Besides a server going away or starting: 53300, every connection slot taken
+                // (a slot frees when another client leaves).
+                sqlx::Error::Database(e) => {
+                    e.code().is_some_and(|c| ends_the_session(&c) || c == TOO_MANY_CONNECTIONS)
+                }
                 _ => false,
             };
             if !retry || started.elapsed() + pause >= self.acquire_timeout {

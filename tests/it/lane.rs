@@ -154,3 +154,41 @@ async fn a_join_statement_waits_for_a_restarting_postgres_instead_of_failing() {
     assert_eq!(picked.unwrap(), 2, "the pick runs once the server is back");
     assert!(waited >= Duration::from_secs(1), "it waited for the server: {waited:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_join_statement_waits_for_a_free_connection_slot_on_a_full_server() {
+    use sea_orm::sqlx::{ConnectOptions as _, postgres::PgConnectOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let data = init_postgres(dir.path(), "host all all 127.0.0.1/32 trust\n");
+    let _server = start_postgres(dir.path(), &data, port, &["max_connections=6".to_owned()]);
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    accounts(&store, &["anna", "boris", "carl"], "default").await;
+    // Other clients take every slot the server has left.
+    let opts: PgConnectOptions = url.parse().unwrap();
+    let mut others = Vec::new();
+    loop {
+        match opts.connect().await {
+            Ok(conn) => others.push(conn),
+            Err(e) => {
+                assert!(e.to_string().contains("too many clients"), "{e}");
+                break;
+            }
+        }
+        assert!(others.len() < 10, "the server takes more clients than max_connections");
+    }
+    // A pick needs a lane connection: it waits until one of them leaves.
+    let leave = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        drop(others.pop());
+        others
+    });
+    let asked = std::time::Instant::now();
+    let picked = pick(&store).await;
+    let waited = asked.elapsed();
+    let _others = leave.await.unwrap();
+    assert_eq!(picked.unwrap(), 2, "the pick runs once a slot is free");
+    assert!(waited >= Duration::from_millis(500), "it waited for a slot: {waited:?}");
+}
