@@ -11,7 +11,7 @@
 //! when its statement finished (with rows or with an error Postgres answered; either leaves
 //! the connection ready for the next). A statement whose caller was dropped half way, or that
 //! failed on the wire, drops its connection instead. A connection idle longer than
-//! [`PING_IF_IDLE_FOR`] is checked before use, as the pool checks its own.
+//! `PG_PING_IF_IDLE_FOR` is checked before use, as the pool checks its own.
 //!
 //! Every statement here is one statement in autocommit, never a transaction, so there is no
 //! rollback to flush. The lane opens its connections as they are needed, up to
@@ -21,14 +21,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection};
 use sea_orm::sqlx::{self, ConnectOptions as _, Connection as _};
 use sea_orm::{ConnAcquireErr, ConnectionTrait as _, DbErr, QueryResult, RuntimeErr, Statement};
 use sea_query_sqlx::SqlxValues;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-/// A lane connection idle this long is pinged before it is used (the pool's rule).
-pub(super) const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
 /// The first pause before a failed connect is tried again; each next one is twice as long,
 /// up to [`CONNECT_RETRY_MAX`].
 const CONNECT_RETRY_FIRST: Duration = Duration::from_millis(10);
@@ -81,22 +79,6 @@ impl Drop for Held<'_> {
     }
 }
 
-enum Op {
-    All,
-    One,
-    Execute,
-}
-
-enum Out {
-    Rows(Vec<PgRow>),
-    Row(Option<PgRow>),
-    Done(u64),
-}
-
-fn unreachable_output<T>() -> Result<T, DbErr> {
-    Err(DbErr::Custom("the lane returned another kind of result than asked for".to_owned()))
-}
-
 /// Class 08 (connection exception) and 57P0x (the server shutting down, or this backend
 /// terminated): the session is over even though Postgres answered.
 fn ends_the_session(code: &str) -> bool {
@@ -138,10 +120,8 @@ impl Lane {
         stmt: &Statement,
         observer: Option<&Observer>,
     ) -> Result<Vec<QueryResult>, DbErr> {
-        match self.run(stmt, Op::All, observer).await? {
-            Out::Rows(rows) => Ok(rows.into_iter().map(QueryResult::from).collect()),
-            _ => unreachable_output(),
-        }
+        let rows = self.run(stmt, observer, DbErr::Query, async |c| query(stmt).fetch_all(c).await);
+        Ok(rows.await?.into_iter().map(QueryResult::from).collect())
     }
 
     /// Runs `stmt` and returns its first row, if any.
@@ -150,10 +130,9 @@ impl Lane {
         stmt: &Statement,
         observer: Option<&Observer>,
     ) -> Result<Option<QueryResult>, DbErr> {
-        match self.run(stmt, Op::One, observer).await? {
-            Out::Row(row) => Ok(row.map(QueryResult::from)),
-            _ => unreachable_output(),
-        }
+        let row =
+            self.run(stmt, observer, DbErr::Query, async |c| query(stmt).fetch_optional(c).await);
+        Ok(row.await?.map(QueryResult::from))
     }
 
     /// Runs `stmt` and returns how many rows it changed.
@@ -162,22 +141,22 @@ impl Lane {
         stmt: &Statement,
         observer: Option<&Observer>,
     ) -> Result<u64, DbErr> {
-        match self.run(stmt, Op::Execute, observer).await? {
-            Out::Done(n) => Ok(n),
-            _ => unreachable_output(),
-        }
+        let done = self.run(stmt, observer, DbErr::Exec, async |c| query(stmt).execute(c).await);
+        Ok(done.await?.rows_affected())
     }
 
-    /// Runs `stmt` on a connection of the lane and tells `observer` about it, as sea-orm tells
-    /// the observer of the pool's statements.
-    async fn run(
+    /// Runs `op` (`stmt` on a connection of the lane) and tells `observer` about it, as
+    /// sea-orm tells the observer of the pool's statements. `kind` wraps a driver error as
+    /// sea-orm would for the same call.
+    async fn run<T>(
         &self,
         stmt: &Statement,
-        op: Op,
         observer: Option<&Observer>,
-    ) -> Result<Out, DbErr> {
+        kind: fn(RuntimeErr) -> DbErr,
+        op: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, DbErr> {
         let started = observer.map(|_| std::time::SystemTime::now());
-        let result = self.run_unobserved(stmt, op).await;
+        let result = self.run_unobserved(kind, op).await;
         if let (Some(started), Some(observe)) = (started, observer) {
             observe(&sea_orm::metric::Info {
                 elapsed: started.elapsed().unwrap_or_default(),
@@ -188,15 +167,14 @@ impl Lane {
         result
     }
 
-    async fn run_unobserved(&self, stmt: &Statement, op: Op) -> Result<Out, DbErr> {
+    async fn run_unobserved<T>(
+        &self,
+        kind: fn(RuntimeErr) -> DbErr,
+        op: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, DbErr> {
         let mut held = self.checkout().await?;
         let conn = held.conn.as_mut().expect("a checked-out connection is there until dropped");
-        let q = query(stmt);
-        let result = match op {
-            Op::All => q.fetch_all(&mut *conn).await.map(Out::Rows),
-            Op::One => q.fetch_optional(&mut *conn).await.map(Out::Row),
-            Op::Execute => q.execute(&mut *conn).await.map(|done| Out::Done(done.rows_affected())),
-        };
+        let result = op(conn).await;
         // Rows, or an error Postgres answered, leave the connection ready for the next
         // statement; anything else (the wire, a backend shutting down) leaves it in doubt.
         held.keep = match &result {
@@ -204,10 +182,7 @@ impl Lane {
             Err(sqlx::Error::Database(e)) => !e.code().is_some_and(|c| ends_the_session(&c)),
             Err(_) => false,
         };
-        result.map_err(|e| {
-            let e = RuntimeErr::SqlxError(Arc::new(e));
-            if matches!(op, Op::Execute) { DbErr::Exec(e) } else { DbErr::Query(e) }
-        })
+        result.map_err(|e| kind(RuntimeErr::SqlxError(Arc::new(e))))
     }
 
     /// A connection for one statement: an idle one (pinged first when it has been idle long),
@@ -220,7 +195,7 @@ impl Lane {
             Err(_) => return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)),
         };
         while let Some(Idle { mut conn, since, born }) = self.pop_idle() {
-            if since.elapsed() < PING_IF_IDLE_FOR || conn.ping().await.is_ok() {
+            if since.elapsed() < super::PG_PING_IF_IDLE_FOR || conn.ping().await.is_ok() {
                 return Ok(Held {
                     lane: self,
                     conn: Some(conn),
@@ -296,13 +271,17 @@ fn query(stmt: &Statement) -> sqlx::query::Query<'_, sqlx::Postgres, SqlxValues>
 }
 
 impl super::Store {
+    fn observer(&self) -> Option<&Observer> {
+        self.observer.as_ref().map(|o| &o.0)
+    }
+
     /// The rows of one of the join's statements: on the lane on Postgres, else on the pool.
     pub(super) async fn join_query_all(
         &self,
         stmt: Statement,
     ) -> Result<Vec<QueryResult>, super::StoreError> {
         Ok(match &self.lane {
-            Some(lane) => lane.query_all(&stmt, self.observer.as_ref().map(|o| &o.0)).await?,
+            Some(lane) => lane.query_all(&stmt, self.observer()).await?,
             None => self.db.query_all_raw(stmt).await?,
         })
     }
@@ -313,7 +292,7 @@ impl super::Store {
         stmt: Statement,
     ) -> Result<Option<QueryResult>, super::StoreError> {
         Ok(match &self.lane {
-            Some(lane) => lane.query_one(&stmt, self.observer.as_ref().map(|o| &o.0)).await?,
+            Some(lane) => lane.query_one(&stmt, self.observer()).await?,
             None => self.db.query_one_raw(stmt).await?,
         })
     }
@@ -321,7 +300,7 @@ impl super::Store {
     /// The rows one of the join's statements changed, as [`join_query_all`](Self::join_query_all).
     pub(super) async fn join_execute(&self, stmt: Statement) -> Result<u64, super::StoreError> {
         Ok(match &self.lane {
-            Some(lane) => lane.execute(&stmt, self.observer.as_ref().map(|o| &o.0)).await?,
+            Some(lane) => lane.execute(&stmt, self.observer()).await?,
             None => self.db.execute_raw(stmt).await?.rows_affected(),
         })
     }

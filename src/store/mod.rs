@@ -328,9 +328,9 @@ const PG_MAX_CONNECTIONS: u32 = 10;
 /// at once. The lane has its own so the join's statements and everything else (requeues,
 /// holds, reads) never wait for each other's connections.
 const PG_LANE_CONNECTIONS: u32 = 6;
-/// A pooled Postgres connection idle this long is pinged before it is handed out; a busy one
-/// is not. sqlx's default pings on every checkout: a round trip of its own before each of the
-/// join's four statements. A busy connection that died (a restart, `pg_terminate_backend`)
+/// A Postgres connection (the pool's or the join lane's) idle this long is pinged before it is
+/// handed out; a busy one is not. sqlx's default pings on every checkout: a round trip of its
+/// own before every statement. A busy connection that died (a restart, `pg_terminate_backend`)
 /// fails its next statement, and every statement's caller already handles that failure.
 const PG_PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
 /// How long a statement waits for a free connection before it fails as transient.
