@@ -15,6 +15,7 @@ mod m20261206_000001_policies;
 mod m20261206_000002_bound_targets;
 mod m20261206_000003_pick_order_index;
 mod m20261206_000004_pinned_targets_index;
+mod m20261207_000001_pinned_index_without_takes;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000002_bound_targets::Migration),
             Box::new(m20261206_000003_pick_order_index::Migration),
             Box::new(m20261206_000004_pinned_targets_index::Migration),
+            Box::new(m20261207_000001_pinned_index_without_takes::Migration),
         ]
     }
 }

@@ -27,9 +27,11 @@ const DAY: Duration = Duration::hours(24);
 pub(super) const PINNED_DUE_WITHIN: Duration = Duration::seconds(60);
 
 /// The targets pinned to `accounts.id` and due by `due`: claimed by the account, `joining`, no
-/// epoch owning the claim (the join that pinned it was decided), run at or before `due`. The
-/// status is written as a literal so that a generic plan can use the partial index
-/// `idx_targets_pinned` (`WHERE status = 'joining'`).
+/// epoch owning the claim (the join that pinned it was decided), run at or before `due`. Both
+/// conditions are written as literals so that a generic plan can use the partial index
+/// `idx_targets_pinned` (`WHERE status = 'joining' AND claim_epoch IS NULL`), which a take
+/// never writes to: it stays as small as the pinned targets, whatever the joins since the last
+/// vacuum left dead.
 fn pinned_to_account(due: DateTime<Utc>) -> SelectStatement {
     let pinned = Alias::new("pinned");
     pinned_targets()
