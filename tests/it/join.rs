@@ -786,3 +786,45 @@ async fn workers_whose_clocks_are_30_s_off_keep_flood_waits_and_pauses(store: St
     let inv = invariants::check(&store, pacing.join_pause_min, &LIMITS).await.unwrap();
     assert!(inv.is_clean(), "{inv}: {inv:#?}");
 }
+
+/// Joins that end (joined, here) write nothing to `idx_targets_pinned`, the index the pick
+/// reads for each candidate's pinned target: a take claims its target under an epoch, outside
+/// the index's predicate (`claim_epoch IS NULL`). When every take wrote an entry there, the
+/// decision left it dead, and until a vacuum the pick read the dead entries of every join
+/// since (BENCHMARKS.md, session 12). A btree nothing was ever written to is its metapage
+/// alone; a target left in doubt at the end shows that the measure sees an entry.
+#[tokio::test]
+async fn joins_write_nothing_to_the_index_of_pinned_targets() {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    let store = crate::support::pg_store().await;
+    let db = store.connection();
+    // No vacuum may tidy up behind the test.
+    db.execute_unprepared("ALTER TABLE targets SET (autovacuum_enabled = false)").await.unwrap();
+    let size = || async {
+        let sql = "SELECT pg_relation_size('idx_targets_pinned') AS n";
+        let row = db.query_one_raw(Statement::from_string(DbBackend::Postgres, sql)).await;
+        row.unwrap().unwrap().try_get::<i64>("", "n").unwrap()
+    };
+    let empty = size().await;
+    let targets = links("unpinned", 30);
+    let accounts = seed(&store, 6, &targets, "cars").await;
+    let fake = ScriptedTelegram::new(Script::default());
+    let svc = JoinEnv::new(&store, Arc::new(fake), accounts).service();
+    let report = SmartJoiner::new(svc, "default", Duration::from_secs(30))
+        .run_batch("cars", 30)
+        .await
+        .unwrap();
+    assert_eq!(report.taken, 30);
+    let joined = store.targets(None, None).await.unwrap();
+    assert!(joined.iter().all(|t| t.status == TargetStatus::Joined), "{joined:?}");
+    assert_eq!(size().await, empty, "30 joins wrote to the index of pinned targets");
+
+    // A target left in doubt (claimed, no epoch owning the claim) is what the index is for.
+    let pinned = format!(
+        "UPDATE targets SET status = 'joining', claimed_account_id = assigned_account_id, \
+         claim_epoch = NULL WHERE id = {}",
+        joined[0].id
+    );
+    db.execute_unprepared(&pinned).await.unwrap();
+    assert!(size().await > empty, "an in-doubt target is not in the index");
+}
