@@ -34,6 +34,10 @@ fn write_out(args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// `run` joins as a worker does: see the worker's allocator (BENCHMARKS.md, session 12).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

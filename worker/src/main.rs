@@ -25,6 +25,12 @@ struct Cli {
     settings: SettingsArgs,
 }
 
+/// A join allocates and frees many small buffers on tokio's threads (statements, rows,
+/// futures): glibc's allocator spent a fifth of a worker's CPU on them, mimalloc about half
+/// that (BENCHMARKS.md, session 12).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
