@@ -3,16 +3,14 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
-use sea_orm::sea_query::{
-    Alias, Asterisk, Expr, ExprTrait, NullOrdering, Query, SelectStatement, WithClause,
-};
+use sea_orm::sea_query::{Alias, Asterisk, Expr, ExprTrait, NullOrdering, Query, SelectStatement};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, Order,
     QueryFilter, QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
 };
 
 use super::entity::{accounts, join_attempts, targets};
-use super::sql::{cte, exists_in, ids_of, locked_targets, sub};
+use super::sql::{cte, exists_in, ids_of, locked_targets, sub, with_ctes};
 use super::targets::{claim_target_where, claimable};
 use super::{
     Account, Claimable, Limits, Store, StoreError, SyncReport, Take, Target, accounts_from,
@@ -217,11 +215,7 @@ fn take_statement(
         .and_where(Expr::col(targets::Column::Id).in_subquery(ids_of(&t0)))
         .and_where(exists_in(&a))
         .returning_all();
-    let with = WithClause::new()
-        .cte(cte(t0.clone(), locked))
-        .cte(cte(a.clone(), take))
-        .cte(cte(t.clone(), claim))
-        .to_owned();
+    let ctes = [cte(t0.clone(), locked), cte(a.clone(), take), cte(t.clone(), claim)];
     let claimable = Query::select().expr(Expr::col(Asterisk).count()).from(t0).take();
     // One row whatever happened; the claimed target's columns are NULL unless it was claimed.
     let main = Query::select()
@@ -231,7 +225,7 @@ fn take_statement(
         .from_subquery(Query::select().expr(Expr::val(1)).take(), Alias::new("one"))
         .left_join(t, Expr::cust("TRUE"))
         .take();
-    sea_orm::DbBackend::Postgres.build(&main.with(with))
+    sea_orm::DbBackend::Postgres.build(&with_ctes(ctes, main))
 }
 
 /// The pick's query: the cheaply eligible accounts of `pool` in fairness order (the `spread`

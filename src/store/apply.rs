@@ -1,14 +1,12 @@
 //! Step 6 of the join: the decision applied all or nothing, fenced by the lease epoch.
 
-use sea_orm::sea_query::{
-    Alias, Asterisk, Expr, ExprTrait, Query, SelectStatement, SimpleExpr, WithClause,
-};
+use sea_orm::sea_query::{Alias, Asterisk, Expr, ExprTrait, Query, SelectStatement, SimpleExpr};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait,
 };
 
 use super::entity::{accounts, join_attempts, targets};
-use super::sql::{cte, exists_in, ids_of, locked_targets, sub};
+use super::sql::{cte, exists_in, ids_of, locked_targets, sub, with_ctes};
 use super::{Applied, Attempt, Store, StoreError};
 use crate::domain::{
     AccountChange, AccountStatus, Decision, JoinOutcome, TargetChange, TargetStatus,
@@ -159,14 +157,9 @@ fn decision_statement(w: Writes) -> Result<sea_orm::Statement, StoreError> {
         .select_from(Query::select().exprs(values).and_where(exists_in(&t)).take())
         .map_err(|e| StoreError::Invalid(e.to_string()))?
         .returning_col(join_attempts::Column::Id);
-    let with = WithClause::new()
-        .cte(cte(t0, locked))
-        .cte(cte(a, account))
-        .cte(cte(t, target))
-        .cte(cte(i.clone(), insert))
-        .to_owned();
-    let count = Query::select().expr(Expr::col(Asterisk).count()).from(i).take();
-    Ok(sea_orm::DbBackend::Postgres.build(&count.with(with)))
+    let count = Query::select().expr(Expr::col(Asterisk).count()).from(i.clone()).take();
+    let ctes = [cte(t0, locked), cte(a, account), cte(t, target), cte(i, insert)];
+    Ok(sea_orm::DbBackend::Postgres.build(&with_ctes(ctes, count)))
 }
 
 impl Store {

@@ -4,6 +4,7 @@
 use sea_orm::Condition;
 use sea_orm::sea_query::{
     Alias, CommonTableExpression, Expr, LockType, Query, SelectStatement, SubQueryStatement,
+    WithQuery,
 };
 
 use super::entity::targets;
@@ -15,7 +16,25 @@ pub(super) fn sub(select: SelectStatement) -> Expr {
 
 /// `<name> AS (<query>)`
 pub(super) fn cte(name: Alias, query: impl Into<SubQueryStatement>) -> CommonTableExpression {
-    CommonTableExpression::new().query(query).table_name(name).to_owned()
+    let mut cte = CommonTableExpression::new();
+    cte.query(query).table_name(name);
+    cte
+}
+
+/// `WITH <ctes> <main>`, built in place. sea-query's own way (`SelectStatement::with`, and the
+/// builders' `to_owned()`) clones the whole statement on the way, and a join builds two of
+/// these (the take and the decision): the clones were a tenth of a worker's CPU
+/// (BENCHMARKS.md, session 12).
+pub(super) fn with_ctes(
+    ctes: impl IntoIterator<Item = CommonTableExpression>,
+    main: impl Into<SubQueryStatement>,
+) -> WithQuery {
+    let mut with = WithQuery::new();
+    for cte in ctes {
+        with.cte(cte);
+    }
+    with.query(main);
+    with
 }
 
 /// `EXISTS (SELECT 1 FROM <cte>)`
