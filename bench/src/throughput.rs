@@ -94,6 +94,8 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<bool> {
     let mut ok = true;
     let mut last_db: Option<FreshDb> = None;
     let mut fake_rate = None;
+    // CPU µs per join of the fake run, Redis included.
+    let mut fake_cpu = None;
     for mode in &args.telegram {
         let work = tempfile::Builder::new().prefix("sj-throughput-").tempdir()?;
         let db = FreshDb::create("tput").await?;
@@ -199,6 +201,7 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<bool> {
         }
         if mode == "fake" {
             fake_rate = Some(rate);
+            fake_cpu = Some(cpu.total() + redis_used.cpu_seconds * 1e6 / done.max(1) as f64);
         }
         if let Some(s) = server {
             let v = s.violations();
@@ -214,8 +217,17 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<bool> {
     }
     if let Some(db) = last_db {
         if args.pgbench_seconds > 0 {
-            let full_tps = pgbench(&db, &args).await?;
-            if let (Some(rate), Some(tps)) = (fake_rate, full_tps) {
+            let full = pgbench(&db, &args).await?;
+            if let (Some(ours), Some((_, theirs))) = (fake_cpu, full) {
+                // The same comparison in CPU per join: the two phases run at different moments,
+                // and a machine whose speed drifts between them moves the ratio of rates, not
+                // this one.
+                println!(
+                    "throughput: CPU per join, pgbench[full join] / end to end (fake, Redis included) = {theirs:.0} / {ours:.0} µs = {:.2}",
+                    theirs / ours
+                );
+            }
+            if let (Some(rate), Some((tps, _))) = (fake_rate, full) {
                 let ratio = rate / tps;
                 println!(
                     "throughput: end to end (fake) / pgbench[full join] = {rate:.0} / {tps:.0} = {ratio:.2} (target 0.80: {})",
@@ -249,8 +261,8 @@ const PGBENCH_HEADER: &str = r#"\set n :n + 1
 "#;
 
 /// Runs the join's statements (recorded from a real join, [`join_script`]) on fresh targets;
-/// returns the transactions per second.
-async fn pgbench(db: &FreshDb, args: &ThroughputArgs) -> anyhow::Result<Option<f64>> {
+/// returns the transactions per second and the CPU µs per transaction (Postgres and pgbench).
+async fn pgbench(db: &FreshDb, args: &ThroughputArgs) -> anyhow::Result<Option<(f64, f64)>> {
     let limits = Limits { daily_join_cap: UNLIMITED, channel_limit: UNLIMITED };
     let script = format!("{PGBENCH_HEADER}{}", join_script::record(limits).await?);
     let clients = u64::from(args.pgbench_clients.max(1));
@@ -320,7 +332,7 @@ async fn pgbench(db: &FreshDb, args: &ThroughputArgs) -> anyhow::Result<Option<f
         "pgbench[full join]: {takes} of {txs} takes claimed their target, {joined} targets joined ({:.0} %)",
         100.0 * joined as f64 / txs.max(1) as f64
     );
-    Ok(parse_tps(&tps))
+    Ok(parse_tps(&tps).map(|tps| (tps, cpu.total())))
 }
 
 /// pgbench's `number of transactions actually processed: 1234`.
