@@ -89,8 +89,14 @@ impl RedisDelta {
             .sum()
     }
 
+    /// Redis' CPU µs per job.
+    pub fn cpu_us_per_job(&self, jobs: u64) -> f64 {
+        self.cpu_seconds * 1e6 / jobs.max(1) as f64
+    }
+
     /// One line per job: commands, round trips, CPU, and the commonest commands.
     pub fn per_job(&self, jobs: u64) -> String {
+        let cpu = self.cpu_us_per_job(jobs);
         let jobs = jobs.max(1) as f64;
         let mut top: Vec<(&String, &u64)> = self.calls.iter().collect();
         top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
@@ -100,7 +106,7 @@ impl RedisDelta {
             "{:.1} commands/job (scripts' inner commands included), {:.2} round trips/job, {:.0} µs Redis CPU/job; per job: {}",
             self.commands() as f64 / jobs,
             self.round_trips() as f64 / jobs,
-            self.cpu_seconds * 1e6 / jobs,
+            cpu,
             top.join(", ")
         )
     }

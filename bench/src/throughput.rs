@@ -201,7 +201,7 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<bool> {
         }
         if mode == "fake" {
             fake_rate = Some(rate);
-            fake_cpu = Some(cpu.total() + redis_used.cpu_seconds * 1e6 / done.max(1) as f64);
+            fake_cpu = Some(cpu.total() + redis_used.cpu_us_per_job(done.max(0) as u64));
         }
         if let Some(s) = server {
             let v = s.violations();

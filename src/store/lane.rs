@@ -216,8 +216,8 @@ impl Lane {
     }
 
     /// A new connection. A server that is not there for a moment (restarting, refusing, not
-    /// yet accepting connections, every connection slot taken) is tried again, with a growing pause, until the acquire
-    /// timeout counted from `started`: as sqlx's pool does, so a short outage delays a join's
+    /// yet accepting connections, every connection slot taken) is tried again, with a growing
+    /// pause, until the acquire timeout counted from `started`: as sqlx's pool does, so a short outage delays a join's
     /// statement instead of failing it. Anything else (a rejected password, an unknown
     /// database) fails at once.
     async fn connect(&self, started: Instant) -> Result<PgConnection, DbErr> {
