@@ -3,13 +3,16 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
-use sea_orm::sea_query::{Alias, Asterisk, Expr, ExprTrait, NullOrdering, Query, SelectStatement};
+use sea_orm::sea_query::{
+    Alias, Asterisk, Expr, ExprTrait, NullOrdering, Query, SelectStatement, Value,
+};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, Order,
     QueryFilter, QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
 };
 
 use super::entity::{accounts, join_attempts, targets};
+use super::shapes::{Shape, v};
 use super::sql::{cte, exists_in, ids_of, locked_targets, sub, with_ctes};
 use super::targets::{claim_target_where, claimable};
 use super::{
@@ -150,6 +153,27 @@ fn take_update(
         .filter(accounts::Column::Id.eq(account_id))
         .filter(accounts::Column::Status.is_in(working_statuses()))
         .filter(free_at(now))
+}
+
+/// The values [`take_statement`] binds, in its order ($1, $2, ...): the locked target's
+/// conditions, the account's half ([`take_update`]), the claim, the one-row select.
+fn take_values(
+    account_id: i64,
+    target_id: i64,
+    which: Claimable,
+    now: DateTime<Utc>,
+    hold_until: DateTime<Utc>,
+    rest_until: DateTime<Utc>,
+) -> Vec<Value> {
+    use crate::domain::TargetStatus::{Joining, New, Queued};
+    let mut values = vec![v(target_id), v(New.as_str()), v(Queued.as_str())];
+    if which == Claimable::Any {
+        values.extend([v(Joining.as_str()), v(account_id), v(account_id)]);
+    }
+    values.extend([v(1), v(hold_until), v(rest_until), v(account_id)]);
+    values.extend(working_statuses().into_iter().map(v));
+    values.extend([v(now), v(now), v(1), v(Joining.as_str()), v(account_id), v(now), v(1), v(1)]);
+    values
 }
 
 /// The take's column of the new epoch (NULL when the account was not taken).
@@ -316,6 +340,33 @@ fn eligible_query(
         .take()
 }
 
+/// The values [`eligible_query`] binds, in its order ($1, $2, ...).
+fn eligible_values(
+    pool: &str,
+    now: DateTime<Utc>,
+    excluded: &[i64],
+    limits: &Limits,
+    spread: u64,
+    limit: u64,
+) -> Vec<Value> {
+    let mut values = vec![v(pool)];
+    values.extend(working_statuses().into_iter().map(v));
+    values.extend(excluded.iter().copied().map(v));
+    values.extend([v(now), v(now), v(1), v(now + PINNED_DUE_WITHIN)]);
+    if spread > 1 {
+        values.extend([v(spread), v(spread)]);
+    } else {
+        values.push(v(i64::MAX as u64));
+    }
+    let (free, operator) =
+        (i64::from(crate::domain::FREE_CHANNEL_LIMIT), i64::from(limits.channel_limit));
+    values.extend([v(free), v(operator), v(free), v(operator), v(1)]);
+    values.extend(counted_outcomes().map(v));
+    let cap = limits.daily_join_cap;
+    values.extend([v(now - DAY), v(now), v(u64::from(cap)), v(i64::from(cap)), v(limit)]);
+    values
+}
+
 impl Store {
     /// Takes the account and claims the target for one join, right after the account's Redis
     /// lease, in one transaction:
@@ -353,11 +404,15 @@ impl Store {
         hold_until: DateTime<Utc>,
         rest_until: DateTime<Utc>,
     ) -> Result<(Take, Option<Target>), StoreError> {
-        let take = take_update(account_id, now, hold_until, rest_until);
+        let take = || take_update(account_id, now, hold_until, rest_until);
         if self.is_postgres() {
-            let stmt = take_statement(take.into_query(), account_id, target_id, which, now);
+            let values = take_values(account_id, target_id, which, now, hold_until, rest_until);
+            let stmt = self.shapes.statement(Shape::Take(which), values, || {
+                take_statement(take().into_query(), account_id, target_id, which, now)
+            });
             return self.take_in_one_statement(stmt).await;
         }
+        let take = take();
         let txn = self.db.begin().await?;
         let taken = take.exec_with_returning(&txn).await?;
         let Some(epoch) = taken.first().map(|a| a.lease_epoch) else {
@@ -545,14 +600,23 @@ impl Store {
         rest_until: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         use accounts::Column as C;
-        let gate = accounts::Entity::update_many()
-            .col_expr(C::HeldUntil, Expr::val(hold_until))
-            .col_expr(C::NextAllowedActionTime, super::sql::rest_at_least(rest_until))
-            .filter(C::Id.eq(account_id))
-            .filter(C::LeaseEpoch.eq(epoch))
-            .filter(C::HeldUntil.gt(now))
-            .into_query();
-        let stmt = self.db.get_database_backend().build(&gate);
+        let build = || {
+            let gate = accounts::Entity::update_many()
+                .col_expr(C::HeldUntil, Expr::val(hold_until))
+                .col_expr(C::NextAllowedActionTime, super::sql::rest_at_least(rest_until))
+                .filter(C::Id.eq(account_id))
+                .filter(C::LeaseEpoch.eq(epoch))
+                .filter(C::HeldUntil.gt(now))
+                .into_query();
+            self.db.get_database_backend().build(&gate)
+        };
+        let stmt = if self.is_postgres() {
+            let values = [v(hold_until), v(rest_until), v(rest_until)];
+            let values = [values.as_slice(), &[v(account_id), v(epoch), v(now)]].concat();
+            self.shapes.statement(Shape::Gate, values, build)
+        } else {
+            build()
+        };
         Ok(self.join_execute(stmt).await? == 1)
     }
 
@@ -653,8 +717,17 @@ impl Store {
         spread: u64,
         limit: u64,
     ) -> Result<Vec<accounts::Model>, StoreError> {
-        let query = eligible_query(pool, now, excluded, limits, spread, limit);
-        let stmt = self.db.get_database_backend().build(&query);
+        let build = || {
+            let query = eligible_query(pool, now, excluded, limits, spread, limit);
+            self.db.get_database_backend().build(&query)
+        };
+        let stmt = if self.is_postgres() {
+            let shape = Shape::Pick { excluded: excluded.len(), spread: spread > 1 };
+            let values = eligible_values(pool, now, excluded, limits, spread, limit);
+            self.shapes.statement(shape, values, build)
+        } else {
+            build()
+        };
         let rows = self.join_query_all(stmt).await?;
         Ok(rows
             .iter()
@@ -809,5 +882,36 @@ mod statement_shape {
         let query = eligible_query("default", DateTime::UNIX_EPOCH, &[7], &limits, 8, 4);
         let stmt = sea_orm::DbBackend::Postgres.build(&query);
         assert_documented(include_str!("accounts.rs"), "eligible_query", &stmt.sql);
+    }
+
+    /// Distinct moments, so a value listed in the wrong place cannot match by chance.
+    fn moments() -> [DateTime<Utc>; 3] {
+        let t = DateTime::UNIX_EPOCH + Duration::days(20_000);
+        [t, t + Duration::seconds(7), t + Duration::seconds(300)]
+    }
+
+    #[test]
+    fn the_takes_listed_values_are_the_ones_it_binds() {
+        let [now, hold, rest] = moments();
+        for which in [Claimable::Any, Claimable::FreeOnly] {
+            let built =
+                take_statement(take_update(3, now, hold, rest).into_query(), 3, 9, which, now);
+            let listed = take_values(3, 9, which, now, hold, rest);
+            assert_eq!(built.values.map(|v| v.0), Some(listed), "{which:?}");
+        }
+    }
+
+    #[test]
+    fn the_picks_listed_values_are_the_ones_it_binds() {
+        let [now, ..] = moments();
+        let limits = Limits { daily_join_cap: 20, channel_limit: 500 };
+        for excluded in [&[][..], &[7], &[7, 8, 11]] {
+            for (spread, want) in [(1, 4), (64, 4), (8, 1)] {
+                let query = eligible_query("p", now, excluded, &limits, spread, want);
+                let built = sea_orm::DbBackend::Postgres.build(&query);
+                let listed = eligible_values("p", now, excluded, &limits, spread, want);
+                assert_eq!(built.values.map(|v| v.0), Some(listed), "{excluded:?} {spread}");
+            }
+        }
     }
 }

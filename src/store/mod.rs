@@ -18,6 +18,7 @@ mod migrations;
 mod policies;
 mod reports;
 mod scaling;
+mod shapes;
 mod sql;
 mod targets;
 
@@ -261,7 +262,7 @@ pub enum Applied {
 }
 
 /// Which targets a take may claim.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Claimable {
     /// Whatever the account may claim: a free target, its own in-doubt claim, one bound to it.
     Any,
@@ -299,6 +300,8 @@ pub struct Store {
     lane: Option<Arc<lane::Lane>>,
     /// Told of every statement this store runs, the lane's included (see [`Store::observed`]).
     observer: Option<Observer>,
+    /// Postgres: the SQL of the pick, the take and the gate, kept per shape (see [`shapes`]).
+    shapes: Arc<shapes::Shapes>,
 }
 
 /// [`lane::Observer`], printable as the store is.
@@ -388,8 +391,14 @@ impl Store {
             let lane = lane::Lane::new(url, lanes, PG_CONNECT_TIMEOUT, PG_ACQUIRE_TIMEOUT);
             Some(Arc::new(lane.map_err(fail)?))
         };
-        let store =
-            Store { db, file: file.map(Arc::new), clock: Arc::new(clock), lane, observer: None };
+        let store = Store {
+            db,
+            file: file.map(Arc::new),
+            clock: Arc::new(clock),
+            lane,
+            observer: None,
+            shapes: Arc::default(),
+        };
         store.sync_clock().await.map_err(|e| fail(e.to_string()))?;
         Ok(store)
     }
