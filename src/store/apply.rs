@@ -1,11 +1,14 @@
 //! Step 6 of the join: the decision applied all or nothing, fenced by the lease epoch.
 
-use sea_orm::sea_query::{Alias, Asterisk, Expr, ExprTrait, Query, SelectStatement, SimpleExpr};
+use sea_orm::sea_query::{
+    Alias, Asterisk, Expr, ExprTrait, Query, SelectStatement, SimpleExpr, Value,
+};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait,
 };
 
 use super::entity::{accounts, join_attempts, targets};
+use super::shapes::{Shape, v};
 use super::sql::{cte, exists_in, ids_of, locked_targets, sub, with_ctes};
 use super::{Applied, Attempt, Store, StoreError};
 use crate::domain::{
@@ -73,6 +76,106 @@ fn writes(
     ];
     let binds = decision.binds();
     Ok(Writes { target_id, binds, account_cond, account_sets, target_cond, target_sets, row })
+}
+
+/// The values [`decision_statement`] binds for [`writes`]' arguments, in its order ($1, $2,
+/// ...): the locked target's conditions, the account's sets and conditions, the target's, the
+/// attempt row.
+fn decision_values(
+    target_id: i64,
+    account_id: i64,
+    epoch: i64,
+    outcome: &JoinOutcome,
+    decision: &Decision,
+    attempt: &Attempt,
+) -> Vec<Value> {
+    let now = attempt.finished_at;
+    let no_time = || v(None::<chrono::DateTime<chrono::Utc>>);
+    let paused = || v(AccountStatus::Paused.as_str());
+    let mut values = vec![v(target_id), v(TargetStatus::Joining.as_str()), v(account_id), v(epoch)];
+    if decision.binds() {
+        values.push(v(account_id));
+    }
+    values.extend([v(attempt.finished_at), v(now)]);
+    match &decision.account {
+        AccountChange::Pace { until } => values.extend([
+            paused(),
+            v(AccountStatus::Active.as_str()),
+            paused(),
+            v(None::<String>),
+            v(*until),
+        ]),
+        AccountChange::Wait { status, until, reason } => {
+            values.extend([paused(), v(status.as_str()), paused(), v(reason.as_str()), v(*until)])
+        }
+        AccountChange::Disable { status, reason } => {
+            values.extend([v(status.as_str()), v(reason.as_str())])
+        }
+        AccountChange::Unchanged => values.push(v(attempt.finished_at)),
+    }
+    values.extend([no_time(), v(account_id), v(epoch), v(1), v(1), v(now)]);
+    let clear_claim = [v(None::<i64>), v(None::<i64>), v(0)];
+    let bind = |status: TargetStatus| {
+        let mut sets = clear_claim.to_vec();
+        sets.extend([v(status.as_str()), v(account_id), no_time()]);
+        sets.extend([v(None::<String>), v(None::<String>)]);
+        sets
+    };
+    match &decision.target {
+        TargetChange::Joined { joined_at, warmup_ends_at } => {
+            values.extend(bind(TargetStatus::Joined));
+            values.extend([v(*joined_at), v(*warmup_ends_at)]);
+            if let JoinOutcome::Joined { peer, .. } = outcome {
+                values.extend(peer.id.map(v));
+                values.extend(peer.title.as_deref().map(v));
+            }
+        }
+        TargetChange::Requested => values.extend(bind(TargetStatus::Requested)),
+        TargetChange::Requeue { run_at } => {
+            values.extend(clear_claim);
+            values.extend([v(TargetStatus::Queued.as_str()), v(*run_at)]);
+        }
+        TargetChange::Fail { status, code, message } => {
+            values.extend(clear_claim);
+            values.extend([v(status.as_str()), v(code.as_str()), v(message.as_str()), no_time()]);
+        }
+        TargetChange::KeepClaim { run_at } => values.extend([v(*run_at), v(1), v(None::<i64>)]),
+        TargetChange::AwaitAccount { run_at } => values.extend([v(*run_at), v(None::<i64>)]),
+    }
+    let flood_wait_seconds = match outcome {
+        JoinOutcome::FloodWait { seconds } => Some(i32::try_from(*seconds).unwrap_or(i32::MAX)),
+        _ => None,
+    };
+    values.extend([v(1), v(target_id), v(account_id), v(epoch)]);
+    values.extend([v(attempt.started_at), v(attempt.finished_at), v(outcome.kind().as_str())]);
+    values.extend([v(flood_wait_seconds), v(outcome.error_code().map(str::to_owned))]);
+    values.extend([v(attempt.worker.as_str()), v(1)]);
+    values
+}
+
+/// What decides the text of a decision's statement: which changes it writes, and which of the
+/// joined chat's id and title it records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct DecisionShape {
+    account: std::mem::Discriminant<AccountChange>,
+    target: std::mem::Discriminant<TargetChange>,
+    peer_id: bool,
+    title: bool,
+}
+
+impl DecisionShape {
+    fn of(outcome: &JoinOutcome, decision: &Decision) -> DecisionShape {
+        let peer = match (outcome, &decision.target) {
+            (JoinOutcome::Joined { peer, .. }, TargetChange::Joined { .. }) => Some(peer),
+            _ => None,
+        };
+        DecisionShape {
+            account: std::mem::discriminant(&decision.account),
+            target: std::mem::discriminant(&decision.target),
+            peer_id: peer.is_some_and(|p| p.id.is_some()),
+            title: peer.is_some_and(|p| p.title.is_some()),
+        }
+    }
 }
 
 /// `bound_targets + (SELECT COUNT(*) FROM <from> WHERE <unbound>)`: the account's count of
@@ -180,12 +283,15 @@ impl Store {
         attempt: &Attempt,
     ) -> Result<Applied, StoreError> {
         let now = attempt.finished_at;
-        let writes = writes(target_id, account_id, epoch, outcome, decision, attempt)?;
-
+        let writes = || writes(target_id, account_id, epoch, outcome, decision, attempt);
         let applied = if self.is_postgres() {
-            self.apply_in_one_statement(writes).await?
+            // What `writes` refuses is refused before a kept statement is used.
+            check_target_change(&decision.target)?;
+            let shape = DecisionShape::of(outcome, decision);
+            let values = decision_values(target_id, account_id, epoch, outcome, decision, attempt);
+            self.apply_in_one_statement(shape, values, writes).await?
         } else {
-            self.apply_in_a_transaction(writes).await?
+            self.apply_in_a_transaction(writes()?).await?
         };
         if applied {
             return Ok(Applied::Applied);
@@ -203,9 +309,16 @@ impl Store {
         }
     }
 
-    /// Postgres: the three writes as one statement ([`decision_statement`]).
-    async fn apply_in_one_statement(&self, w: Writes) -> Result<bool, StoreError> {
-        let stmt = decision_statement(w)?;
+    /// Postgres: the three writes as one statement ([`decision_statement`]), kept per shape.
+    async fn apply_in_one_statement(
+        &self,
+        shape: DecisionShape,
+        values: Vec<Value>,
+        writes: impl FnOnce() -> Result<Writes, StoreError>,
+    ) -> Result<bool, StoreError> {
+        let stmt = self.shapes.try_statement(Shape::Decision(shape), values, || {
+            writes().and_then(decision_statement)
+        })?;
         let row = self.join_query_one(stmt).await?;
         let written: i64 = match row {
             Some(row) => row.try_get_by_index(0)?,
@@ -365,6 +478,20 @@ fn unless_paused(value: SimpleExpr, column: accounts::Column) -> SimpleExpr {
     .into()
 }
 
+/// A failed target must end `error` or `banned`.
+fn check_target_change(change: &TargetChange) -> Result<(), StoreError> {
+    match change {
+        TargetChange::Fail { status, .. }
+            if !matches!(status, TargetStatus::Error | TargetStatus::Banned) =>
+        {
+            Err(StoreError::Invalid(format!(
+                "a failed target must end `error` or `banned`, not `{status}`"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn target_change(
     change: &TargetChange,
     account_id: i64,
@@ -413,11 +540,7 @@ fn target_change(
             sets
         }
         TargetChange::Fail { status, code, message } => {
-            if !matches!(status, TargetStatus::Error | TargetStatus::Banned) {
-                return Err(StoreError::Invalid(format!(
-                    "a failed target must end `error` or `banned`, not `{status}`"
-                )));
-            }
+            check_target_change(change)?;
             let mut sets = clear_claim();
             sets.extend([
                 (C::Status, Expr::val(status.as_str())),
@@ -482,5 +605,76 @@ mod statement_shape {
         let w = writes(2, 1, 5, &outcome, &decision, &attempt).unwrap();
         let stmt = decision_statement(w).unwrap();
         assert_documented(include_str!("apply.rs"), "decision_statement", &stmt.sql);
+    }
+
+    #[test]
+    fn the_decisions_listed_values_are_the_ones_it_binds_for_every_change() {
+        let t = DateTime::UNIX_EPOCH + chrono::Duration::days(20_000);
+        let at = |s| t + chrono::Duration::seconds(s);
+        let attempt = Attempt { started_at: at(1), finished_at: at(2), worker: "w1".to_owned() };
+        let accounts = [
+            AccountChange::Pace { until: at(3) },
+            AccountChange::Wait {
+                status: AccountStatus::FloodWait,
+                until: at(4),
+                reason: "FloodWait 30s".to_owned(),
+            },
+            AccountChange::Disable { status: AccountStatus::Banned, reason: "banned".to_owned() },
+            AccountChange::Unchanged,
+        ];
+        let targets = [
+            TargetChange::Joined { joined_at: at(5), warmup_ends_at: at(6) },
+            TargetChange::Requested,
+            TargetChange::Requeue { run_at: at(7) },
+            TargetChange::Fail {
+                status: TargetStatus::Error,
+                code: "INVITE_HASH_EXPIRED".to_owned(),
+                message: "expired".to_owned(),
+            },
+            TargetChange::KeepClaim { run_at: at(8) },
+            TargetChange::AwaitAccount { run_at: at(9) },
+        ];
+        let peers = [
+            PeerInfo::default(),
+            PeerInfo { id: Some(-100_777), title: None },
+            PeerInfo { id: Some(-100_777), title: Some("Cars".to_owned()) },
+            PeerInfo { id: None, title: Some("Cars".to_owned()) },
+        ];
+        let mut outcomes: Vec<JoinOutcome> =
+            peers.into_iter().map(|peer| JoinOutcome::Joined { already: false, peer }).collect();
+        outcomes.push(JoinOutcome::FloodWait { seconds: 45 });
+        outcomes.push(crate::domain::classify_rpc_error(400, "CHANNEL_PRIVATE", None));
+        let mut shapes = std::collections::HashSet::new();
+        for account in &accounts {
+            for target in &targets {
+                for outcome in &outcomes {
+                    let decision = Decision {
+                        target: target.clone(),
+                        account: account.clone(),
+                        next: Next::Done,
+                    };
+                    let w = writes(2, 1, 5, outcome, &decision, &attempt).unwrap();
+                    let built = decision_statement(w).unwrap();
+                    let listed = decision_values(2, 1, 5, outcome, &decision, &attempt);
+                    let case = format!("{account:?} {target:?} {outcome:?}");
+                    assert_eq!(built.values.map(|v| v.0), Some(listed), "{case}");
+                    let shape = DecisionShape::of(outcome, &decision);
+                    shapes.insert((shape, built.sql));
+                }
+            }
+        }
+        // One text per shape: a shape that two texts share would send the wrong one.
+        let by_shape: std::collections::HashSet<_> = shapes.iter().map(|(s, _)| *s).collect();
+        assert_eq!(by_shape.len(), shapes.len());
+    }
+
+    #[test]
+    fn a_failed_target_that_does_not_end_failed_is_refused_before_any_statement() {
+        let change = TargetChange::Fail {
+            status: TargetStatus::Joined,
+            code: "X".to_owned(),
+            message: "x".to_owned(),
+        };
+        assert!(matches!(check_target_change(&change), Err(StoreError::Invalid(_))));
     }
 }

@@ -1,6 +1,6 @@
 //! Postgres: the join's statements rendered once per shape.
 //!
-//! The pick, the take and the gate are built with sea-query, whose doc comments show their SQL
+//! The pick, the take, the gate and the decision are built with sea-query, whose doc comments show their SQL
 //! (a test compares). Building and rendering them for every join was a sixth of a worker's
 //! CPU (BENCHMARKS.md, session 13), though their text changes only with their shape (which
 //! conditions are there, how many ids a list holds) and never with their inputs, which are
@@ -31,6 +31,8 @@ pub(super) enum Shape {
     Take(Claimable),
     /// The gate (`Store::gate_join`).
     Gate,
+    /// The decision (`decision_statement`): the changes it writes.
+    Decision(super::apply::DecisionShape),
 }
 
 /// A pick leaving out more accounts than this is built each time, so that the kept shapes stay
@@ -41,7 +43,7 @@ impl Shape {
     fn kept(self) -> bool {
         match self {
             Shape::Pick { excluded, .. } => excluded <= MOST_EXCLUDED_KEPT,
-            Shape::Take(_) | Shape::Gate => true,
+            Shape::Take(_) | Shape::Gate | Shape::Decision(_) => true,
         }
     }
 }
@@ -61,21 +63,37 @@ impl Shapes {
         values: Vec<Value>,
         build: impl FnOnce() -> Statement,
     ) -> Statement {
+        let built =
+            self.try_statement(shape, values, || Ok::<_, std::convert::Infallible>(build()));
+        match built {
+            Ok(stmt) => stmt,
+            Err(never) => match never {},
+        }
+    }
+
+    /// [`statement`](Self::statement) for a builder that may fail; its error is returned, and
+    /// nothing is kept.
+    pub(super) fn try_statement<E>(
+        &self,
+        shape: Shape,
+        values: Vec<Value>,
+        build: impl FnOnce() -> Result<Statement, E>,
+    ) -> Result<Statement, E> {
         let values = Values(values);
         let kept = self.sql.lock().unwrap_or_else(|p| p.into_inner()).get(&shape).cloned();
         match kept {
             Some(Some(sql)) => {
                 let stmt = Statement { sql, values: Some(values), db_backend: DbBackend::Postgres };
                 if cfg!(debug_assertions) {
-                    let built = build();
+                    let built = build()?;
                     assert_eq!(stmt.sql, built.sql, "{shape:?}: the kept SQL is not the built SQL");
                     assert_eq!(stmt.values, built.values, "{shape:?}: listed values differ");
                 }
-                stmt
+                Ok(stmt)
             }
             Some(None) => build(),
             None => {
-                let built = build();
+                let built = build()?;
                 let matches = built.values.as_ref() == Some(&values);
                 if !matches {
                     debug_assert!(
@@ -92,7 +110,7 @@ impl Shapes {
                     let sql = matches.then(|| built.sql.clone());
                     self.sql.lock().unwrap_or_else(|p| p.into_inner()).insert(shape, sql);
                 }
-                built
+                Ok(built)
             }
         }
     }
