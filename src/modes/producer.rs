@@ -61,10 +61,12 @@ pub enum ProduceError {
     Lease(#[from] crate::lease::LeaseError),
 }
 
-/// `new` targets taken per transaction of one run.
+/// Most `new` targets taken per transaction of one run.
 const PAGE: u64 = 10_000;
 /// The first page is smaller: the workers get their first jobs after one push of this many
-/// instead of after a whole page has been moved and pushed.
+/// instead of after a whole page has been moved and pushed. Each next page is at most twice
+/// the last, so the workers, busy with page k while page k + 1 is moved, are not left idle
+/// waiting for a page much larger than the one they were given.
 const FIRST_PAGE: u64 = PUSH_BATCH as u64;
 /// Jobs pushed in one Redis round trip.
 const PUSH_BATCH: usize = 1_000;
@@ -115,7 +117,7 @@ pub async fn produce(
     remaining -= current.len() as u64;
     while !current.is_empty() {
         let more = current.len() as u64 == page && remaining > 0;
-        page = remaining.min(PAGE);
+        page = remaining.min(PAGE).min(page * 2);
         let after = current.last().map_or(0, |t| t.id);
         let next_page = async {
             if more {

@@ -304,7 +304,8 @@ async fn the_producer_queues_a_batch_of_several_pages_exactly_once() {
     };
 
     // The LIMIT of every page statement, in order: the first page is small, so the workers get
-    // their first jobs after one push of 1,000 instead of after a whole page of 10,000.
+    // their first jobs after one push of 1,000 instead of after a whole page of 10,000, and
+    // each page is at most twice the last, up to 10,000.
     let pages = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let observed = {
         let pages = pages.clone();
@@ -320,7 +321,7 @@ async fn the_producer_queues_a_batch_of_several_pages_exactly_once() {
     };
     let report = produce(&observed, &queue, &locks, &opts(22_222)).await.unwrap();
     assert_eq!((report.queued, report.push_failures), (22_222, 0));
-    assert_eq!(*pages.lock().unwrap(), ["1000", "10000", "10000", "1222"], "page sizes");
+    assert_eq!(*pages.lock().unwrap(), ["1000", "2000", "4000", "8000", "7222"], "page sizes");
     let jobs =
         || async { queue.depth().await.map(|(ready, scheduled)| ready + scheduled).unwrap() };
     assert_eq!(jobs().await, 22_222, "jobs in Redis");
