@@ -172,7 +172,12 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<bool> {
             if done as usize >= args.targets {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // The count reads the whole table, on the cores the run is measured on: it is taken
+            // less often while much is left (a tenth of a millisecond per target left, at
+            // about a tenth of the time left at the rates measured here), every 100 ms at the end.
+            let left = (args.targets as u64).saturating_sub(done.max(0) as u64);
+            let pause = Duration::from_micros(100 * left).clamp(POLL_MIN, POLL_MAX);
+            tokio::time::sleep(pause).await;
         }
         let elapsed = t0.elapsed();
         poller.close().await;
@@ -242,6 +247,10 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<bool> {
     }
     Ok(ok)
 }
+
+/// The shortest and the longest pause between two counts of the settled targets.
+const POLL_MIN: Duration = Duration::from_millis(100);
+const POLL_MAX: Duration = Duration::from_secs(1);
 
 /// The daily cap and the channel limit of every run here, the workers' and pgbench's recorded
 /// join alike: high enough that no account reaches either.
