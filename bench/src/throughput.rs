@@ -12,10 +12,10 @@ use smart_joiner::domain::TargetLink;
 use smart_joiner::store::Limits;
 use tgsim::{Account, Group, Scenario, Server};
 
-use crate::cpu::CpuSnapshot;
+use crate::cpu::{CpuSnapshot, CpuUse};
 use crate::env::{self, FreshDb, PrivateRedis, ProcEnv, machine};
 use crate::join_script;
-use crate::redis_stats::RedisSnapshot;
+use crate::redis_stats::{RedisDelta, RedisSnapshot};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ThroughputArgs {
@@ -41,6 +41,10 @@ pub struct ThroughputArgs {
     /// Also write pgbench's script (the recorded join's statements) to this file.
     #[arg(long)]
     pub pgbench_script: Option<std::path::PathBuf>,
+    /// With pgbench: the fake run and pgbench alternate this many times, each taking its share
+    /// of the targets and of the seconds, so that a machine whose speed drifts slows both alike.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
     #[arg(long)]
     pub bin_dir: Option<std::path::PathBuf>,
 }
@@ -92,10 +96,6 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<bool> {
     println!("machine: {}", machine());
     let bin_dir = env::bin_dir(args.bin_dir.as_deref())?;
     let mut ok = true;
-    let mut last_db: Option<FreshDb> = None;
-    let mut fake_rate = None;
-    // CPU µs per join of the fake run, Redis included.
-    let mut fake_cpu = None;
     for mode in &args.telegram {
         let work = tempfile::Builder::new().prefix("sj-throughput-").tempdir()?;
         let db = FreshDb::create("tput").await?;
@@ -157,56 +157,72 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<bool> {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
 
-        let redis_before = RedisSnapshot::take(&redis.url).await?;
         let worker_pids: Vec<u32> = workers.iter().map(|w| w.id()).collect();
-        let cpu_before = CpuSnapshot::take(&worker_pids);
-        let t0 = Instant::now();
-        anyhow::ensure!(penv.produce("bench", args.targets as u64, "1h").await?, "producer failed");
-        let produced = t0.elapsed();
-        let settled_sql = "SELECT count(*) FROM targets WHERE status IN ('joined', 'requested', 'error', 'banned')";
-        let deadline = Instant::now() + Duration::from_secs(600);
-        let mut done = 0;
-        let poller = Poller::connect(&db.url).await?;
-        while Instant::now() < deadline {
-            done = poller.count(settled_sql).await?;
-            if done as usize >= args.targets {
-                break;
+        let compared = mode == "fake" && args.pgbench_seconds > 0;
+        let rounds = if compared { args.rounds.max(1) } else { 1 };
+        let (mut ours, mut theirs) = (Totals::default(), Totals::default());
+        let mut settled_before = 0;
+        for round in 0..rounds {
+            // The targets are shared out in order: round r takes the next share of them.
+            let share = share_of(args.targets, rounds, round);
+            let phase = our_phase(&db, &redis, &penv, &worker_pids, share, settled_before).await?;
+            settled_before += phase.joins;
+            ours.add(&phase);
+            if compared {
+                let seconds = share_of(args.pgbench_seconds as usize, rounds, round) as u64;
+                if let Some(phase) = pgbench(&db, &args, seconds, round).await? {
+                    theirs.add(&phase);
+                }
             }
-            // The count reads the whole table, on the cores the run is measured on: it is taken
-            // less often while much is left (a tenth of a millisecond per target left, at
-            // about a tenth of the time left at the rates measured here), every 100 ms at the end.
-            let left = (args.targets as u64).saturating_sub(done.max(0) as u64);
-            let pause = Duration::from_micros(100 * left).clamp(POLL_MIN, POLL_MAX);
-            tokio::time::sleep(pause).await;
         }
-        let elapsed = t0.elapsed();
-        poller.close().await;
-        let rate = done as f64 / elapsed.as_secs_f64();
-        let cpu = cpu_before.until(&CpuSnapshot::take(&worker_pids), done.max(0) as u64);
-        let redis_used = redis_before.until(&RedisSnapshot::take(&redis.url).await?);
-        let joined = count(&db.url, "SELECT count(*) FROM targets WHERE status = 'joined'").await?;
+        let rate = ours.rate();
+        let joined = count(
+            &db.url,
+            "SELECT count(*) FROM targets WHERE niche = 'bench' AND status = 'joined'",
+        )
+        .await?;
         for w in &mut workers {
             env::stop_child(w, Duration::from_secs(10));
         }
         let target = if mode == "fake" { 1000.0 } else { 200.0 };
         println!(
-            "throughput[{mode}]: {} targets, {} accounts, {} workers x {}: producer {:.2} s, all settled in {:.2} s ({joined} joined) = {rate:.0} joins/s (target {target:.0}: {})",
+            "throughput[{mode}]: {} targets, {} accounts, {} workers x {}, {rounds} round(s): producer {:.2} s, all settled in {:.2} s ({joined} joined) = {rate:.0} joins/s (target {target:.0}: {})",
             args.targets,
             args.accounts,
             args.workers,
             args.concurrency,
-            produced.as_secs_f64(),
-            elapsed.as_secs_f64(),
+            ours.producer_seconds,
+            ours.seconds,
             if rate >= target { "met" } else { "MISSED" }
         );
-        println!("throughput[{mode}]: redis: {}", redis_used.per_job(done.max(0) as u64));
-        println!("throughput[{mode}]: CPU per job: {}", cpu.describe(Some("workers"), "producer"));
+        println!("throughput[{mode}]: redis: {}", ours.redis_per_job());
+        println!("throughput[{mode}]: CPU per job: {}", ours.describe(Some("workers"), "producer"));
         if rate < target {
             ok = false;
         }
-        if mode == "fake" {
-            fake_rate = Some(rate);
-            fake_cpu = Some(cpu.total() + redis_used.cpu_us_per_job(done.max(0) as u64));
+        if compared && theirs.joins > 0 {
+            let (ours_cpu, theirs_cpu) = (ours.cpu_per_unit(), theirs.cpu_per_unit());
+            println!(
+                "pgbench[full join]: in all {:.1} s: {:.0} tps; CPU per transaction: {}",
+                theirs.seconds,
+                theirs.rate(),
+                theirs.describe(None, "pgbench client")
+            );
+            // The same comparison in CPU per join, which does not move with the machine's
+            // speed at all.
+            println!(
+                "throughput: CPU per join, pgbench[full join] / end to end (fake, Redis included) = {theirs_cpu:.0} / {ours_cpu:.0} µs = {:.2}",
+                theirs_cpu / ours_cpu
+            );
+            let ratio = rate / theirs.rate();
+            println!(
+                "throughput: end to end (fake) / pgbench[full join] = {rate:.0} / {:.0} = {ratio:.2} (target 0.80: {})",
+                theirs.rate(),
+                if ratio >= 0.8 { "met" } else { "MISSED" }
+            );
+            if ratio < 0.8 {
+                ok = false;
+            }
         }
         if let Some(s) = server {
             let v = s.violations();
@@ -216,36 +232,119 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<bool> {
             s.shutdown().await;
         }
         drop(redis);
-        if let Some(old) = last_db.replace(db) {
-            old.drop_db().await;
-        }
-    }
-    if let Some(db) = last_db {
-        if args.pgbench_seconds > 0 {
-            let full = pgbench(&db, &args).await?;
-            if let (Some(ours), Some((_, theirs))) = (fake_cpu, full) {
-                // The same comparison in CPU per join: the two phases run at different moments,
-                // and a machine whose speed drifts between them moves the ratio of rates, not
-                // this one.
-                println!(
-                    "throughput: CPU per join, pgbench[full join] / end to end (fake, Redis included) = {theirs:.0} / {ours:.0} µs = {:.2}",
-                    theirs / ours
-                );
-            }
-            if let (Some(rate), Some((tps, _))) = (fake_rate, full) {
-                let ratio = rate / tps;
-                println!(
-                    "throughput: end to end (fake) / pgbench[full join] = {rate:.0} / {tps:.0} = {ratio:.2} (target 0.80: {})",
-                    if ratio >= 0.8 { "met" } else { "MISSED" }
-                );
-                if ratio < 0.8 {
-                    ok = false;
-                }
-            }
-        }
         db.drop_db().await;
     }
     Ok(ok)
+}
+
+/// Round `round`'s share of `total` split into `rounds` (the first ones take the remainder).
+fn share_of(total: usize, rounds: u32, round: u32) -> usize {
+    let (rounds, round) = (rounds.max(1) as usize, round as usize);
+    total / rounds + usize::from(round < total % rounds)
+}
+
+/// One phase of a run: the work done (joins, or pgbench's transactions), how long it took and
+/// the CPU it cost in µs, by whom (`CpuSnapshot::until` per 1), Redis' part apart.
+struct Phase {
+    joins: u64,
+    seconds: f64,
+    producer_seconds: f64,
+    cpu: CpuUse,
+    redis: RedisDelta,
+}
+
+/// The phases of one kind added up.
+#[derive(Default)]
+struct Totals {
+    joins: u64,
+    seconds: f64,
+    producer_seconds: f64,
+    cpu: [f64; 4],
+    redis: RedisDelta,
+}
+
+impl Totals {
+    fn add(&mut self, p: &Phase) {
+        self.joins += p.joins;
+        self.seconds += p.seconds;
+        self.producer_seconds += p.producer_seconds;
+        for (sum, x) in
+            self.cpu.iter_mut().zip([p.cpu.postgres, p.cpu.pids, p.cpu.reaped, p.cpu.me])
+        {
+            *sum += x;
+        }
+        for (name, n) in &p.redis.calls {
+            *self.redis.calls.entry(name.clone()).or_default() += n;
+        }
+        self.redis.cpu_seconds += p.redis.cpu_seconds;
+    }
+
+    fn rate(&self) -> f64 {
+        self.joins as f64 / self.seconds.max(1e-9)
+    }
+
+    /// CPU µs per join (or transaction), by whom.
+    fn per_unit(&self) -> CpuUse {
+        let per = self.joins.max(1) as f64;
+        let [postgres, pids, reaped, me] = self.cpu.map(|us| us / per);
+        CpuUse { postgres, pids, reaped, me }
+    }
+
+    /// CPU µs per join in all, Redis included.
+    fn cpu_per_unit(&self) -> f64 {
+        self.per_unit().total() + self.redis.cpu_us_per_job(self.joins)
+    }
+
+    fn describe(&self, pids: Option<&str>, reaped: &str) -> String {
+        self.per_unit().describe(pids, reaped)
+    }
+
+    fn redis_per_job(&self) -> String {
+        self.redis.per_job(self.joins)
+    }
+}
+
+/// Ours: the producer queues the next `share` targets of the niche `bench` and the workers
+/// join them; returns once `settled_before + share` of them are settled.
+async fn our_phase(
+    db: &FreshDb,
+    redis: &PrivateRedis,
+    penv: &ProcEnv,
+    worker_pids: &[u32],
+    share: usize,
+    settled_before: u64,
+) -> anyhow::Result<Phase> {
+    let redis_before = RedisSnapshot::take(&redis.url).await?;
+    let cpu_before = CpuSnapshot::take(worker_pids);
+    let t0 = Instant::now();
+    anyhow::ensure!(penv.produce("bench", share as u64, "1h").await?, "producer failed");
+    let producer_seconds = t0.elapsed().as_secs_f64();
+    let settled_sql = "SELECT count(*) FROM targets WHERE niche = 'bench' AND status IN ('joined', 'requested', 'error', 'banned')";
+    let goal = settled_before + share as u64;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut done = 0;
+    let poller = Poller::connect(&db.url).await?;
+    while Instant::now() < deadline {
+        done = poller.count(settled_sql).await?.max(0) as u64;
+        if done >= goal {
+            break;
+        }
+        // The count reads the whole table, on the cores the run is measured on: it is taken
+        // less often while much is left (a tenth of a millisecond per target left, at about a
+        // tenth of the time left at the rates measured here), every 100 ms at the end.
+        let pause = Duration::from_micros(100 * (goal - done)).clamp(POLL_MIN, POLL_MAX);
+        tokio::time::sleep(pause).await;
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    poller.close().await;
+    let joins = done.saturating_sub(settled_before);
+    Ok(Phase {
+        joins,
+        seconds,
+        producer_seconds,
+        cpu: cpu_before.until(&CpuSnapshot::take(worker_pids), 1),
+        redis: redis_before.until(&RedisSnapshot::take(&redis.url).await?),
+    })
 }
 
 /// The shortest and the longest pause between two counts of the settled targets.
@@ -271,7 +370,12 @@ const PGBENCH_HEADER: &str = r#"\set n :n + 1
 
 /// Runs the join's statements (recorded from a real join, [`join_script`]) on fresh targets;
 /// returns the transactions per second and the CPU µs per transaction (Postgres and pgbench).
-async fn pgbench(db: &FreshDb, args: &ThroughputArgs) -> anyhow::Result<Option<(f64, f64)>> {
+async fn pgbench(
+    db: &FreshDb,
+    args: &ThroughputArgs,
+    seconds: u64,
+    round: u32,
+) -> anyhow::Result<Option<Phase>> {
     let limits = Limits { daily_join_cap: UNLIMITED, channel_limit: UNLIMITED };
     let script = format!("{PGBENCH_HEADER}{}", join_script::record(limits).await?);
     let clients = u64::from(args.pgbench_clients.max(1));
@@ -281,16 +385,20 @@ async fn pgbench(db: &FreshDb, args: &ThroughputArgs) -> anyhow::Result<Option<(
     );
     // Fresh queued targets, unbound, as the producer leaves them for the workers; ids are
     // consecutive (one statement, nothing else inserting), from base + 1.
-    let fresh = args.pgbench_seconds * PGBENCH_TARGETS_PER_SECOND;
+    // Each round has a niche of its own.
+    let niche = format!("pgbench_{round}");
+    let fresh = seconds * PGBENCH_TARGETS_PER_SECOND;
     db.exec(&format!(
         "INSERT INTO targets (link, kind, niche, status, attempts, in_doubt_tries, next_run_at, \
          created_at, updated_at) \
-         SELECT '@pgbench_' || g, 'username', 'pgbench', 'queued', 0, 0, now(), now(), now() \
+         SELECT '@{niche}_' || g, 'username', '{niche}', 'queued', 0, 0, now(), now(), now() \
          FROM generate_series(1, {fresh}) g"
     ))
     .await?;
-    let first = count(&db.url, "SELECT min(id) FROM targets WHERE niche = 'pgbench'").await?;
-    let last = count(&db.url, "SELECT max(id) FROM targets WHERE niche = 'pgbench'").await?;
+    let first =
+        count(&db.url, &format!("SELECT min(id) FROM targets WHERE niche = '{niche}'")).await?;
+    let last =
+        count(&db.url, &format!("SELECT max(id) FROM targets WHERE niche = '{niche}'")).await?;
     anyhow::ensure!(last - first + 1 == fresh as i64, "pgbench's targets are not consecutive");
     db.exec("ANALYZE").await?;
     println!(
@@ -310,7 +418,7 @@ async fn pgbench(db: &FreshDb, args: &ThroughputArgs) -> anyhow::Result<Option<(
     let cpu_before = CpuSnapshot::take(&[]);
     let out = Command::new("pgbench")
         .args(["-n", "-M", "prepared", "-c", &clients.to_string(), "-j", "2"])
-        .args(["-T", &args.pgbench_seconds.to_string()])
+        .args(["-T", &seconds.to_string()])
         .args(["-D", "n=-1", "-D", &format!("base={}", first - 1)])
         .args(["-D", &format!("nclients={clients}")])
         .args(["-D", &format!("naccounts={}", args.accounts)])
@@ -327,21 +435,25 @@ async fn pgbench(db: &FreshDb, args: &ThroughputArgs) -> anyhow::Result<Option<(
     }
     let tps = text.lines().find(|l| l.starts_with("tps")).unwrap_or("no tps line").to_owned();
     let lat = text.lines().find(|l| l.starts_with("latency average")).unwrap_or("").to_owned();
-    println!("pgbench[full join]: {clients} clients, {} s: {tps}; {lat}", args.pgbench_seconds);
-    let txs = parse_transactions(&text).unwrap_or(0);
-    let cpu = cpu_before.until(&CpuSnapshot::take(&[]), txs.max(0) as u64);
-    println!("pgbench[full join]: CPU per transaction: {}", cpu.describe(None, "pgbench client"));
+    println!("pgbench[full join] round {round}: {clients} clients, {seconds} s: {tps}; {lat}");
+    let txs = parse_transactions(&text).unwrap_or(0).max(0) as u64;
+    let cpu = cpu_before.until(&CpuSnapshot::take(&[]), 1);
     let takes = count(&db.url, takes_sql).await? - takes_before;
-    let joined = count(
-        &db.url,
-        "SELECT count(*) FROM targets WHERE niche = 'pgbench' AND status = 'joined'",
-    )
-    .await?;
+    let joined_sql =
+        format!("SELECT count(*) FROM targets WHERE niche = '{niche}' AND status = 'joined'");
+    let joined = count(&db.url, &joined_sql).await?;
     println!(
-        "pgbench[full join]: {takes} of {txs} takes claimed their target, {joined} targets joined ({:.0} %)",
+        "pgbench[full join] round {round}: {takes} of {txs} takes claimed their target, {joined} targets joined ({:.0} %)",
         100.0 * joined as f64 / txs.max(1) as f64
     );
-    Ok(parse_tps(&tps).map(|tps| (tps, cpu.total())))
+    // pgbench's own measure of its time, connections left out.
+    Ok(parse_tps(&tps).map(|tps| Phase {
+        joins: txs,
+        seconds: txs as f64 / tps.max(1e-9),
+        producer_seconds: 0.0,
+        cpu,
+        redis: RedisDelta::default(),
+    }))
 }
 
 /// pgbench's `number of transactions actually processed: 1234`.
