@@ -898,6 +898,9 @@ mod statement_shape {
                 take_statement(take_update(3, now, hold, rest).into_query(), 3, 9, which, now);
             let listed = take_values(3, 9, which, now, hold, rest);
             assert_eq!(built.values.map(|v| v.0), Some(listed), "{which:?}");
+            // Other inputs of the same shape: the same text.
+            let other = take_update(4, hold, rest, now).into_query();
+            assert_eq!(built.sql, take_statement(other, 4, 10, which, rest).sql, "{which:?}");
         }
     }
 
@@ -911,6 +914,14 @@ mod statement_shape {
                 let built = sea_orm::DbBackend::Postgres.build(&query);
                 let listed = eligible_values("p", now, excluded, &limits, spread, want);
                 assert_eq!(built.values.map(|v| v.0), Some(listed), "{excluded:?} {spread}");
+                // Other inputs of the same shape: the same text.
+                let others: Vec<i64> = excluded.iter().map(|id| id + 100).collect();
+                let other = Limits { daily_join_cap: 3, channel_limit: 9 };
+                let later = now + Duration::hours(5);
+                let other_spread = if spread > 1 { spread * 2 } else { 1 };
+                let query = eligible_query("q", later, &others, &other, other_spread, 9);
+                let again = sea_orm::DbBackend::Postgres.build(&query);
+                assert_eq!(built.sql, again.sql, "{excluded:?} {spread}");
             }
         }
     }
