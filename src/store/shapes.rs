@@ -1,11 +1,12 @@
 //! Postgres: the join's statements rendered once per shape.
 //!
-//! The pick, the take, the gate and the decision are built with sea-query, whose doc comments show their SQL
-//! (a test compares). Building and rendering them for every join was a sixth of a worker's
-//! CPU (BENCHMARKS.md, session 13), though their text changes only with their shape (which
-//! conditions are there, how many ids a list holds) and never with their inputs, which are
-//! all bound values. So each shape is built once, on its first use, and its SQL kept; later
-//! uses send that SQL with values listed by hand in the order the builder binds them.
+//! The pick, the take, the gate and the decision are built with sea-query, whose doc comments
+//! show their SQL (a test compares). Building and rendering them for every join was about a
+//! fifth of a worker's CPU (BENCHMARKS.md, session 13), though their text changes only with
+//! their shape (which conditions are there, how many ids a list holds) and never with their
+//! inputs, which are all bound values. So each shape is built once, on its first use, and its
+//! SQL kept; later uses send that SQL with values listed by hand in the order the builder
+//! binds them.
 //!
 //! The builder stays the definition. A first use keeps the SQL only when the listed values are
 //! exactly the ones the builder bound; otherwise the statement is built on every use and the
