@@ -116,6 +116,7 @@ impl CpuSnapshot {
 }
 
 /// CPU µs per unit of work, by whom.
+#[derive(Debug, Clone, Default)]
 pub struct CpuUse {
     pub postgres: f64,
     pub pids: f64,
@@ -124,6 +125,25 @@ pub struct CpuUse {
 }
 
 impl CpuUse {
+    /// `self` plus `other`, process by process.
+    pub fn add(&mut self, other: &CpuUse) {
+        self.postgres += other.postgres;
+        self.pids += other.pids;
+        self.reaped += other.reaped;
+        self.me += other.me;
+    }
+
+    /// `self` with every figure divided by `n` (µs in all to µs per unit of work).
+    pub fn per(&self, n: u64) -> CpuUse {
+        let n = n.max(1) as f64;
+        CpuUse {
+            postgres: self.postgres / n,
+            pids: self.pids / n,
+            reaped: self.reaped / n,
+            me: self.me / n,
+        }
+    }
+
     /// Every process counted, in µs per unit of work.
     pub fn total(&self) -> f64 {
         self.postgres + self.pids + self.reaped + self.me

@@ -75,6 +75,14 @@ pub struct RedisDelta {
 }
 
 impl RedisDelta {
+    /// `self` plus `other`: the commands and the CPU of both stretches.
+    pub fn add(&mut self, other: &RedisDelta) {
+        for (name, n) in &other.calls {
+            *self.calls.entry(name.clone()).or_default() += n;
+        }
+        self.cpu_seconds += other.cpu_seconds;
+    }
+
     /// Every command executed, those run inside scripts included.
     pub fn commands(&self) -> u64 {
         self.calls.values().sum()

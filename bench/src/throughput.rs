@@ -161,6 +161,7 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<bool> {
         let compared = mode == "fake" && args.pgbench_seconds > 0;
         let rounds = if compared { args.rounds.max(1) } else { 1 };
         let (mut ours, mut theirs) = (Totals::default(), Totals::default());
+        let script = if compared { Some(pgbench_script(&args).await?) } else { None };
         let mut settled_before = 0;
         for round in 0..rounds {
             // The targets are shared out in order: round r takes the next share of them.
@@ -168,9 +169,9 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<bool> {
             let phase = our_phase(&db, &redis, &penv, &worker_pids, share, settled_before).await?;
             settled_before += phase.joins;
             ours.add(&phase);
-            if compared {
+            if let Some(script) = &script {
                 let seconds = share_of(args.pgbench_seconds as usize, rounds, round) as u64;
-                if let Some(phase) = pgbench(&db, &args, seconds, round).await? {
+                if let Some(phase) = pgbench(&db, &args, script, seconds, round).await? {
                     theirs.add(&phase);
                 }
             }
@@ -208,8 +209,7 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<bool> {
                 theirs.rate(),
                 theirs.describe(None, "pgbench client")
             );
-            // The same comparison in CPU per join, which does not move with the machine's
-            // speed at all.
+            // The same comparison in CPU per join, which the machine's speed moves less.
             println!(
                 "throughput: CPU per join, pgbench[full join] / end to end (fake, Redis included) = {theirs_cpu:.0} / {ours_cpu:.0} µs = {:.2}",
                 theirs_cpu / ours_cpu
@@ -259,7 +259,7 @@ struct Totals {
     joins: u64,
     seconds: f64,
     producer_seconds: f64,
-    cpu: [f64; 4],
+    cpu: CpuUse,
     redis: RedisDelta,
 }
 
@@ -268,15 +268,8 @@ impl Totals {
         self.joins += p.joins;
         self.seconds += p.seconds;
         self.producer_seconds += p.producer_seconds;
-        for (sum, x) in
-            self.cpu.iter_mut().zip([p.cpu.postgres, p.cpu.pids, p.cpu.reaped, p.cpu.me])
-        {
-            *sum += x;
-        }
-        for (name, n) in &p.redis.calls {
-            *self.redis.calls.entry(name.clone()).or_default() += n;
-        }
-        self.redis.cpu_seconds += p.redis.cpu_seconds;
+        self.cpu.add(&p.cpu);
+        self.redis.add(&p.redis);
     }
 
     fn rate(&self) -> f64 {
@@ -285,9 +278,7 @@ impl Totals {
 
     /// CPU µs per join (or transaction), by whom.
     fn per_unit(&self) -> CpuUse {
-        let per = self.joins.max(1) as f64;
-        let [postgres, pids, reaped, me] = self.cpu.map(|us| us / per);
-        CpuUse { postgres, pids, reaped, me }
+        self.cpu.per(self.joins)
     }
 
     /// CPU µs per join in all, Redis included.
@@ -368,16 +359,27 @@ const PGBENCH_HEADER: &str = r#"\set n :n + 1
 \set aid :client_id + 1 + :nclients * (:n % (:naccounts / :nclients))
 "#;
 
+/// pgbench's script: its header, then the statements of one real join ([`join_script`]),
+/// written to `--pgbench-script` too when asked.
+async fn pgbench_script(args: &ThroughputArgs) -> anyhow::Result<String> {
+    let limits = Limits { daily_join_cap: UNLIMITED, channel_limit: UNLIMITED };
+    let script = format!("{PGBENCH_HEADER}{}", join_script::record(limits).await?);
+    if let Some(copy) = &args.pgbench_script {
+        std::fs::write(copy, &script)
+            .with_context(|| format!("cannot write the script to {}", copy.display()))?;
+    }
+    Ok(script)
+}
+
 /// Runs the join's statements (recorded from a real join, [`join_script`]) on fresh targets;
 /// returns the transactions per second and the CPU µs per transaction (Postgres and pgbench).
 async fn pgbench(
     db: &FreshDb,
     args: &ThroughputArgs,
+    script: &str,
     seconds: u64,
     round: u32,
 ) -> anyhow::Result<Option<Phase>> {
-    let limits = Limits { daily_join_cap: UNLIMITED, channel_limit: UNLIMITED };
-    let script = format!("{PGBENCH_HEADER}{}", join_script::record(limits).await?);
     let clients = u64::from(args.pgbench_clients.max(1));
     anyhow::ensure!(
         args.accounts as u64 >= clients,
@@ -407,11 +409,7 @@ async fn pgbench(
 
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("join.sql");
-    std::fs::write(&file, &script)?;
-    if let Some(copy) = &args.pgbench_script {
-        std::fs::write(copy, &script)
-            .with_context(|| format!("cannot write the script to {}", copy.display()))?;
-    }
+    std::fs::write(&file, script)?;
     // Each claiming take raises its account's epoch by one.
     let takes_sql = "SELECT COALESCE(sum(lease_epoch), 0)::bigint FROM accounts";
     let takes_before = count(&db.url, takes_sql).await?;
@@ -465,4 +463,39 @@ fn parse_transactions(text: &str) -> Option<i64> {
 /// The number of pgbench's `tps = 1234.5 (without initial connection time)`.
 fn parse_tps(line: &str) -> Option<f64> {
     line.strip_prefix("tps = ")?.split_whitespace().next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rounds_share_out_every_target_and_second() {
+        for (total, rounds) in [(15_000, 3), (15, 4), (2, 3), (7, 1), (5, 0)] {
+            let shares: Vec<usize> =
+                (0..rounds.max(1)).map(|r| share_of(total, rounds, r)).collect();
+            assert_eq!(shares.iter().sum::<usize>(), total, "{total} in {rounds}");
+            let (min, max) = (shares.iter().min().unwrap(), shares.iter().max().unwrap());
+            assert!(max - min <= 1, "{shares:?}");
+        }
+    }
+
+    #[test]
+    fn totals_add_up_work_time_and_cpu_before_dividing() {
+        let phase = |joins, seconds, postgres| Phase {
+            joins,
+            seconds,
+            producer_seconds: 0.0,
+            cpu: CpuUse { postgres, pids: 10.0, reaped: 0.0, me: 0.0 },
+            redis: RedisDelta { calls: [("set".to_owned(), joins)].into(), cpu_seconds: 0.001 },
+        };
+        let mut t = Totals::default();
+        t.add(&phase(100, 1.0, 100_000.0));
+        t.add(&phase(300, 2.0, 500_000.0));
+        assert_eq!(t.rate(), 400.0 / 3.0);
+        assert_eq!(t.per_unit().postgres, 1_500.0);
+        // (600,000 µs + 20 µs) / 400 + 2,000 µs of Redis / 400.
+        assert_eq!(t.cpu_per_unit(), (600_020.0 + 2_000.0) / 400.0);
+        assert_eq!(t.redis.calls["set"], 400);
+    }
 }

@@ -610,13 +610,9 @@ impl Store {
                 .into_query();
             self.db.get_database_backend().build(&gate)
         };
-        let stmt = if self.is_postgres() {
-            let values = [v(hold_until), v(rest_until), v(rest_until)];
-            let values = [values.as_slice(), &[v(account_id), v(epoch), v(now)]].concat();
-            self.shapes.statement(Shape::Gate, values, build)
-        } else {
-            build()
-        };
+        let values =
+            || vec![v(hold_until), v(rest_until), v(rest_until), v(account_id), v(epoch), v(now)];
+        let stmt = self.join_statement(Shape::Gate, values, build);
         Ok(self.join_execute(stmt).await? == 1)
     }
 
@@ -721,13 +717,9 @@ impl Store {
             let query = eligible_query(pool, now, excluded, limits, spread, limit);
             self.db.get_database_backend().build(&query)
         };
-        let stmt = if self.is_postgres() {
-            let shape = Shape::Pick { excluded: excluded.len(), spread: spread > 1 };
-            let values = eligible_values(pool, now, excluded, limits, spread, limit);
-            self.shapes.statement(shape, values, build)
-        } else {
-            build()
-        };
+        let shape = Shape::Pick { excluded: excluded.len(), spread: spread > 1 };
+        let values = || eligible_values(pool, now, excluded, limits, spread, limit);
+        let stmt = self.join_statement(shape, values, build);
         let rows = self.join_query_all(stmt).await?;
         Ok(rows
             .iter()

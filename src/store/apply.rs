@@ -59,10 +59,7 @@ fn writes(
     ];
     target_sets.extend(target_change(&decision.target, account_id, outcome)?);
 
-    let flood_wait_seconds = match outcome {
-        JoinOutcome::FloodWait { seconds } => Some(i32::try_from(*seconds).unwrap_or(i32::MAX)),
-        _ => None,
-    };
+    let flood_wait_seconds = flood_wait_seconds(outcome);
     let row: Sets<join_attempts::Column> = vec![
         (join_attempts::Column::TargetId, Expr::val(target_id)),
         (join_attempts::Column::AccountId, Expr::val(account_id)),
@@ -76,6 +73,14 @@ fn writes(
     ];
     let binds = decision.binds();
     Ok(Writes { target_id, binds, account_cond, account_sets, target_cond, target_sets, row })
+}
+
+/// The attempt row's `flood_wait_seconds`: the wait of a FloodWait, saturated to the column.
+fn flood_wait_seconds(outcome: &JoinOutcome) -> Option<i32> {
+    match outcome {
+        JoinOutcome::FloodWait { seconds } => Some(i32::try_from(*seconds).unwrap_or(i32::MAX)),
+        _ => None,
+    }
 }
 
 /// The values [`decision_statement`] binds for [`writes`]' arguments, in its order ($1, $2,
@@ -142,13 +147,9 @@ fn decision_values(
         TargetChange::KeepClaim { run_at } => values.extend([v(*run_at), v(1), v(None::<i64>)]),
         TargetChange::AwaitAccount { run_at } => values.extend([v(*run_at), v(None::<i64>)]),
     }
-    let flood_wait_seconds = match outcome {
-        JoinOutcome::FloodWait { seconds } => Some(i32::try_from(*seconds).unwrap_or(i32::MAX)),
-        _ => None,
-    };
     values.extend([v(1), v(target_id), v(account_id), v(epoch)]);
     values.extend([v(attempt.started_at), v(attempt.finished_at), v(outcome.kind().as_str())]);
-    values.extend([v(flood_wait_seconds), v(outcome.error_code().map(str::to_owned))]);
+    values.extend([v(flood_wait_seconds(outcome)), v(outcome.error_code().map(str::to_owned))]);
     values.extend([v(attempt.worker.as_str()), v(1)]);
     values
 }

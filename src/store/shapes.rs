@@ -117,6 +117,19 @@ impl Shapes {
     }
 }
 
+impl super::Store {
+    /// One of the join's statements: on Postgres its kept SQL with `values()` (see
+    /// [`Shapes::statement`]), on SQLite `build()`'s, as it always was.
+    pub(super) fn join_statement(
+        &self,
+        shape: Shape,
+        values: impl FnOnce() -> Vec<Value>,
+        build: impl FnOnce() -> Statement,
+    ) -> Statement {
+        if self.is_postgres() { self.shapes.statement(shape, values(), build) } else { build() }
+    }
+}
+
 /// A value as the builder binds it.
 pub(super) fn v(x: impl Into<Value>) -> Value {
     x.into()
