@@ -166,8 +166,7 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<bool> {
         for round in 0..rounds {
             // The targets are shared out in order: round r takes the next share of them.
             let share = share_of(args.targets, rounds, round);
-            let phase = our_phase(&db, &redis, &penv, &worker_pids, share, settled_before, args.targets as u64)
-                    .await?;
+            let phase = our_phase(&db, &redis, &penv, &worker_pids, share, settled_before).await?;
             settled_before += phase.joins;
             ours.add(&phase);
             if let Some(script) = &script {
@@ -297,7 +296,7 @@ impl Totals {
 }
 
 /// Ours: the producer queues the next `share` targets of the niche `bench` and the workers
-/// join them; returns once `settled_before + share` of the niche's `bench_targets` are settled.
+/// join them; returns once none of them is queued or in flight any more.
 async fn our_phase(
     db: &FreshDb,
     redis: &PrivateRedis,
@@ -305,37 +304,38 @@ async fn our_phase(
     worker_pids: &[u32],
     share: usize,
     settled_before: u64,
-    bench_targets: u64,
 ) -> anyhow::Result<Phase> {
     let redis_before = RedisSnapshot::take(&redis.url).await?;
     let cpu_before = CpuSnapshot::take(worker_pids);
     let t0 = Instant::now();
     anyhow::ensure!(penv.produce("bench", share as u64, "1h").await?, "producer failed");
     let producer_seconds = t0.elapsed().as_secs_f64();
-    let goal = settled_before + share as u64;
     let deadline = Instant::now() + Duration::from_secs(600);
-    let mut done = 0;
     let poller = Poller::connect(&db.url).await?;
     while Instant::now() < deadline {
-        done = bench_targets.saturating_sub(poller.count(UNSETTLED_SQL).await?.max(0) as u64);
-        if done >= goal {
+        let open = poller.count(OPEN_SQL).await?.max(0) as u64;
+        if open == 0 {
             break;
         }
-        // The count reads the whole table, on the cores the run is measured on: it is taken
-        // less often while much is left (a tenth of a millisecond per target left, at about a
-        // tenth of the time left at the rates measured here), every 100 ms at the end.
-        let pause = Duration::from_micros(100 * (goal - done)).clamp(POLL_MIN, POLL_MAX);
+        // The count runs on the cores the run is measured on: it is taken less often while
+        // much is left (a tenth of a millisecond per target left, at about a tenth of the time
+        // left at the rates measured here), every 100 ms at the end.
+        let pause = Duration::from_micros(100 * open).clamp(POLL_MIN, POLL_MAX);
         tokio::time::sleep(pause).await;
     }
     let seconds = t0.elapsed().as_secs_f64();
+    let cpu = cpu_before.until(&CpuSnapshot::take(worker_pids), 1);
+    let redis = redis_before.until(&RedisSnapshot::take(&redis.url).await?);
+    // What settled, counted once the time and the CPU are taken: a target given back (to
+    // `new`) leaves the open ones without settling, and a run that timed out settled less.
+    let settled = poller.count(SETTLED_SQL).await?.max(0) as u64;
     poller.close().await;
-    let joins = done.saturating_sub(settled_before);
     Ok(Phase {
-        joins,
+        joins: settled.saturating_sub(settled_before),
         seconds,
         producer_seconds,
-        cpu: cpu_before.until(&CpuSnapshot::take(worker_pids), 1),
-        redis: redis_before.until(&RedisSnapshot::take(&redis.url).await?),
+        cpu,
+        redis,
     })
 }
 
@@ -343,13 +343,14 @@ async fn our_phase(
 const POLL_MIN: Duration = Duration::from_millis(100);
 const POLL_MAX: Duration = Duration::from_secs(1);
 
-/// The `bench` targets not settled yet: those not yet queued and those queued or in flight,
-/// each counted in its partial index. The settled ones have no index of their own and are read
-/// as all the rest: counting them was a scan of the whole table on the cores the run is
-/// measured on, which grew with every pgbench round's targets.
-const UNSETTLED_SQL: &str = "SELECT \
-    (SELECT count(*) FROM targets WHERE status = 'new' AND niche = 'bench') \
-    + (SELECT count(*) FROM targets WHERE status IN ('queued', 'joining') AND niche = 'bench')";
+/// The `bench` targets queued or in flight, read in the partial index of open targets: the
+/// round is over when none is left. (Counting the settled ones while the run went on was a
+/// scan of the whole table on the cores being measured, which grew with every pgbench round.)
+const OPEN_SQL: &str =
+    "SELECT count(*) FROM targets WHERE status IN ('queued', 'joining') AND niche = 'bench'";
+/// The `bench` targets settled, counted once per round after its time is taken.
+const SETTLED_SQL: &str = "SELECT count(*) FROM targets WHERE niche = 'bench' \
+    AND status IN ('joined', 'requested', 'error', 'banned')";
 
 /// The daily cap and the channel limit of every run here, the workers' and pgbench's recorded
 /// join alike: high enough that no account reaches either.
