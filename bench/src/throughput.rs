@@ -42,7 +42,9 @@ pub struct ThroughputArgs {
     #[arg(long)]
     pub pgbench_script: Option<std::path::PathBuf>,
     /// With pgbench: the fake run and pgbench alternate this many times, each taking its share
-    /// of the targets and of the seconds, so that a machine whose speed drifts slows both alike.
+    /// of the targets and of the seconds, so that a machine whose speed drifts slows both alike
+    /// (where it drifts within minutes, more rounds of more targets: `--targets 50000
+    /// --pgbench-seconds 50 --rounds 10`).
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
     #[arg(long)]
