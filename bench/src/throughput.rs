@@ -61,7 +61,7 @@ pub fn dummy_accounts_json(names: &[String]) -> String {
     serde_json::to_string(&s.accounts_config_json(addr)).unwrap()
 }
 
-/// Counts settled targets while a run goes on, on one connection for the whole run: a new
+/// Counts targets while a run goes on, on one connection for the whole run: a new
 /// connection per poll (ten a second) cost Postgres a backend start and a TLS handshake each,
 /// on the same two cores as the run it measures.
 pub struct Poller {
@@ -341,7 +341,7 @@ async fn our_phase(
     })
 }
 
-/// The shortest and the longest pause between two counts of the settled targets.
+/// The shortest and the longest pause between two counts of the open targets.
 const POLL_MIN: Duration = Duration::from_millis(100);
 const POLL_MAX: Duration = Duration::from_secs(1);
 
